@@ -1,0 +1,126 @@
+# SPDX-License-Identifier: MIT
+#
+# kgreen top-level build.
+#
+#   make            build libkgreen (.so, .a), the tests and the examples
+#   make check      install what is missing, build, run every suite (prove)
+#   make demo       install what is missing, build, run the demo
+#   make bench      run the benchmarks beside their Go twins
+#   make deps       install missing Debian packages (tools/install-deps)
+#   SAN=address|thread   sanitizer build, outputs under .output/san-$(SAN)
+#   V=1             show full commands
+#
+# Everything built goes under .output/.
+
+VERSION_MAJOR := 0
+VERSION_MINOR := 1
+SONAME := libkgreen.so.$(VERSION_MAJOR)
+
+SRCDIR := $(abspath .)
+ifeq ($(SAN),)
+OUT ?= $(SRCDIR)/.output
+else
+OUT ?= $(SRCDIR)/.output/san-$(SAN)
+endif
+
+CC ?= gcc
+ARCH := $(shell uname -m)
+ifeq ($(V),1)
+Q :=
+msg = @true
+else
+Q := @
+msg = @printf '  %-7s %s\n' $(1) $(2)
+endif
+
+OPT ?= -O2
+SAN_FLAGS :=
+ifeq ($(SAN),address)
+SAN_FLAGS := -fsanitize=address -fno-omit-frame-pointer
+OPT := -O1
+else ifeq ($(SAN),thread)
+SAN_FLAGS := -fsanitize=thread
+OPT := -O1
+else ifneq ($(SAN),)
+$(error SAN must be address or thread, not '$(SAN)')
+endif
+
+CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -g $(OPT) -pthread \
+	-I$(SRCDIR)/userlib/include -I$(SRCDIR)/kmod/include $(SAN_FLAGS)
+LIB_CFLAGS := $(CFLAGS_BASE) -fPIC -fvisibility=hidden -I$(SRCDIR)/userlib \
+	$(EXTRA_CFLAGS)
+
+LIB_SRCS := $(wildcard userlib/*.c)
+LIB_ASM := userlib/arch/switch_$(ARCH).S
+LIB_OBJS := $(patsubst userlib/%.c,$(OUT)/userlib/%.o,$(LIB_SRCS)) \
+	$(OUT)/userlib/switch.o
+LIB_HDRS := $(wildcard userlib/*.h userlib/include/*.h kmod/include/uapi/*.h)
+
+LIBA := $(OUT)/lib/libkgreen.a
+LIBSO := $(OUT)/lib/libkgreen.so.$(VERSION_MAJOR).$(VERSION_MINOR)
+
+export OUT CC SAN
+
+.PHONY: all lib tests examples check demo bench deps clean kmod help
+
+all: lib tests examples
+
+lib: $(LIBA) $(LIBSO)
+
+$(OUT)/userlib/%.o: userlib/%.c $(LIB_HDRS)
+	$(call msg,CC,$<)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LIB_CFLAGS) -c -o $@ $<
+
+$(OUT)/userlib/switch.o: $(LIB_ASM)
+	$(call msg,AS,$<)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(LIB_CFLAGS) -c -o $@ $<
+
+$(LIBA): $(LIB_OBJS)
+	$(call msg,AR,$@)
+	@mkdir -p $(@D)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(LIBSO): $(LIB_OBJS) userlib/libkgreen.map
+	$(call msg,LD,$@)
+	@mkdir -p $(@D)
+	$(Q)$(CC) -shared $(SAN_FLAGS) -pthread -Wl,-soname,$(SONAME) \
+		-Wl,--version-script=userlib/libkgreen.map -Wl,-z,noexecstack \
+		-o $@ $(LIB_OBJS) -ldl
+	$(Q)ln -sf $(notdir $@) $(OUT)/lib/$(SONAME)
+	$(Q)ln -sf $(SONAME) $(OUT)/lib/libkgreen.so
+
+TEST_SAN_FLAGS := $(SAN_FLAGS)
+tests: lib
+	$(Q)$(MAKE) --no-print-directory -C tests all \
+		EXTRA_CFLAGS="$(SAN_FLAGS) $(OPT)" EXTRA_LDFLAGS="$(SAN_FLAGS)"
+
+examples: lib
+	$(Q)$(MAKE) --no-print-directory -C examples all \
+		EXTRA_CFLAGS="$(SAN_FLAGS)" EXTRA_LDFLAGS="$(SAN_FLAGS)"
+
+deps:
+	$(Q)tools/install-deps build
+
+# The test command: every suite under prove; its summary is printed last.
+check: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)$(MAKE) --no-print-directory -C tests run_tests \
+		EXTRA_CFLAGS="$(SAN_FLAGS) $(OPT)" EXTRA_LDFLAGS="$(SAN_FLAGS)"
+
+demo: deps
+	$(Q)$(MAKE) --no-print-directory lib examples
+	$(Q)$(OUT)/examples/demo
+
+bench:
+	$(Q)tools/install-deps build bench
+	$(Q)$(MAKE) --no-print-directory lib
+	$(Q)$(MAKE) --no-print-directory -C tests/bench run
+
+clean:
+	$(call msg,CLEAN,.output)
+	$(Q)rm -rf $(SRCDIR)/.output
+
+help:
+	@sed -n '3,13p' Makefile

@@ -1,0 +1,107 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * kg_test.h - helpers shared by the kgreen suites, on top of harness.h.
+ *
+ * Assertions from the harness end the test process's current function, so
+ * they belong in the test body. Inside coroutines use CO_CHECK: it prints
+ * what failed and counts it; the body then asserts co_failures() == 0
+ * after kg_run returns.
+ */
+#ifndef KG_TEST_H
+#define KG_TEST_H
+
+#include <errno.h>
+#include <kgreen.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+static _Atomic int kg_test_failures;
+
+#define CO_CHECK(cond, fmt, ...)                                              \
+	do {                                                                  \
+		if (!(cond)) {                                                \
+			fprintf(stderr, "# %s:%d: check failed: %s: " fmt "\n", \
+				__FILE__, __LINE__, #cond, ##__VA_ARGS__);    \
+			atomic_fetch_add(&kg_test_failures, 1);               \
+		}                                                             \
+	} while (0)
+
+static inline int co_failures(void)
+{
+	return atomic_load(&kg_test_failures);
+}
+
+/* Run fn(arg) as the main coroutine with the given number of procs. */
+static inline int run_kg(void (*fn)(void *), void *arg, unsigned int procs)
+{
+	struct kg_config cfg = { .procs = procs };
+
+	return kg_run(fn, arg, &cfg);
+}
+
+#ifndef __has_feature
+#define __has_feature(x) 0
+#endif
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__) || \
+	__has_feature(address_sanitizer) || __has_feature(thread_sanitizer)
+#define KG_TEST_SANITIZED 1
+#else
+#define KG_TEST_SANITIZED 0
+#endif
+
+/*
+ * Iteration counts: full size normally, divided under sanitizers (ASan
+ * and TSan make each switch 10-100x dearer; TSan keeps per-fiber state).
+ * KG_TEST_SCALE=N overrides the divisor.
+ */
+static inline long scaled(long n, long san_divisor)
+{
+	const char *s = getenv("KG_TEST_SCALE");
+	long d = KG_TEST_SANITIZED ? san_divisor : 1;
+
+	if (s && atol(s) > 0)
+		d = atol(s);
+	return n / d > 0 ? n / d : 1;
+}
+
+static inline long gettid_(void)
+{
+	return (long)syscall(SYS_gettid);
+}
+
+/* A field of /proc/self/status in kB, or -1. */
+static inline long proc_status_kb(const char *field)
+{
+	FILE *f = fopen("/proc/self/status", "r");
+	char line[256];
+	size_t len = strlen(field);
+	long v = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, field, len) && line[len] == ':')
+			v = atol(line + len + 1);
+	fclose(f);
+	return v;
+}
+
+static inline long count_maps(void)
+{
+	FILE *f = fopen("/proc/self/maps", "r");
+	long n = 0;
+	int c;
+
+	if (!f)
+		return -1;
+	while ((c = fgetc(f)) != EOF)
+		n += c == '\n';
+	fclose(f);
+	return n;
+}
+
+#endif /* KG_TEST_H */

@@ -1,0 +1,258 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * internal.h - libkgreen's internal types, shared by the scheduler (sched.c),
+ * timers (timer.c), stacks (stack.c) and the context switch (context.h).
+ * Nothing here is exported: the library is built with -fvisibility=hidden
+ * and a version script; only include/kgreen.h names are public.
+ */
+#ifndef KG_INTERNAL_H
+#define KG_INTERNAL_H
+
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kgreen.h"
+#include "uapi/kgreen.h"
+
+#define KG_CACHELINE 64
+#define kg_likely(x) __builtin_expect(!!(x), 1)
+#define kg_unlikely(x) __builtin_expect(!!(x), 0)
+#define kg_barrier() __asm__ __volatile__("" ::: "memory")
+
+static inline void kg_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+	__builtin_ia32_pause();
+#elif defined(__aarch64__)
+	__asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+/* Relaxed shorthands for single-writer counters and hints. */
+#define kg_load_relaxed(p) atomic_load_explicit((p), memory_order_relaxed)
+#define kg_store_relaxed(p, v) atomic_store_explicit((p), (v), memory_order_relaxed)
+/* Increment of a counter that only one thread writes: no locked RMW needed. */
+#define kg_count(p) kg_store_relaxed((p), kg_load_relaxed(p) + 1)
+
+/* A broken internal invariant: print the function's complaint and abort. */
+__attribute__((noreturn, format(printf, 1, 2)))
+void kg_throw(const char *fmt, ...);
+/* One line on stderr when debugging is on (KGREEN_DEBUG=1). */
+__attribute__((format(printf, 1, 2))) void kg_debug(const char *fmt, ...);
+
+struct kg_proc;
+struct kg_worker;
+
+/*
+ * Coroutine states. Per state: who owns the coroutine and where it is.
+ *  RUNNABLE: on exactly one run queue (a proc's runnext or ring, or the
+ *            global queue); whoever dequeues it owns it.
+ *  RUNNING:  owned by the worker executing it (kg_worker.cur).
+ *  WAITING:  parked; owned by what will wake it (a timer heap, later a
+ *            channel or sync object). Its registers are saved: the park is
+ *            committed only after the switch away (see kg_worker.after).
+ *  DEAD:     returned from its function; its stack goes back to the pool
+ *            once the worker has switched away from it.
+ */
+enum kg_co_state {
+	KG_CO_RUNNABLE = 1,
+	KG_CO_RUNNING,
+	KG_CO_WAITING,
+	KG_CO_DEAD,
+};
+
+#define KG_NAME_MAX 32
+
+/* A stack carved from a slab (stack.c). */
+struct kg_stack {
+	char *lo;		/* lowest usable byte (just above the guard) */
+	char *hi;		/* one past the highest byte */
+	uint32_t guard;		/* enum kg_stack_guard protecting this stack */
+	uint32_t size_class;	/* index into the allocator's classes */
+	unsigned int vg_id;	/* valgrind stack id */
+};
+
+/*
+ * A coroutine. It lives at the top of its own stack, so a parked
+ * coroutine costs one page of memory when its frames are shallow.
+ */
+struct kg_co {
+	void *sp;			/* saved stack pointer while switched out */
+	struct kg_co *next;		/* link: global queue, free lists */
+	long id;
+	_Atomic uint32_t state;		/* enum kg_co_state */
+	uint32_t is_main;
+	void (*fn)(void *);
+	void *arg;
+	struct kg_stack stack;
+	struct kg_rt *rt;		/* the runtime that owns the stack */
+	/* timer.c: valid while WAITING in a timer heap */
+	uint64_t when;
+	int32_t heap_idx;
+	uint32_t __pad;
+	/* sanitizer fiber state (context.h) */
+	void *asan_fake;
+	void *tsan_fiber;
+	char name[KG_NAME_MAX];
+};
+
+/*
+ * A proc's local run queue: Go's runq. A ring that only the owning worker
+ * pushes to (at tail) and that the owner and thieves pop from (at head, by
+ * CAS). runnext holds the coroutine to run next (ping-pong locality).
+ */
+#define KG_RUNQ_SIZE 256
+
+struct kg_timer_heap {
+	pthread_mutex_t lock;		/* protects n, cap, v */
+	struct kg_co **v;
+	uint32_t n, cap;
+	/* earliest deadline, UINT64_MAX if empty: lock-free peek for others */
+	_Atomic uint64_t next;
+};
+
+struct kg_proc {
+	/* written by thieves and the owner */
+	_Alignas(KG_CACHELINE) _Atomic uint32_t runq_head;
+	/* written only by the owner (release), read by thieves (acquire) */
+	_Alignas(KG_CACHELINE) _Atomic uint32_t runq_tail;
+	_Atomic(struct kg_co *) runnext;
+	_Atomic(struct kg_co *) runq[KG_RUNQ_SIZE];
+
+	_Alignas(KG_CACHELINE) uint32_t index;
+	uint32_t schedtick;		/* owner only */
+	struct kg_proc *idle_next;	/* rt.lock */
+	struct kg_proc_slot *slot;	/* shared with the kernel side */
+	struct kg_timer_heap timers;
+	/* stacks freed on this proc, reused first (owner only) */
+	struct kg_co *free_cos;
+	uint32_t nfree_cos;
+	/* statistics, single writer (the owner), relaxed */
+	_Atomic uint64_t steals, timer_steals, spawned;
+};
+
+/* What a worker does right after switching away from a coroutine. */
+typedef void (*kg_after_fn)(struct kg_worker *w, struct kg_co *prev, void *arg);
+
+struct kg_worker {
+	struct kg_co g0;		/* scheduler context on the thread's own stack */
+	struct kg_co *cur;		/* coroutine running, or &g0 */
+	struct kg_proc *proc;		/* proc held, NULL when none */
+	struct kg_worker_slot *slot;	/* shared with the kernel side */
+	struct kg_rt *rt;
+	/*
+	 * Post-switch action, set by the coroutine switching away and run by
+	 * whichever context runs next on this worker (the new coroutine or
+	 * g0). It is what makes a park safe: the coroutine is published
+	 * (requeued, armed on a timer, freed) only once its registers are
+	 * saved, so no other worker can resume it half-saved.
+	 */
+	kg_after_fn after;
+	void *after_arg;
+	/*
+	 * Parking futex word: KG_WAKE_PARKED while parked, KG_WAKE_HANDOFF
+	 * once popped from the idle list and handed nextp (release; the
+	 * parker reads it with acquire), KG_WAKE_KICK when a new timer asks a
+	 * parked watcher to recompute its deadline (CAS from PARKED only).
+	 */
+	_Atomic uint32_t wake;
+	struct kg_proc *nextp;		/* proc handed over while parked (rt.lock) */
+	bool spinning;			/* counted in rt.nspinning */
+	struct kg_worker *idle_next;	/* rt.lock */
+	uint32_t index;
+	uint64_t rand;
+	pthread_t thread;
+	void *altstack;
+	stack_t old_altstack;		/* the thread's own, restored at exit */
+	_Atomic uint32_t exited;
+	_Atomic uint64_t switches;	/* single writer (this worker), relaxed */
+};
+
+enum { KG_WAKE_PARKED = 0, KG_WAKE_HANDOFF = 1, KG_WAKE_KICK = 2 };
+
+struct kg_global_queue {
+	struct kg_co *head, *tail;	/* rt.lock */
+	_Atomic uint32_t n;		/* written under rt.lock, peeked without */
+};
+
+struct kg_rt {
+	uint32_t nprocs;
+	size_t stack_size;
+	int debug;
+	struct kg_proc *procs;		/* nprocs of them */
+	struct kg_worker_slot *wslots;	/* KG_MAX_WORKERS */
+	struct kg_proc_slot *pslots;	/* nprocs */
+
+	/*
+	 * rt.lock protects: the global run queue, the idle proc and idle
+	 * worker lists, worker creation, nworkers. Never held across a
+	 * context switch or a futex wait.
+	 */
+	pthread_mutex_t lock;
+	struct kg_global_queue gq;
+	struct kg_proc *idle_procs;
+	struct kg_worker *idle_workers;
+	struct kg_worker *workers[KG_MAX_WORKERS];
+	_Atomic uint32_t nworkers;
+	_Atomic uint32_t npidle;	/* procs on idle_procs */
+	_Atomic uint32_t nspinning;	/* workers looking for work with a proc */
+	/*
+	 * Timer watch: at most one parked worker sleeps with a timeout set to
+	 * the earliest timer of all procs. timer_watch_until is that deadline
+	 * (UINT64_MAX: no watcher). A new earlier timer wakes the watcher.
+	 */
+	_Atomic(struct kg_worker *) timer_watcher;
+	_Atomic uint64_t timer_watch_until;
+
+	_Atomic uint32_t done;		/* main returned: all workers stop */
+	_Atomic uint64_t live;		/* coroutines alive */
+	_Atomic uint64_t parks;
+	_Atomic uint64_t handoffs;
+	uint32_t guard_mode;		/* stack.c: mode for new stacks */
+	struct kg_stack_alloc *stacks;
+	struct kg_co *main_co;
+};
+
+/* The worker running on this thread, NULL outside the runtime. */
+struct kg_worker *kg_worker_self(void);
+struct kg_rt *kg_rt_current(void);
+
+/* sched.c */
+void kg_ready(struct kg_worker *w, struct kg_co *co, bool next);
+/* Make a parked coroutine runnable from any thread (worker or not). */
+void kg_wake(struct kg_co *co);
+/* Park the calling coroutine; commit(w, co, arg) runs once it is switched out. */
+void kg_sched_park(kg_after_fn commit, void *arg);
+/* Nudge a parked timer watcher to re-read the timer heaps. */
+void kg_kick_watcher(struct kg_worker *w);
+void kg_wakep(struct kg_rt *rt);
+uint64_t kg_rand(struct kg_worker *w);
+
+/* timer.c */
+int kg_timers_init(struct kg_timer_heap *h);
+void kg_timers_destroy(struct kg_timer_heap *h);
+void kg_timer_arm(struct kg_worker *w, struct kg_co *co);
+/* Make room for one more timer on p's heap; -ENOMEM if impossible. */
+int kg_timer_reserve(struct kg_proc *p);
+/* Fire the proc's expired timers onto w's proc; returns how many. */
+unsigned int kg_timers_run(struct kg_worker *w, struct kg_proc *p, uint64_t now);
+uint64_t kg_timers_next_all(struct kg_rt *rt);
+
+/* stack.c */
+int kg_stacks_init(struct kg_rt *rt);
+void kg_stacks_destroy(struct kg_rt *rt);
+struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size);
+void kg_co_free(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co);
+void kg_procs_cache_drain(struct kg_rt *rt, struct kg_proc *p);
+int kg_altstack_setup(struct kg_worker *w);
+void kg_altstack_teardown(struct kg_worker *w);
+int kg_segv_install(void);
+void kg_segv_restore(void);
+void kg_canary_check(struct kg_co *co);
+uint64_t kg_stack_bytes(struct kg_rt *rt);
+
+#endif /* KG_INTERNAL_H */

@@ -1,0 +1,1486 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sched.c - the M:N coroutine scheduler.
+ *
+ * The problem: run many coroutines on a few OS threads so that each thread
+ * switches between coroutines in nanoseconds, idle threads burn no CPU, and
+ * a thread that blocks in the kernel can lose its queue of coroutines to
+ * another thread without the running thread taking any lock on its fast
+ * path.
+ *
+ * The shape is Go's (runtime/proc.go): a coroutine (G) runs on a worker
+ * thread (M) that holds a proc (P). A proc owns a local run queue, a
+ * runnext slot and a timer heap; there are KGREEN_PROCS procs. A worker
+ * must hold a proc to run coroutines; idle procs sit on rt.idle_procs,
+ * parked workers on rt.idle_workers, and spares (workers without a proc)
+ * are simply parked workers.
+ *
+ * Rejected approaches: one global locked queue (every switch contends on
+ * one cache line); a scheduler context between every two coroutines (two
+ * stack switches per yield instead of one); a monitor thread that polls for
+ * blocked workers (the kernel tells us instead, see the handoff below).
+ *
+ * Chosen:
+ *  1. Switches go directly from coroutine to coroutine. The scheduler's own
+ *     context (g0, on the worker thread's stack) is used only when the
+ *     worker has nothing to run and must steal or park.
+ *  2. A coroutine that switches away is published (requeued, put on a
+ *     timer, freed) only after its registers are saved: it leaves a
+ *     post-switch action in kg_worker.after, which the next context on that
+ *     worker runs first (finish_switch). One mechanism serves yield, park
+ *     and exit, and no worker can ever resume a half-saved coroutine.
+ *  3. Work placement as in Go: a woken or spawned coroutine goes to the
+ *     waker's proc (runnext), an idle proc is woken only if no worker is
+ *     already spinning (wakep), and a spinning worker that finds work wakes
+ *     the next one. Steal half of a victim's queue; check the global queue
+ *     every 61st schedule for fairness.
+ *  4. Handoff shape: each worker has a slot shared with the kernel side
+ *     (uapi/kgreen.h). in_sched is 1 while the worker runs scheduler code
+ *     holding a proc (plain stores + compiler barrier: the kernel side reads
+ *     it on the worker's own CPU, in program order). The kernel side may
+ *     detach the proc of a worker that blocks while in_sched == 0; every
+ *     scheduler entry from a coroutine therefore checks slot->proc and, if
+ *     the proc is gone, takes an idle one or queues its coroutine globally
+ *     and becomes a spare (Go's exitsyscall).
+ *
+ * Invariants:
+ *  - A RUNNABLE coroutine is on exactly one queue; a RUNNING one is some
+ *    worker's cur; a WAITING one is owned by what will wake it.
+ *  - Only the worker holding a proc pushes to its ring and runs its
+ *    post-switch actions; it does so with in_sched == 1.
+ *  - rt.lock is never held across a switch or a futex wait.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "context.h"
+#include "internal.h"
+
+static __thread struct kg_worker *tls_worker;
+static _Atomic(struct kg_rt *) cur_rt;
+static _Atomic int rt_running;
+static _Atomic long next_co_id;
+static int kg_debug_on;
+
+#define SPIN_NS 20000		/* how long an idle worker looks before parking */
+#define STEAL_TRIES 4
+#define GLOBAL_FAIRNESS 61
+
+/* ------------------------------------------------------------------ */
+/* Diagnostics                                                         */
+/* ------------------------------------------------------------------ */
+
+void kg_throw(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("kgreen: fatal: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+void kg_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!kg_debug_on)
+		return;
+	fputs("kgreen: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/*
+ * The thread pointer changes when a coroutine migrates between workers, but
+ * compilers treat the address of a __thread variable as constant within a
+ * function. Reading it through this out-of-line function (with an asm the
+ * optimizer cannot see through) makes every call re-read it.
+ */
+__attribute__((noinline)) struct kg_worker *kg_worker_self(void)
+{
+	__asm__ __volatile__("" ::: "memory");
+	return tls_worker;
+}
+
+struct kg_rt *kg_rt_current(void)
+{
+	return atomic_load_explicit(&cur_rt, memory_order_acquire);
+}
+
+uint64_t kg_rand(struct kg_worker *w)
+{
+	/* xorshift64*: cheap, per worker, good enough for victim choice */
+	uint64_t x = w->rand;
+
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	w->rand = x;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+uint64_t kg_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+static void futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline)
+{
+	struct timespec ts, *tsp = NULL;
+
+	if (deadline != UINT64_MAX) {
+		uint64_t now = kg_now_ns();
+		uint64_t rel = deadline > now ? deadline - now : 0;
+
+		if (!rel)
+			return;
+		ts.tv_sec = (time_t)(rel / 1000000000ull);
+		ts.tv_nsec = (long)(rel % 1000000000ull);
+		tsp = &ts;
+	}
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
+}
+
+static void futex_wake(_Atomic uint32_t *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+/* ------------------------------------------------------------------ */
+/* The handoff slot: in_sched and the proc the kernel side may take     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Plain stores ordered by compiler barriers: the kernel side reads the slot
+ * only on this worker's CPU while this worker is switched out, so program
+ * order is all that is needed (the rseq argument). The barrier keeps the
+ * compiler from moving scheduler memory accesses across the flag.
+ */
+static inline void sched_enter(struct kg_worker *w)
+{
+	*(volatile __u32 *)&w->slot->in_sched = 1;
+	kg_barrier();
+}
+
+static inline void sched_leave(struct kg_worker *w)
+{
+	kg_barrier();
+	*(volatile __u32 *)&w->slot->in_sched = 0;
+}
+
+static void acquire_proc(struct kg_worker *w, struct kg_proc *p)
+{
+	__u32 expect = KG_OWNER_DETACHED;
+
+	/* only detached procs are handed out; CAS pairs with the kernel's */
+	if (!__atomic_compare_exchange_n(&p->slot->owner, &expect, w->index,
+					 false, __ATOMIC_ACQ_REL,
+					 __ATOMIC_ACQUIRE))
+		kg_throw("acquire_proc: proc %u owned by worker %u", p->index,
+			 expect);
+	w->proc = p;
+	*(volatile __u32 *)&w->slot->proc = p->index;
+}
+
+static void release_proc(struct kg_worker *w)
+{
+	struct kg_proc *p = w->proc;
+	__u32 expect = w->index;
+
+	*(volatile __u32 *)&w->slot->proc = KG_PROC_NONE;
+	if (!__atomic_compare_exchange_n(&p->slot->owner, &expect,
+					 KG_OWNER_DETACHED, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		kg_throw("release_proc: proc %u owned by worker %u, not %u",
+			 p->index, expect, w->index);
+	w->proc = NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Run queues                                                          */
+/* ------------------------------------------------------------------ */
+
+/* Global queue; caller holds rt->lock. */
+static void __gq_put(struct kg_rt *rt, struct kg_co *head, struct kg_co *tail,
+		     uint32_t n)
+{
+	tail->next = NULL;
+	if (rt->gq.tail)
+		rt->gq.tail->next = head;
+	else
+		rt->gq.head = head;
+	rt->gq.tail = tail;
+	kg_store_relaxed(&rt->gq.n, kg_load_relaxed(&rt->gq.n) + n);
+}
+
+static struct kg_co *__gq_pop(struct kg_rt *rt)
+{
+	struct kg_co *co = rt->gq.head;
+
+	if (!co)
+		return NULL;
+	rt->gq.head = co->next;
+	if (!rt->gq.head)
+		rt->gq.tail = NULL;
+	kg_store_relaxed(&rt->gq.n, kg_load_relaxed(&rt->gq.n) - 1);
+	return co;
+}
+
+static void gq_put(struct kg_rt *rt, struct kg_co *co)
+{
+	pthread_mutex_lock(&rt->lock);
+	__gq_put(rt, co, co, 1);
+	pthread_mutex_unlock(&rt->lock);
+}
+
+static uint32_t runq_len(struct kg_proc *p)
+{
+	uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
+	uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_acquire);
+
+	return t - h;
+}
+
+static bool runq_empty(struct kg_proc *p)
+{
+	return runq_len(p) == 0 &&
+	       !atomic_load_explicit(&p->runnext, memory_order_acquire);
+}
+
+/*
+ * Local ring full: move half of it plus co to the global queue, so that
+ * other procs can take it. Fails if thieves changed head meanwhile.
+ */
+static bool runq_put_slow(struct kg_rt *rt, struct kg_proc *p,
+			  struct kg_co *co, uint32_t h, uint32_t t)
+{
+	struct kg_co *batch[KG_RUNQ_SIZE / 2 + 1];
+	uint32_t n = (t - h) / 2, i;
+
+	for (i = 0; i < n; i++)
+		batch[i] = atomic_load_explicit(&p->runq[(h + i) % KG_RUNQ_SIZE],
+						memory_order_relaxed);
+	/* release: the slots we read are given back for the owner to reuse */
+	if (!atomic_compare_exchange_strong_explicit(&p->runq_head, &h, h + n,
+						     memory_order_release,
+						     memory_order_relaxed))
+		return false;
+	batch[n] = co;
+	for (i = 0; i < n; i++)
+		batch[i]->next = batch[i + 1];
+	pthread_mutex_lock(&rt->lock);
+	__gq_put(rt, batch[0], co, n + 1);
+	pthread_mutex_unlock(&rt->lock);
+	return true;
+}
+
+/*
+ * Put co on p's queue; p must be held by the calling worker. With next,
+ * co goes to runnext and the coroutine it displaces goes to the tail.
+ */
+static void runq_put(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co,
+		     bool next)
+{
+	if (next) {
+		/* thieves may take runnext concurrently: exchange, not store */
+		co = atomic_exchange_explicit(&p->runnext, co,
+					      memory_order_acq_rel);
+		if (!co)
+			return;
+	}
+	for (;;) {
+		/* acquire: pairs with thieves' release CAS on head */
+		uint32_t h = atomic_load_explicit(&p->runq_head,
+						  memory_order_acquire);
+		uint32_t t = atomic_load_explicit(&p->runq_tail,
+						  memory_order_relaxed);
+
+		if (t - h < KG_RUNQ_SIZE) {
+			atomic_store_explicit(&p->runq[t % KG_RUNQ_SIZE], co,
+					      memory_order_relaxed);
+			/*
+			 * release: publishes the slot and the coroutine's
+			 * saved context; pairs with the acquire in
+			 * runq_get/runq_grab.
+			 */
+			atomic_store_explicit(&p->runq_tail, t + 1,
+					      memory_order_release);
+			return;
+		}
+		if (runq_put_slow(rt, p, co, h, t))
+			return;
+	}
+}
+
+/* Owner's dequeue: runnext first, then the ring's head. */
+static struct kg_co *runq_get(struct kg_proc *p)
+{
+	struct kg_co *co = atomic_load_explicit(&p->runnext,
+						memory_order_relaxed);
+
+	if (co && atomic_compare_exchange_strong_explicit(
+			  &p->runnext, &co, NULL, memory_order_acquire,
+			  memory_order_relaxed))
+		return co;
+	for (;;) {
+		uint32_t h = atomic_load_explicit(&p->runq_head,
+						  memory_order_acquire);
+		uint32_t t = atomic_load_explicit(&p->runq_tail,
+						  memory_order_relaxed);
+
+		if (t == h)
+			return NULL;
+		co = atomic_load_explicit(&p->runq[h % KG_RUNQ_SIZE],
+					  memory_order_relaxed);
+		/* acquire pairs with the release store of tail/runnext */
+		if (atomic_compare_exchange_strong_explicit(
+			    &p->runq_head, &h, h + 1, memory_order_acq_rel,
+			    memory_order_relaxed))
+			return co;
+	}
+}
+
+/* A thief's grab of half of p's queue into batch; returns how many. */
+static uint32_t runq_grab(struct kg_proc *p, struct kg_co **batch,
+			  bool with_next)
+{
+	for (;;) {
+		uint32_t h = atomic_load_explicit(&p->runq_head,
+						  memory_order_acquire);
+		/* acquire: pairs with the owner's release store of tail */
+		uint32_t t = atomic_load_explicit(&p->runq_tail,
+						  memory_order_acquire);
+		uint32_t n = t - h, i;
+
+		n -= n / 2;
+		if (n == 0) {
+			struct kg_co *co;
+
+			if (!with_next)
+				return 0;
+			co = atomic_load_explicit(&p->runnext,
+						  memory_order_acquire);
+			if (co && atomic_compare_exchange_strong_explicit(
+					  &p->runnext, &co, NULL,
+					  memory_order_acq_rel,
+					  memory_order_relaxed)) {
+				batch[0] = co;
+				return 1;
+			}
+			return 0;
+		}
+		if (n > KG_RUNQ_SIZE / 2)
+			continue;	/* read h and t inconsistently: retry */
+		for (i = 0; i < n; i++)
+			batch[i] = atomic_load_explicit(
+				&p->runq[(h + i) % KG_RUNQ_SIZE],
+				memory_order_relaxed);
+		if (atomic_compare_exchange_strong_explicit(
+			    &p->runq_head, &h, h + n, memory_order_acq_rel,
+			    memory_order_relaxed))
+			return n;
+	}
+}
+
+/* Steal half of victim's queue into w's (empty) queue; return one to run. */
+static struct kg_co *runq_steal(struct kg_worker *w, struct kg_proc *victim,
+				bool with_next)
+{
+	struct kg_co *batch[KG_RUNQ_SIZE / 2];
+	uint32_t n = runq_grab(victim, batch, with_next), i;
+
+	if (!n)
+		return NULL;
+	for (i = 1; i < n; i++)
+		runq_put(w->rt, w->proc, batch[i], false);
+	kg_store_relaxed(&w->proc->steals,
+			 kg_load_relaxed(&w->proc->steals) + n);
+	return batch[0];
+}
+
+/* Take a batch from the global queue: one to run, the rest go local. */
+static struct kg_co *gq_get(struct kg_worker *w, uint32_t max)
+{
+	struct kg_rt *rt = w->rt;
+	struct kg_co *co, *first;
+	uint32_t n;
+
+	if (!kg_load_relaxed(&rt->gq.n))
+		return NULL;
+	pthread_mutex_lock(&rt->lock);
+	n = kg_load_relaxed(&rt->gq.n);
+	if (n > n / rt->nprocs + 1)
+		n = n / rt->nprocs + 1;
+	if (max && n > max)
+		n = max;
+	if (n > KG_RUNQ_SIZE / 2)
+		n = KG_RUNQ_SIZE / 2;
+	first = __gq_pop(rt);
+	while (first && --n > 0 && (co = __gq_pop(rt)))
+		runq_put(rt, w->proc, co, false);
+	pthread_mutex_unlock(&rt->lock);
+	return first;
+}
+
+/* ------------------------------------------------------------------ */
+/* Idle procs, parked workers, wakep                                   */
+/* ------------------------------------------------------------------ */
+
+static void __pidle_put(struct kg_rt *rt, struct kg_proc *p)
+{
+	p->idle_next = rt->idle_procs;
+	rt->idle_procs = p;
+	atomic_fetch_add(&rt->npidle, 1);
+}
+
+static struct kg_proc *__pidle_get(struct kg_rt *rt)
+{
+	struct kg_proc *p = rt->idle_procs;
+
+	if (p) {
+		rt->idle_procs = p->idle_next;
+		atomic_fetch_sub(&rt->npidle, 1);
+	}
+	return p;
+}
+
+static struct kg_proc *pidle_get(struct kg_rt *rt)
+{
+	struct kg_proc *p;
+
+	if (!atomic_load(&rt->npidle))
+		return NULL;
+	pthread_mutex_lock(&rt->lock);
+	p = __pidle_get(rt);
+	pthread_mutex_unlock(&rt->lock);
+	return p;
+}
+
+/* Remove w from the idle worker list; false if someone popped it first. */
+static bool __widle_remove(struct kg_rt *rt, struct kg_worker *w)
+{
+	struct kg_worker **pp;
+
+	for (pp = &rt->idle_workers; *pp; pp = &(*pp)->idle_next) {
+		if (*pp == w) {
+			*pp = w->idle_next;
+			return true;
+		}
+	}
+	return false;
+}
+
+/* Hand a popped parked worker its proc (maybe NULL) and wake it. */
+static void wake_worker(struct kg_worker *w, struct kg_proc *p, bool spinning)
+{
+	w->nextp = p;
+	w->spinning = spinning;
+	/* release: nextp and spinning are visible once wake reads 1 */
+	atomic_store_explicit(&w->wake, KG_WAKE_HANDOFF, memory_order_release);
+	futex_wake(&w->wake, 1);
+}
+
+void kg_kick_watcher(struct kg_worker *w)
+{
+	uint32_t expect = KG_WAKE_PARKED;
+
+	if (atomic_compare_exchange_strong(&w->wake, &expect, KG_WAKE_KICK))
+		futex_wake(&w->wake, 1);
+}
+
+static void *worker_thread(void *arg);
+
+static struct kg_worker *worker_new(struct kg_rt *rt)
+{
+	uint32_t idx = atomic_load(&rt->nworkers);
+	struct kg_worker *w;
+
+	if (idx >= KG_MAX_WORKERS)
+		return NULL;
+	w = calloc(1, sizeof(*w));
+	if (!w)
+		return NULL;
+	w->rt = rt;
+	w->index = idx;
+	w->slot = &rt->wslots[idx];
+	w->slot->proc = KG_PROC_NONE;
+	w->rand = 0x9E3779B97F4A7C15ull * (idx + 1) ^ kg_now_ns();
+	w->cur = &w->g0;
+	atomic_store_explicit(&w->g0.state, KG_CO_RUNNING, memory_order_relaxed);
+	rt->workers[idx] = w;
+	atomic_store(&rt->nworkers, idx + 1);
+	return w;
+}
+
+/*
+ * Start a worker on proc p: a parked one if any, else a new thread.
+ * Caller holds rt->lock. On failure p goes back to the idle list.
+ */
+static void __startm(struct kg_rt *rt, struct kg_proc *p, bool spinning)
+{
+	struct kg_worker *w = rt->idle_workers;
+	pthread_attr_t attr;
+
+	if (w) {
+		rt->idle_workers = w->idle_next;
+		wake_worker(w, p, spinning);
+		return;
+	}
+	w = worker_new(rt);
+	if (w) {
+		w->nextp = p;
+		w->spinning = spinning;
+		pthread_attr_init(&attr);
+		if (pthread_create(&w->thread, &attr, worker_thread, w) == 0) {
+			pthread_attr_destroy(&attr);
+			return;
+		}
+		pthread_attr_destroy(&attr);
+		rt->workers[w->index] = NULL;
+		atomic_fetch_sub(&rt->nworkers, 1);
+		free(w);
+		kg_debug("cannot start a worker thread; proc %u stays idle",
+			 p->index);
+	}
+	__pidle_put(rt, p);
+	if (spinning)
+		atomic_fetch_sub(&rt->nspinning, 1);
+}
+
+/*
+ * Wake an idle proc to look for work, unless a worker is already spinning
+ * (it will find the work, then call wakep itself if more is left).
+ * The caller has made work visible and executed a seq_cst fence; idle
+ * workers increment npidle and decrement nspinning (seq_cst RMW) before
+ * their final check of all queues, so one side always sees the other.
+ */
+void kg_wakep(struct kg_rt *rt)
+{
+	uint32_t zero = 0;
+	struct kg_proc *p;
+
+	if (!atomic_load(&rt->npidle))
+		return;
+	if (atomic_load(&rt->nspinning) ||
+	    !atomic_compare_exchange_strong(&rt->nspinning, &zero, 1))
+		return;
+	pthread_mutex_lock(&rt->lock);
+	p = __pidle_get(rt);
+	if (!p) {
+		pthread_mutex_unlock(&rt->lock);
+		atomic_fetch_sub(&rt->nspinning, 1);
+		return;
+	}
+	__startm(rt, p, true);
+	pthread_mutex_unlock(&rt->lock);
+}
+
+/* A spinning worker found work: stop counting it, keep one spinner going. */
+static void reset_spinning(struct kg_worker *w)
+{
+	if (!w->spinning)
+		return;
+	w->spinning = false;
+	if (atomic_fetch_sub(&w->rt->nspinning, 1) == 1)
+		kg_wakep(w->rt);
+}
+
+/*
+ * Make co runnable on w's proc. next: put it in runnext (a wake-up or a
+ * spawn runs soon, on the waker's proc, as in Go).
+ */
+void kg_ready(struct kg_worker *w, struct kg_co *co, bool next)
+{
+	atomic_store_explicit(&co->state, KG_CO_RUNNABLE, memory_order_relaxed);
+	if (kg_likely(w->proc != NULL))
+		runq_put(w->rt, w->proc, co, next);
+	else
+		gq_put(w->rt, co);
+	/* StoreLoad: the queued work before the idle counts (see kg_wakep) */
+	atomic_thread_fence(memory_order_seq_cst);
+	kg_wakep(w->rt);
+}
+
+/* ------------------------------------------------------------------ */
+/* Switching                                                           */
+/* ------------------------------------------------------------------ */
+
+/* Run the post-switch action left by the context we switched away from. */
+static struct kg_worker *finish_switch(struct kg_co *prev)
+{
+	struct kg_worker *w = kg_worker_self();
+	kg_after_fn fn = w->after;
+
+	if (kg_unlikely(prev->stack.guard == KG_GUARD_CANARY))
+		kg_canary_check(prev);
+	if (fn) {
+		w->after = NULL;
+		fn(w, prev, w->after_arg);
+	}
+	return w;
+}
+
+/*
+ * Switch from the running context to next on worker w, and return in the
+ * old context when something resumes it (maybe on another worker), with
+ * that switch finished. Returns the worker the caller now runs on.
+ */
+static struct kg_worker *switch_to(struct kg_worker *w, struct kg_co *next)
+{
+	struct kg_co *self = w->cur, *prev;
+
+	atomic_store_explicit(&next->state, KG_CO_RUNNING, memory_order_relaxed);
+	w->cur = next;
+	kg_count(&w->switches);
+	prev = kg_switch(self, next);
+	return finish_switch(prev);
+}
+
+static void after_requeue(struct kg_worker *w, struct kg_co *prev, void *arg)
+{
+	(void)arg;
+	atomic_store_explicit(&prev->state, KG_CO_RUNNABLE, memory_order_relaxed);
+	if (w->proc)
+		runq_put(w->rt, w->proc, prev, false);
+	else
+		gq_put(w->rt, prev);
+}
+
+static void after_gq_put(struct kg_worker *w, struct kg_co *prev, void *arg)
+{
+	(void)arg;
+	atomic_store_explicit(&prev->state, KG_CO_RUNNABLE, memory_order_relaxed);
+	gq_put(w->rt, prev);
+	atomic_thread_fence(memory_order_seq_cst);
+	kg_wakep(w->rt);
+}
+
+/*
+ * The worker's proc was detached by the kernel side while the coroutine
+ * blocked (slot->proc == NONE). Take an idle proc if there is one; else
+ * put the coroutine on the global queue and let this worker become a
+ * spare. Returns the worker the coroutine runs on afterwards, holding a
+ * proc and in scheduler mode.
+ */
+static __attribute__((noinline)) struct kg_worker *
+lost_proc(struct kg_worker *w)
+{
+	struct kg_proc *p;
+
+	w->proc = NULL;
+	p = pidle_get(w->rt);
+	if (p) {
+		acquire_proc(w, p);
+		return w;
+	}
+	w->after = after_gq_put;
+	return switch_to(w, &w->g0);
+}
+
+/* Entry into scheduler code from a coroutine. */
+static inline struct kg_worker *sched_enter_co(struct kg_worker *w)
+{
+	sched_enter(w);
+	if (kg_unlikely(*(volatile __u32 *)&w->slot->proc == KG_PROC_NONE))
+		w = lost_proc(w);
+	return w;
+}
+
+/*
+ * Wake a parked coroutine from any thread. On a worker of the same runtime
+ * it goes to that worker's runnext (Go's ready()); from a foreign thread it
+ * goes to the global queue and an idle proc is woken for it.
+ */
+void kg_wake(struct kg_co *co)
+{
+	struct kg_worker *w = kg_worker_self();
+
+	if (w && w->rt == co->rt) {
+		if (w->cur == &w->g0) {	/* a post-switch action, on g0 */
+			kg_ready(w, co, true);
+			return;
+		}
+		w = sched_enter_co(w);
+		kg_ready(w, co, true);
+		sched_leave(w);
+		return;
+	}
+	atomic_store_explicit(&co->state, KG_CO_RUNNABLE, memory_order_relaxed);
+	gq_put(co->rt, co);
+	atomic_thread_fence(memory_order_seq_cst);
+	kg_wakep(co->rt);
+}
+
+/* Next coroutine from w's own proc (and the global queue), or NULL. */
+static inline struct kg_co *find_local(struct kg_worker *w)
+{
+	struct kg_proc *p = w->proc;
+	struct kg_co *co;
+
+	if (kg_unlikely(atomic_load_explicit(&p->timers.next,
+					     memory_order_relaxed) != UINT64_MAX))
+		kg_timers_run(w, p, kg_now_ns());
+	if (kg_unlikely(++p->schedtick % GLOBAL_FAIRNESS == 0)) {
+		co = gq_get(w, 1);
+		if (co)
+			return co;
+	}
+	co = runq_get(p);
+	if (co)
+		return co;
+	return gq_get(w, 0);
+}
+
+static inline bool rt_done(struct kg_rt *rt)
+{
+	return atomic_load_explicit(&rt->done, memory_order_acquire) != 0;
+}
+
+/*
+ * Park the running coroutine: switch to the next runnable one (or to g0),
+ * and have commit(w, co, arg) run once its registers are saved. commit
+ * makes the park visible to whoever will wake it. Returns the worker the
+ * coroutine resumes on. Caller is in scheduler mode.
+ */
+static struct kg_worker *park(struct kg_worker *w, kg_after_fn commit,
+			      void *arg)
+{
+	struct kg_co *next = NULL;
+
+	atomic_store_explicit(&w->cur->state, KG_CO_WAITING,
+			      memory_order_relaxed);
+	w->after = commit;
+	w->after_arg = arg;
+	if (!rt_done(w->rt))
+		next = find_local(w);
+	return switch_to(w, next ? next : &w->g0);
+}
+
+void kg_sched_park(kg_after_fn commit, void *arg)
+{
+	struct kg_worker *w = sched_enter_co(kg_worker_self());
+
+	w = park(w, commit, arg);
+	sched_leave(w);
+}
+
+void kg_yield(void)
+{
+	struct kg_worker *w = kg_worker_self();
+	struct kg_co *next;
+
+	if (!w || w->cur == &w->g0)
+		return;
+	w = sched_enter_co(w);
+	if (kg_unlikely(rt_done(w->rt))) {
+		w->after = NULL;
+		w = switch_to(w, &w->g0);	/* never resumed */
+	}
+	next = find_local(w);
+	if (next) {
+		w->after = after_requeue;
+		w = switch_to(w, next);
+	}
+	sched_leave(w);
+}
+
+/* ------------------------------------------------------------------ */
+/* Spawn and exit                                                      */
+/* ------------------------------------------------------------------ */
+
+static void after_free(struct kg_worker *w, struct kg_co *prev, void *arg)
+{
+	(void)arg;
+	kg_co_free(w->rt, w->proc, prev);
+}
+
+__attribute__((noreturn)) void kg_co_main(struct kg_co *prev)
+{
+	struct kg_worker *w;
+	struct kg_co *self, *next = NULL;
+	struct kg_rt *rt;
+
+	kg_san_after(NULL);
+	w = finish_switch(prev);
+	sched_leave(w);
+	self = w->cur;
+	self->fn(self->arg);
+
+	w = sched_enter_co(kg_worker_self());
+	rt = w->rt;
+	atomic_store_explicit(&self->state, KG_CO_DEAD, memory_order_relaxed);
+	atomic_fetch_sub_explicit(&rt->live, 1, memory_order_relaxed);
+	if (self->is_main) {
+		struct kg_worker *iw;
+
+		/* release: everything main did happens before the shutdown */
+		atomic_store_explicit(&rt->done, 1, memory_order_release);
+		pthread_mutex_lock(&rt->lock);
+		while ((iw = rt->idle_workers)) {
+			rt->idle_workers = iw->idle_next;
+			wake_worker(iw, NULL, false);
+		}
+		pthread_mutex_unlock(&rt->lock);
+	} else if (!rt_done(rt)) {
+		next = find_local(w);
+	}
+	w->after = after_free;
+	switch_to(w, next ? next : &w->g0);
+	kg_throw("kg_co_main: dead coroutine %ld resumed", self->id);
+}
+
+static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
+		  size_t stack_size, const char *name)
+{
+	struct kg_rt *rt = w->rt;
+	struct kg_co *co;
+
+	co = kg_co_alloc(rt, w->proc, stack_size);
+	if (!co)
+		return -ENOMEM;
+	co->fn = fn;
+	co->arg = arg;
+	co->is_main = 0;
+	co->id = atomic_fetch_add_explicit(&next_co_id, 1,
+					   memory_order_relaxed) + 1;
+	if (name) {
+		strncpy(co->name, name, KG_NAME_MAX - 1);
+		co->name[KG_NAME_MAX - 1] = 0;
+	} else {
+		co->name[0] = 0;
+	}
+	kg_ctx_make(co, co);
+	atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
+	if (w->proc)
+		kg_count(&w->proc->spawned);
+	kg_ready(w, co, true);
+	return co->id;
+}
+
+long kg_go_opts(void (*fn)(void *), void *arg, const struct kg_spawn_opts *o)
+{
+	struct kg_worker *w;
+	size_t size = 0;
+	long id;
+
+	if (!fn)
+		return -EINVAL;
+	if (o) {
+		if (o->flags)
+			return -EINVAL;
+		size = o->stack_size;
+		if (size && (size < KG_STACK_MIN || size > KG_STACK_MAX))
+			return -EINVAL;
+	}
+	w = kg_worker_self();
+	if (!w || w->cur == &w->g0)
+		return -EPERM;
+	if (!size)
+		size = w->rt->stack_size;
+	w = sched_enter_co(w);
+	id = spawn(w, fn, arg, size, o ? o->name : NULL);
+	sched_leave(w);
+	return id;
+}
+
+long kg_go(void (*fn)(void *), void *arg)
+{
+	return kg_go_opts(fn, arg, NULL);
+}
+
+long kg_self(void)
+{
+	struct kg_worker *w = kg_worker_self();
+
+	if (!w || w->cur == &w->g0)
+		return 0;
+	return w->cur->id;
+}
+
+/* ------------------------------------------------------------------ */
+/* The worker loop (on g0)                                             */
+/* ------------------------------------------------------------------ */
+
+/* One pass over other procs: steal queued coroutines or expired timers. */
+static struct kg_co *steal_work(struct kg_worker *w)
+{
+	struct kg_rt *rt = w->rt;
+	uint32_t n = rt->nprocs, i, start, try;
+	uint64_t now = 0;
+
+	if (n < 2)
+		return NULL;
+	for (try = 0; try < STEAL_TRIES; try++) {
+		bool last = try == STEAL_TRIES - 1;
+
+		start = (uint32_t)(kg_rand(w) % n);
+		for (i = 0; i < n; i++) {
+			struct kg_proc *v = &rt->procs[(start + i) % n];
+			struct kg_co *co;
+
+			if (v == w->proc)
+				continue;
+			if (last && atomic_load_explicit(&v->timers.next,
+							 memory_order_relaxed) !=
+					    UINT64_MAX) {
+				if (!now)
+					now = kg_now_ns();
+				if (kg_timers_run(w, v, now)) {
+					co = runq_get(w->proc);
+					if (co)
+						return co;
+				}
+			}
+			co = runq_steal(w, v, last);
+			if (co)
+				return co;
+		}
+	}
+	return NULL;
+}
+
+static bool any_work(struct kg_rt *rt)
+{
+	uint32_t i;
+
+	if (kg_load_relaxed(&rt->gq.n))
+		return true;
+	for (i = 0; i < rt->nprocs; i++)
+		if (!runq_empty(&rt->procs[i]))
+			return true;
+	return false;
+}
+
+/*
+ * Park w until it is handed a proc (returns true), or a timer may be due
+ * or the runtime is done (returns false; w holds no proc).
+ */
+static void park_worker(struct kg_worker *w)
+{
+	struct kg_rt *rt = w->rt;
+	struct kg_worker *expect = NULL;
+	uint32_t expect_state;
+	uint64_t deadline;
+	bool watcher = false;
+
+	pthread_mutex_lock(&rt->lock);
+	if (rt_done(rt)) {
+		pthread_mutex_unlock(&rt->lock);
+		return;
+	}
+	atomic_store_explicit(&w->wake, KG_WAKE_PARKED, memory_order_relaxed);
+	w->nextp = NULL;
+	w->idle_next = rt->idle_workers;
+	rt->idle_workers = w;
+	pthread_mutex_unlock(&rt->lock);
+
+	/*
+	 * Become the timer watcher if there is a timer to watch and a proc
+	 * could run it (no point waking up for it otherwise).
+	 */
+	deadline = kg_timers_next_all(rt);
+	if (deadline != UINT64_MAX && deadline > kg_now_ns() &&
+	    atomic_compare_exchange_strong(&rt->timer_watcher, &expect, w))
+		watcher = true;
+	atomic_fetch_add_explicit(&rt->parks, 1, memory_order_relaxed);
+	for (;;) {
+		uint32_t state = atomic_load_explicit(&w->wake,
+						      memory_order_acquire);
+
+		if (state == KG_WAKE_HANDOFF)
+			break;
+		if (state == KG_WAKE_KICK) {
+			expect_state = KG_WAKE_KICK;
+			atomic_compare_exchange_strong(&w->wake, &expect_state,
+						       KG_WAKE_PARKED);
+			continue;
+		}
+		if (watcher) {
+			/*
+			 * seq_cst store of our deadline, then re-read of the
+			 * heaps: pairs with kg_timer_arm's heap.next store
+			 * then load of timer_watch_until. A timer armed in
+			 * between kicks us (wake: PARKED -> KICK), and the
+			 * futex wait below then returns at once.
+			 */
+			atomic_store(&rt->timer_watch_until, deadline);
+			deadline = kg_timers_next_all(rt);
+			atomic_store(&rt->timer_watch_until, deadline);
+		}
+		if (deadline != UINT64_MAX && kg_now_ns() >= deadline) {
+			/* a timer is due: leave the list unless popped */
+			pthread_mutex_lock(&rt->lock);
+			if (__widle_remove(rt, w)) {
+				pthread_mutex_unlock(&rt->lock);
+				break;
+			}
+			pthread_mutex_unlock(&rt->lock);
+			deadline = UINT64_MAX;	/* popped: handoff coming */
+			if (watcher) {
+				watcher = false;
+				atomic_store(&rt->timer_watch_until, UINT64_MAX);
+				expect = w;
+				atomic_compare_exchange_strong(
+					&rt->timer_watcher, &expect, NULL);
+			}
+			continue;
+		}
+		futex_wait(&w->wake, KG_WAKE_PARKED, deadline);
+	}
+	if (watcher) {
+		atomic_store(&rt->timer_watch_until, UINT64_MAX);
+		expect = w;
+		atomic_compare_exchange_strong(&rt->timer_watcher, &expect,
+					       NULL);
+	}
+	if (atomic_load_explicit(&w->wake, memory_order_acquire) ==
+		    KG_WAKE_HANDOFF && w->nextp) {
+		acquire_proc(w, w->nextp);
+		w->nextp = NULL;
+	}
+}
+
+/*
+ * Find a coroutine to run, stealing and parking as needed. Runs on g0.
+ * Returns NULL when the runtime is done.
+ */
+static struct kg_co *find_runnable(struct kg_worker *w)
+{
+	struct kg_rt *rt = w->rt;
+	struct kg_co *co;
+
+	for (;;) {
+		uint64_t spin_until;
+
+		if (rt_done(rt))
+			return NULL;
+		if (!w->proc) {
+			struct kg_proc *p = pidle_get(rt);
+
+			if (p)
+				acquire_proc(w, p);
+			else
+				park_worker(w);
+			continue;
+		}
+		co = find_local(w);
+		if (co)
+			goto found;
+		if (!w->spinning &&
+		    2 * atomic_load(&rt->nspinning) <
+			    rt->nprocs - atomic_load(&rt->npidle)) {
+			w->spinning = true;
+			atomic_fetch_add(&rt->nspinning, 1);
+		}
+		/* spin briefly: work often arrives within microseconds */
+		spin_until = kg_now_ns() + SPIN_NS;
+		do {
+			co = steal_work(w);
+			if (co)
+				goto found;
+			co = find_local(w);
+			if (co)
+				goto found;
+			kg_cpu_relax();
+		} while (!rt_done(rt) && kg_now_ns() < spin_until);
+
+		/* give up the proc, then look once more (see kg_wakep) */
+		pthread_mutex_lock(&rt->lock);
+		co = __gq_pop(rt);
+		if (co) {
+			pthread_mutex_unlock(&rt->lock);
+			goto found;
+		}
+		{
+			struct kg_proc *p = w->proc;
+
+			release_proc(w);
+			__pidle_put(rt, p);
+		}
+		pthread_mutex_unlock(&rt->lock);
+		if (w->spinning) {
+			w->spinning = false;
+			atomic_fetch_sub(&rt->nspinning, 1);
+		}
+		if (any_work(rt)) {
+			struct kg_proc *p = pidle_get(rt);
+
+			if (p) {
+				acquire_proc(w, p);
+				continue;
+			}
+		}
+		if (kg_timers_next_all(rt) <= kg_now_ns()) {
+			struct kg_proc *p = pidle_get(rt);
+
+			if (p) {
+				acquire_proc(w, p);
+				/* fire everyone's expired timers here */
+				co = steal_work(w);
+				if (co)
+					goto found;
+				continue;
+			}
+		}
+		park_worker(w);
+		continue;
+found:
+		reset_spinning(w);
+		return co;
+	}
+}
+
+static void worker_loop(struct kg_worker *w)
+{
+	struct kg_co *co;
+
+	sched_enter(w);
+	while ((co = find_runnable(w)) != NULL)
+		w = switch_to(w, co);
+	if (w->proc) {
+		struct kg_proc *p = w->proc;
+
+		release_proc(w);
+		pthread_mutex_lock(&w->rt->lock);
+		__pidle_put(w->rt, p);
+		pthread_mutex_unlock(&w->rt->lock);
+	}
+}
+
+static void g0_init(struct kg_worker *w)
+{
+	pthread_attr_t attr;
+	void *addr;
+	size_t size;
+
+	w->g0.id = 0;
+	snprintf(w->g0.name, sizeof(w->g0.name), "g0/%u", w->index);
+	if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+		if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
+			w->g0.stack.lo = addr;
+			w->g0.stack.hi = (char *)addr + size;
+		}
+		pthread_attr_destroy(&attr);
+	}
+#ifdef KG_TSAN
+	w->g0.tsan_fiber = __tsan_get_current_fiber();
+#endif
+}
+
+static void *worker_thread(void *arg)
+{
+	struct kg_worker *w = arg;
+
+	tls_worker = w;
+	g0_init(w);
+	kg_altstack_setup(w);
+	pthread_mutex_lock(&w->rt->lock);	/* pairs with __startm */
+	pthread_mutex_unlock(&w->rt->lock);
+	if (w->nextp) {
+		acquire_proc(w, w->nextp);
+		w->nextp = NULL;
+	}
+	worker_loop(w);
+	kg_altstack_teardown(w);
+	tls_worker = NULL;
+	atomic_store(&w->exited, 1);
+	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* kg_run                                                              */
+/* ------------------------------------------------------------------ */
+
+static unsigned int default_procs(void)
+{
+	cpu_set_t set;
+	int n;
+
+	if (sched_getaffinity(0, sizeof(set), &set) == 0) {
+		n = CPU_COUNT(&set);
+		if (n > 0)
+			return (unsigned int)n;
+	}
+	n = (int)sysconf(_SC_NPROCESSORS_ONLN);
+	return n > 0 ? (unsigned int)n : 1;
+}
+
+static int env_uint(const char *name, unsigned long max, unsigned long *out)
+{
+	const char *s = getenv(name);
+	char *end;
+	unsigned long v;
+
+	if (!s || !*s)
+		return 0;
+	errno = 0;
+	v = strtoul(s, &end, 0);
+	if (errno || *end || v > max) {
+		fprintf(stderr, "kgreen: ignoring %s=%s (expected 0..%lu)\n",
+			name, s, max);
+		return 0;
+	}
+	*out = v;
+	return 1;
+}
+
+static int config(struct kg_rt *rt, const struct kg_config *cfg)
+{
+	unsigned long v;
+	const char *backend = cfg ? cfg->backend : NULL;
+	unsigned int i;
+
+	if (cfg) {
+		if (cfg->flags || cfg->procs > KG_MAX_PROCS)
+			return -EINVAL;
+		for (i = 0; i < sizeof(cfg->__reserved) / sizeof(cfg->__reserved[0]); i++)
+			if (cfg->__reserved[i])
+				return -EINVAL;
+		if (cfg->stack_size && (cfg->stack_size < KG_STACK_MIN ||
+					cfg->stack_size > KG_STACK_MAX))
+			return -EINVAL;
+	}
+	kg_debug_on = 0;
+	if (env_uint("KGREEN_DEBUG", 9, &v))
+		kg_debug_on = (int)v;
+	if (cfg && cfg->debug)
+		kg_debug_on = cfg->debug;
+	rt->debug = kg_debug_on;
+
+	rt->nprocs = default_procs();
+	if (env_uint("KGREEN_PROCS", KG_MAX_PROCS, &v) && v)
+		rt->nprocs = (uint32_t)v;
+	if (cfg && cfg->procs)
+		rt->nprocs = cfg->procs;
+	if (rt->nprocs > KG_MAX_PROCS)
+		rt->nprocs = KG_MAX_PROCS;
+
+	rt->stack_size = 256 * 1024;
+	if (cfg && cfg->stack_size)
+		rt->stack_size = cfg->stack_size;
+
+	if (!backend)
+		backend = getenv("KGREEN_BACKEND");
+	if (backend && *backend && strcmp(backend, "auto") != 0) {
+		if (strcmp(backend, "kmod") && strcmp(backend, "bpf") &&
+		    strcmp(backend, "sysmon"))
+			return -EINVAL;
+		fprintf(stderr,
+			"kgreen: backend '%s' is not available in this build\n",
+			backend);
+		return -ENODEV;
+	}
+	return 0;
+}
+
+static void rt_free(struct kg_rt *rt)
+{
+	uint32_t i;
+
+	for (i = 0; i < rt->nprocs; i++) {
+		kg_procs_cache_drain(rt, &rt->procs[i]);
+		kg_timers_destroy(&rt->procs[i].timers);
+	}
+	kg_stacks_destroy(rt);
+	for (i = 0; i < KG_MAX_WORKERS; i++)
+		free(rt->workers[i]);
+	free(rt->procs);
+	free(rt->wslots);
+	free(rt->pslots);
+	pthread_mutex_destroy(&rt->lock);
+	free(rt);
+}
+
+static struct kg_rt *rt_new(void)
+{
+	struct kg_rt *rt = calloc(1, sizeof(*rt));
+
+	if (!rt)
+		return NULL;
+	pthread_mutex_init(&rt->lock, NULL);
+	atomic_store(&rt->timer_watch_until, UINT64_MAX);
+	return rt;
+}
+
+static int rt_init(struct kg_rt *rt)
+{
+	uint32_t i;
+
+	rt->procs = aligned_alloc(KG_CACHELINE,
+				  sizeof(struct kg_proc) * rt->nprocs);
+	rt->wslots = calloc(KG_MAX_WORKERS, sizeof(*rt->wslots));
+	rt->pslots = calloc(rt->nprocs, sizeof(*rt->pslots));
+	if (!rt->procs || !rt->wslots || !rt->pslots)
+		return -ENOMEM;
+	memset(rt->procs, 0, sizeof(struct kg_proc) * rt->nprocs);
+	for (i = 0; i < rt->nprocs; i++) {
+		struct kg_proc *p = &rt->procs[i];
+
+		p->index = i;
+		p->slot = &rt->pslots[i];
+		p->slot->owner = KG_OWNER_DETACHED;
+		if (kg_timers_init(&p->timers))
+			return -ENOMEM;
+	}
+	return kg_stacks_init(rt);
+}
+
+/* Wait up to 1 s for every worker thread to leave; false if some did not. */
+static bool join_workers(struct kg_rt *rt, struct kg_worker *self)
+{
+	uint32_t i, n = atomic_load(&rt->nworkers);
+	struct timespec ts;
+	bool all = true;
+
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 1;
+	for (i = 0; i < n; i++) {
+		struct kg_worker *w = rt->workers[i];
+
+		if (!w || w == self)
+			continue;
+		if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
+			kg_debug("worker %u still runs a coroutine after main "
+				 "returned; its memory is left in place",
+				 w->index);
+			pthread_detach(w->thread);
+			all = false;
+		}
+	}
+	return all;
+}
+
+int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
+{
+	struct kg_rt *rt;
+	struct kg_worker *w;
+	struct kg_co *co;
+	int expect = 0, err;
+	uint32_t i;
+
+	if (!main_fn)
+		return -EINVAL;
+	if (tls_worker)
+		return -EBUSY;
+	if (!atomic_compare_exchange_strong(&rt_running, &expect, 1))
+		return -EBUSY;
+	rt = rt_new();
+	if (!rt) {
+		atomic_store(&rt_running, 0);
+		return -ENOMEM;
+	}
+	err = config(rt, cfg);
+	if (!err)
+		err = rt_init(rt);
+	if (!err && kg_segv_install())
+		err = -ENOMEM;
+	w = err ? NULL : worker_new(rt);
+	if (!err && !w)
+		err = -ENOMEM;
+	if (err) {
+		rt_free(rt);
+		atomic_store(&rt_running, 0);
+		return err;
+	}
+	kg_debug("runtime starting: %u procs, backend %s, stack guards %s",
+		 rt->nprocs, "none",
+		 rt->guard_mode == KG_GUARD_MADVISE ? "madvise" :
+		 rt->guard_mode == KG_GUARD_MPROTECT ? "mprotect" : "canary");
+
+	tls_worker = w;
+	g0_init(w);
+	kg_altstack_setup(w);
+	for (i = rt->nprocs; i-- > 1;)
+		__pidle_put(rt, &rt->procs[i]);
+	acquire_proc(w, &rt->procs[0]);
+
+	co = kg_co_alloc(rt, w->proc, rt->stack_size);
+	if (!co) {
+		err = -ENOMEM;
+		goto out;
+	}
+	co->fn = main_fn;
+	co->arg = arg;
+	co->is_main = 1;
+	co->id = atomic_fetch_add(&next_co_id, 1) + 1;
+	strcpy(co->name, "main");
+	kg_ctx_make(co, co);
+	rt->main_co = co;
+	atomic_store(&rt->live, 1);
+	runq_put(rt, w->proc, co, false);
+	atomic_store_explicit(&cur_rt, rt, memory_order_release);
+
+	worker_loop(w);
+
+out:
+	atomic_store_explicit(&cur_rt, NULL, memory_order_release);
+	kg_altstack_teardown(w);
+	tls_worker = NULL;
+	if (rt->debug && atomic_load(&rt->live))
+		kg_debug("main returned with %llu coroutine(s) still alive",
+			 (unsigned long long)atomic_load(&rt->live));
+	if (join_workers(rt, w))
+		rt_free(rt);
+	kg_segv_restore();
+	atomic_store(&rt_running, 0);
+	return err;
+}
+
+/* ------------------------------------------------------------------ */
+/* Introspection                                                       */
+/* ------------------------------------------------------------------ */
+
+const char *kg_backend_name(void)
+{
+	return "none";
+}
+
+int kg_stats(struct kg_stats *out)
+{
+	struct kg_rt *rt;
+	uint32_t i;
+
+	if (!out)
+		return -EINVAL;
+	rt = kg_rt_current();
+	if (!rt)
+		return -ESRCH;
+	memset(out, 0, sizeof(*out));
+	out->procs = rt->nprocs;
+	out->workers = atomic_load(&rt->nworkers);
+	out->stack_guard = rt->guard_mode;
+	out->coroutines = atomic_load(&rt->live);
+	for (i = 0; i < rt->nprocs; i++) {
+		struct kg_proc *p = &rt->procs[i];
+
+		out->steals += kg_load_relaxed(&p->steals);
+		out->timer_steals += kg_load_relaxed(&p->timer_steals);
+		out->spawned += kg_load_relaxed(&p->spawned);
+	}
+	for (i = 0; i < atomic_load(&rt->nworkers); i++)
+		if (rt->workers[i])
+			out->switches += kg_load_relaxed(&rt->workers[i]->switches);
+	out->parks = atomic_load(&rt->parks);
+	out->handoffs = atomic_load(&rt->handoffs);
+	out->stack_bytes = kg_stack_bytes(rt);
+	return 0;
+}

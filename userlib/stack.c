@@ -1,0 +1,473 @@
+// SPDX-License-Identifier: MIT
+/*
+ * stack.c - coroutine stacks: carved from large slabs, pooled, guarded.
+ *
+ * A million coroutines must fit in one process. One mmap per stack plus an
+ * mprotect'd guard page costs two VMAs per stack and hits vm.max_map_count
+ * (65530 by default) near 32k stacks. So stacks are carved from slabs of
+ * up to 256 MiB (one VMA each; MAP_NORESERVE, so only touched pages cost
+ * memory), and each stack's guard region below it is installed as:
+ *
+ *   1. madvise(MADV_GUARD_INSTALL) (Linux 6.13+): the guard lives in the
+ *      page tables, the VMA is not split, no limit;
+ *   2. else mprotect(PROT_NONE), while the VMA budget derived from
+ *      vm.max_map_count lasts (each guard splits the slab's VMA twice);
+ *   3. else a canary word at the stack's low end, checked at every switch
+ *      away from the coroutine (after the fact, but loud).
+ *
+ * The struct kg_co lives at the top of its stack, so a parked coroutine
+ * with shallow frames costs one page. Freed coroutines (stack included) go
+ * to the freeing proc's cache (owner only, no lock), overflowing to a
+ * global list per size class under the allocator's lock.
+ *
+ * A guard hit raises SIGSEGV, handled on a per-worker alternate signal
+ * stack: the handler reports "stack overflow" with the coroutine's id,
+ * name, entry function and stack bounds, then aborts. Faults elsewhere go
+ * to the handler that was installed before kg_run.
+ */
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "context.h"
+#include "internal.h"
+
+#if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/valgrind.h>
+#else
+#define VALGRIND_STACK_REGISTER(lo, hi) 0
+#define VALGRIND_STACK_DEREGISTER(id) ((void)(id))
+#endif
+#ifdef KG_ASAN
+#include <sanitizer/asan_interface.h>
+#endif
+
+#ifndef MADV_GUARD_INSTALL
+#define MADV_GUARD_INSTALL 102
+#endif
+
+#define GUARD_SIZE ((size_t)64 * 1024)
+#define SLAB_BYTES ((size_t)256 * 1024 * 1024)
+#define SLAB_MAX_STACKS 1024
+#define CLASS_MIN_SHIFT 14	/* 16 KiB */
+#define NCLASSES 17		/* 16 KiB .. 1 GiB */
+#define PROC_CACHE_MAX 256
+#define KG_CANARY 0x6b675f737461636bull	/* "kg_stack" */
+#define ALTSTACK_SIZE ((size_t)64 * 1024)
+
+struct kg_slab {
+	struct kg_slab *next;
+	char *base;
+	size_t bytes;
+	uint32_t nstacks, carved;
+	uint32_t size_class;
+};
+
+struct kg_stack_alloc {
+	pthread_mutex_t lock;		/* protects everything below */
+	struct kg_slab *slabs;
+	struct kg_slab *cur[NCLASSES];	/* slab being carved, per class */
+	struct kg_co *free[NCLASSES];	/* freed coroutines, per class */
+	long mprotect_budget;		/* guards mprotect may still add */
+	uint32_t dflt;			/* class of the default stack size */
+	_Atomic uint64_t bytes;
+};
+
+static size_t class_size(uint32_t c)
+{
+	return (size_t)1 << (c + CLASS_MIN_SHIFT);
+}
+
+static uint32_t size_to_class(size_t size)
+{
+	uint32_t c = 0;
+
+	while (class_size(c) < size && c < NCLASSES - 1)
+		c++;
+	return c;
+}
+
+static long read_max_map_count(void)
+{
+	FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+	long v = 65530;
+
+	if (f) {
+		if (fscanf(f, "%ld", &v) != 1)
+			v = 65530;
+		fclose(f);
+	}
+	return v;
+}
+
+int kg_stacks_init(struct kg_rt *rt)
+{
+	struct kg_stack_alloc *a = calloc(1, sizeof(*a));
+	long max;
+	void *probe;
+
+	if (!a)
+		return -ENOMEM;
+	pthread_mutex_init(&a->lock, NULL);
+	max = read_max_map_count();
+	/* keep 8192 maps for the program; each mprotect guard costs two */
+	a->mprotect_budget = max > 8192 ? (max - 8192) / 2 : 0;
+	a->dflt = size_to_class(rt->stack_size);
+	rt->stacks = a;
+
+	/* which guard mechanism does this kernel offer? */
+	rt->guard_mode = KG_GUARD_CANARY;
+	probe = mmap(NULL, 2 * 4096, PROT_READ | PROT_WRITE,
+		     MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+	if (probe == MAP_FAILED)
+		return -ENOMEM;
+	if (getenv("KGREEN_STACK_GUARD") &&
+	    !strcmp(getenv("KGREEN_STACK_GUARD"), "mprotect"))
+		rt->guard_mode = KG_GUARD_MPROTECT;
+	else if (getenv("KGREEN_STACK_GUARD") &&
+		 !strcmp(getenv("KGREEN_STACK_GUARD"), "canary"))
+		rt->guard_mode = KG_GUARD_CANARY;
+	else if (madvise(probe, 4096, MADV_GUARD_INSTALL) == 0)
+		rt->guard_mode = KG_GUARD_MADVISE;
+	else if (a->mprotect_budget > 0)
+		rt->guard_mode = KG_GUARD_MPROTECT;
+	munmap(probe, 2 * 4096);
+	return 0;
+}
+
+void kg_stacks_destroy(struct kg_rt *rt)
+{
+	struct kg_stack_alloc *a = rt->stacks;
+	struct kg_slab *s, *n;
+	uint32_t c;
+
+	if (!a)
+		return;
+	for (c = 0; c < NCLASSES; c++) {
+		struct kg_co *co;
+
+		for (co = a->free[c]; co; co = co->next)
+			VALGRIND_STACK_DEREGISTER(co->stack.vg_id);
+	}
+	for (s = a->slabs; s; s = n) {
+		n = s->next;
+		munmap(s->base, s->bytes);
+		free(s);
+	}
+	pthread_mutex_destroy(&a->lock);
+	free(a);
+	rt->stacks = NULL;
+}
+
+uint64_t kg_stack_bytes(struct kg_rt *rt)
+{
+	return atomic_load(&rt->stacks->bytes);
+}
+
+/* Install the guard below a fresh stack; returns the mode used. */
+static uint32_t install_guard(struct kg_rt *rt, char *guard, char *lo)
+{
+	struct kg_stack_alloc *a = rt->stacks;
+
+	if (rt->guard_mode == KG_GUARD_MADVISE &&
+	    madvise(guard, GUARD_SIZE, MADV_GUARD_INSTALL) == 0)
+		return KG_GUARD_MADVISE;
+	if (rt->guard_mode != KG_GUARD_CANARY && a->mprotect_budget > 0 &&
+	    mprotect(guard, GUARD_SIZE, PROT_NONE) == 0) {
+		if (--a->mprotect_budget == 0 &&
+		    rt->guard_mode == KG_GUARD_MPROTECT) {
+			rt->guard_mode = KG_GUARD_CANARY;
+			kg_debug("vm.max_map_count budget for guard pages used "
+				 "up: new stacks use canaries");
+		}
+		return KG_GUARD_MPROTECT;
+	}
+	*(uint64_t *)lo = KG_CANARY;
+	return KG_GUARD_CANARY;
+}
+
+/* Carve a new stack of class c; caller holds a->lock. */
+static struct kg_co *__carve(struct kg_rt *rt, uint32_t c)
+{
+	struct kg_stack_alloc *a = rt->stacks;
+	struct kg_slab *s = a->cur[c];
+	size_t slot = GUARD_SIZE + class_size(c);
+	char *guard, *lo, *hi;
+	struct kg_co *co;
+
+	if (!s || s->carved == s->nstacks) {
+		uint32_t n = (uint32_t)(SLAB_BYTES / slot);
+
+		if (n > SLAB_MAX_STACKS)
+			n = SLAB_MAX_STACKS;
+		if (n < 1)
+			n = 1;
+		s = calloc(1, sizeof(*s));
+		if (!s)
+			return NULL;
+		s->bytes = (size_t)n * slot;
+		s->base = mmap(NULL, s->bytes, PROT_READ | PROT_WRITE,
+			       MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE,
+			       -1, 0);
+		if (s->base == MAP_FAILED) {
+			free(s);
+			return NULL;
+		}
+		s->nstacks = n;
+		s->size_class = c;
+		s->next = a->slabs;
+		a->slabs = s;
+		a->cur[c] = s;
+		atomic_fetch_add(&a->bytes, s->bytes);
+	}
+	guard = s->base + (size_t)s->carved++ * slot;
+	lo = guard + GUARD_SIZE;
+	hi = lo + class_size(c);
+	co = (struct kg_co *)(((uintptr_t)hi - sizeof(*co)) &
+			      ~(uintptr_t)(KG_CACHELINE - 1));
+	memset(co, 0, sizeof(*co));
+	co->stack.lo = lo;
+	co->stack.hi = (char *)co;
+	co->stack.size_class = c;
+	co->stack.guard = install_guard(rt, guard, lo);
+	co->stack.vg_id = VALGRIND_STACK_REGISTER(lo, hi);
+	co->rt = rt;
+	return co;
+}
+
+/* Refill p's cache from the global list: one lock for a batch. */
+static void cache_refill(struct kg_stack_alloc *a, struct kg_proc *p)
+{
+	struct kg_co *co;
+	uint32_t n = 0;
+
+	pthread_mutex_lock(&a->lock);
+	while (n < PROC_CACHE_MAX / 2 && (co = a->free[a->dflt])) {
+		a->free[a->dflt] = co->next;
+		co->next = p->free_cos;
+		p->free_cos = co;
+		n++;
+	}
+	pthread_mutex_unlock(&a->lock);
+	p->nfree_cos += n;
+}
+
+struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
+{
+	struct kg_stack_alloc *a = rt->stacks;
+	uint32_t c = size == rt->stack_size ? a->dflt : size_to_class(size);
+	struct kg_co *co = NULL;
+
+	if (p && c == a->dflt && !p->free_cos)
+		cache_refill(a, p);
+	if (p && c == a->dflt && p->free_cos) {
+		co = p->free_cos;
+		p->free_cos = co->next;
+		p->nfree_cos--;
+	} else {
+		pthread_mutex_lock(&a->lock);
+		co = a->free[c];
+		if (co)
+			a->free[c] = co->next;
+		else
+			co = __carve(rt, c);
+		pthread_mutex_unlock(&a->lock);
+		if (!co)
+			return NULL;
+	}
+	co->next = NULL;
+	co->heap_idx = -1;
+	co->asan_fake = NULL;
+	atomic_store_explicit(&co->state, KG_CO_RUNNABLE, memory_order_relaxed);
+#ifdef KG_ASAN
+	/* frames of the previous owner that never returned left poison */
+	ASAN_UNPOISON_MEMORY_REGION(co->stack.lo,
+				    (size_t)(co->stack.hi - co->stack.lo));
+#endif
+#ifdef KG_TSAN
+	co->tsan_fiber = __tsan_create_fiber(0);
+#endif
+	return co;
+}
+
+void kg_co_free(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co)
+{
+	struct kg_stack_alloc *a = rt->stacks;
+	uint32_t c = co->stack.size_class;
+
+#ifdef KG_TSAN
+	__tsan_destroy_fiber(co->tsan_fiber);
+	co->tsan_fiber = NULL;
+#endif
+	if (p && c == a->dflt) {
+		co->next = p->free_cos;
+		p->free_cos = co;
+		if (++p->nfree_cos < PROC_CACHE_MAX)
+			return;
+		/* full: give half back to the global list in one batch */
+		pthread_mutex_lock(&a->lock);
+		while (p->nfree_cos > PROC_CACHE_MAX / 2) {
+			co = p->free_cos;
+			p->free_cos = co->next;
+			p->nfree_cos--;
+			co->next = a->free[c];
+			a->free[c] = co;
+		}
+		pthread_mutex_unlock(&a->lock);
+		return;
+	}
+	pthread_mutex_lock(&a->lock);
+	co->next = a->free[c];
+	a->free[c] = co;
+	pthread_mutex_unlock(&a->lock);
+}
+
+void kg_procs_cache_drain(struct kg_rt *rt, struct kg_proc *p)
+{
+	struct kg_stack_alloc *a = rt->stacks;
+	struct kg_co *co;
+
+	if (!a)
+		return;
+	pthread_mutex_lock(&a->lock);
+	while ((co = p->free_cos)) {
+		p->free_cos = co->next;
+		co->next = a->free[co->stack.size_class];
+		a->free[co->stack.size_class] = co;
+	}
+	p->nfree_cos = 0;
+	pthread_mutex_unlock(&a->lock);
+}
+
+/* ------------------------------------------------------------------ */
+/* Overflow reports                                                    */
+/* ------------------------------------------------------------------ */
+
+static struct sigaction old_segv, old_bus;
+static _Atomic int segv_installed;
+
+static void report_overflow(struct kg_co *co, const void *addr)
+{
+	char buf[512];
+	Dl_info info;
+	const char *fname = "?";
+	int n;
+
+	if (dladdr((void *)(uintptr_t)co->fn, &info) && info.dli_sname)
+		fname = info.dli_sname;
+	n = snprintf(buf, sizeof(buf),
+		     "kgreen: stack overflow in coroutine %ld \"%s\" "
+		     "(entry %s at %p): fault at %p, stack [%p, %p), "
+		     "guard [%p, %p)\n",
+		     co->id, co->name[0] ? co->name : "", fname,
+		     (void *)(uintptr_t)co->fn, addr, (void *)co->stack.lo,
+		     (void *)co->stack.hi, (void *)(co->stack.lo - GUARD_SIZE),
+		     (void *)co->stack.lo);
+	if (n > 0 && write(STDERR_FILENO, buf, (size_t)n) < 0)
+		n = 0;
+}
+
+void kg_canary_check(struct kg_co *co)
+{
+	if (co->stack.guard != KG_GUARD_CANARY || !co->id)
+		return;
+	if (*(volatile uint64_t *)co->stack.lo != KG_CANARY) {
+		report_overflow(co, co->stack.lo);
+		abort();
+	}
+}
+
+static void segv_handler(int sig, siginfo_t *si, void *uc)
+{
+	struct kg_worker *w = kg_worker_self();
+	struct sigaction *old = sig == SIGBUS ? &old_bus : &old_segv;
+	char *addr = si->si_addr;
+
+	if (w && w->cur && w->cur != &w->g0) {
+		struct kg_co *co = w->cur;
+
+		if (addr >= co->stack.lo - GUARD_SIZE && addr < co->stack.lo) {
+			report_overflow(co, addr);
+			signal(SIGABRT, SIG_DFL);
+			abort();
+		}
+	}
+	/* not ours: hand the fault to whoever handled it before */
+	if (old->sa_flags & SA_SIGINFO) {
+		if (old->sa_sigaction) {
+			old->sa_sigaction(sig, si, uc);
+			return;
+		}
+	} else if (old->sa_handler != SIG_DFL && old->sa_handler != SIG_IGN) {
+		old->sa_handler(sig);
+		return;
+	}
+	/* default action: reinstall it and let the fault happen again */
+	signal(sig, SIG_DFL);
+}
+
+int kg_segv_install(void)
+{
+	struct sigaction sa;
+
+	if (atomic_exchange(&segv_installed, 1))
+		return 0;
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_sigaction = segv_handler;
+	sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+	sigemptyset(&sa.sa_mask);
+	if (sigaction(SIGSEGV, &sa, &old_segv) ||
+	    sigaction(SIGBUS, &sa, &old_bus)) {
+		atomic_store(&segv_installed, 0);
+		return -errno;
+	}
+	return 0;
+}
+
+void kg_segv_restore(void)
+{
+	if (!atomic_exchange(&segv_installed, 0))
+		return;
+	sigaction(SIGSEGV, &old_segv, NULL);
+	sigaction(SIGBUS, &old_bus, NULL);
+}
+
+int kg_altstack_setup(struct kg_worker *w)
+{
+	stack_t ss;
+
+	w->altstack = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
+			   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	if (w->altstack == MAP_FAILED) {
+		w->altstack = NULL;
+		return -ENOMEM;
+	}
+	ss.ss_sp = w->altstack;
+	ss.ss_size = ALTSTACK_SIZE;
+	ss.ss_flags = 0;
+	if (sigaltstack(&ss, &w->old_altstack)) {
+		munmap(w->altstack, ALTSTACK_SIZE);
+		w->altstack = NULL;
+		return -errno;
+	}
+	return 0;
+}
+
+void kg_altstack_teardown(struct kg_worker *w)
+{
+	stack_t ss = { .ss_flags = SS_DISABLE };
+
+	if (!w->altstack)
+		return;
+	if (!(w->old_altstack.ss_flags & SS_DISABLE) && w->old_altstack.ss_sp)
+		ss = w->old_altstack;
+	sigaltstack(&ss, NULL);
+	munmap(w->altstack, ALTSTACK_SIZE);
+	w->altstack = NULL;
+}
