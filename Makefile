@@ -61,7 +61,7 @@ LIBSO := $(OUT)/lib/libkgreen.so.$(VERSION_MAJOR).$(VERSION_MINOR)
 
 export OUT CC SAN
 
-.PHONY: all lib tests examples check demo bench deps clean kmod help
+.PHONY: all lib tests examples check demo bench deps clean help
 
 all: lib tests examples
 

@@ -2,9 +2,10 @@
 /*
  * demo - a first look at kgreen: many coroutines on a few threads.
  *
- * 100,000 coroutines each sleep a random few milliseconds, then do a bit of
- * work; a WaitGroup tells main when all are done. The output shows how
- * many OS threads carried them and what the scheduler did.
+ * 100,000 coroutines (or argv[1]) each sleep a few milliseconds, then do
+ * a bit of work; a WaitGroup tells main when all are done. The output shows
+ * how many OS threads carried them and what the scheduler did, and checks
+ * the work's result.
  */
 #include <kgreen.h>
 #include <pthread.h>
@@ -12,8 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#define N 100000
-
+static long N = 100000;
 static kg_wg_t wg = KG_WG_INIT;
 static _Atomic unsigned long total;
 
@@ -28,6 +28,17 @@ static void job(void *arg)
 	kg_wg_done(&wg);
 }
 
+/* The same work done plainly, to check the coroutines' result. */
+static unsigned long expected_total(void)
+{
+	unsigned long i, k, sum = 0;
+
+	for (i = 0; i < (unsigned long)N; i++)
+		for (k = 0; k < 1000; k++)
+			sum += (i * k) % 7;
+	return sum;
+}
+
 static void main_co(void *arg)
 {
 	struct kg_stats st;
@@ -36,7 +47,7 @@ static void main_co(void *arg)
 
 	(void)arg;
 	kg_wg_add(&wg, N);
-	for (i = 0; i < N; i++) {
+	for (i = 0; i < (unsigned long)N; i++) {
 		if (kg_go(job, (void *)(uintptr_t)i) < 0) {
 			fprintf(stderr, "demo: kg_go failed\n");
 			exit(1);
@@ -45,7 +56,7 @@ static void main_co(void *arg)
 	kg_wg_wait(&wg);
 	t1 = kg_now_ns();
 	kg_stats(&st);
-	printf("kgreen demo: %d coroutines slept 0-19 ms each and computed\n", N);
+	printf("kgreen demo: %ld coroutines slept 0-19 ms each and computed\n", N);
 	printf("  wall time       %.1f ms (the longest sleep is 19 ms)\n",
 	       (double)(t1 - t0) / 1e6);
 	printf("  procs/workers   %u / %u\n", st.procs, st.workers);
@@ -53,19 +64,28 @@ static void main_co(void *arg)
 	printf("  steals          %llu coroutines, %llu timers\n",
 	       (unsigned long long)st.steals,
 	       (unsigned long long)st.timer_steals);
-	printf("  stack memory    %llu MiB virtual for %d coroutines\n",
+	printf("  stack memory    %llu MiB virtual for %ld coroutines\n",
 	       (unsigned long long)(st.stack_bytes >> 20), N);
 	printf("  backend         %s\n", kg_backend_name());
-	printf("  checksum        %lu\n", (unsigned long)atomic_load(&total));
+	printf("  checksum        %lu (%s)\n", (unsigned long)atomic_load(&total),
+	       atomic_load(&total) == expected_total() ? "ok" : "WRONG");
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
-	int err = kg_run(main_co, NULL, NULL);
+	int err;
+
+	if (argc > 1)
+		N = atol(argv[1]);
+	if (N < 1) {
+		fprintf(stderr, "usage: %s [coroutines]\n", argv[0]);
+		return 2;
+	}
+	err = kg_run(main_co, NULL, NULL);
 
 	if (err) {
 		fprintf(stderr, "demo: kg_run: %d\n", err);
 		return 1;
 	}
-	return 0;
+	return atomic_load(&total) == expected_total() ? 0 : 1;
 }

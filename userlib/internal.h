@@ -106,6 +106,7 @@ struct kg_co {
  * CAS). runnext holds the coroutine to run next (ping-pong locality).
  */
 #define KG_RUNQ_SIZE 256
+#define KG_PROC_CACHE 256
 
 struct kg_timer_heap {
 	pthread_mutex_t lock;		/* protects n, cap, v */
@@ -128,11 +129,22 @@ struct kg_proc {
 	struct kg_proc *idle_next;	/* rt.lock */
 	struct kg_proc_slot *slot;	/* shared with the kernel side */
 	struct kg_timer_heap timers;
-	/* stacks freed on this proc, reused first (owner only) */
-	struct kg_co *free_cos;
+	/*
+	 * Coroutines (with their stacks) freed on this proc, reused first;
+	 * owner only. An array, so moving batches to and from the global
+	 * pool touches no coroutine memory.
+	 */
 	uint32_t nfree_cos;
-	/* statistics, single writer (the owner), relaxed */
+	struct kg_co *free_cos[KG_PROC_CACHE];
+	/* ids handed out by this proc: [id_next, id_end) (owner only) */
+	long id_next, id_end;
+	/*
+	 * Statistics, single writer (the owner), relaxed. live is this
+	 * proc's spawns minus the exits that happened on it: it may go
+	 * negative, the sum over procs is the number alive.
+	 */
 	_Atomic uint64_t steals, timer_steals, spawned;
+	_Atomic int64_t live;
 };
 
 /* What a worker does right after switching away from a coroutine. */
@@ -209,7 +221,6 @@ struct kg_rt {
 	_Atomic uint64_t timer_watch_until;
 
 	_Atomic uint32_t done;		/* main returned: all workers stop */
-	_Atomic uint64_t live;		/* coroutines alive */
 	_Atomic uint64_t parks;
 	_Atomic uint64_t handoffs;
 	uint32_t guard_mode;		/* stack.c: mode for new stacks */
@@ -231,6 +242,7 @@ void kg_sched_park(kg_after_fn commit, void *arg);
 void kg_kick_watcher(struct kg_worker *w);
 void kg_wakep(struct kg_rt *rt);
 uint64_t kg_rand(struct kg_worker *w);
+uint64_t kg_live(struct kg_rt *rt);
 
 /* timer.c */
 int kg_timers_init(struct kg_timer_heap *h);
@@ -247,7 +259,7 @@ int kg_stacks_init(struct kg_rt *rt);
 void kg_stacks_destroy(struct kg_rt *rt);
 struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size);
 void kg_co_free(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co);
-void kg_procs_cache_drain(struct kg_rt *rt, struct kg_proc *p);
+void kg_procs_cache_drain(struct kg_rt *rt, struct kg_proc *p, uint32_t keep);
 int kg_altstack_setup(struct kg_worker *w);
 void kg_altstack_teardown(struct kg_worker *w);
 int kg_segv_install(void);

@@ -828,7 +828,7 @@ __attribute__((noreturn)) void kg_co_main(struct kg_co *prev)
 	w = sched_enter_co(kg_worker_self());
 	rt = w->rt;
 	atomic_store_explicit(&self->state, KG_CO_DEAD, memory_order_relaxed);
-	atomic_fetch_sub_explicit(&rt->live, 1, memory_order_relaxed);
+	kg_store_relaxed(&w->proc->live, kg_load_relaxed(&w->proc->live) - 1);
 	if (self->is_main) {
 		struct kg_worker *iw;
 
@@ -848,6 +848,28 @@ __attribute__((noreturn)) void kg_co_main(struct kg_co *prev)
 	kg_throw("kg_co_main: dead coroutine %ld resumed", self->id);
 }
 
+/* Ids are unique for the process: procs take them from the global counter
+ * in batches, so spawning touches no shared cache line. */
+static long next_id(struct kg_proc *p)
+{
+	if (p->id_next == p->id_end) {
+		p->id_next = atomic_fetch_add_explicit(&next_co_id, 64,
+						       memory_order_relaxed) + 1;
+		p->id_end = p->id_next + 64;
+	}
+	return p->id_next++;
+}
+
+uint64_t kg_live(struct kg_rt *rt)
+{
+	int64_t sum = 0;
+	uint32_t i;
+
+	for (i = 0; i < rt->nprocs; i++)
+		sum += kg_load_relaxed(&rt->procs[i].live);
+	return sum > 0 ? (uint64_t)sum : 0;
+}
+
 static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
 		  size_t stack_size, const char *name)
 {
@@ -860,8 +882,7 @@ static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
 	co->fn = fn;
 	co->arg = arg;
 	co->is_main = 0;
-	co->id = atomic_fetch_add_explicit(&next_co_id, 1,
-					   memory_order_relaxed) + 1;
+	co->id = next_id(w->proc);
 	if (name) {
 		strncpy(co->name, name, KG_NAME_MAX - 1);
 		co->name[KG_NAME_MAX - 1] = 0;
@@ -869,9 +890,8 @@ static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
 		co->name[0] = 0;
 	}
 	kg_ctx_make(co, co);
-	atomic_fetch_add_explicit(&rt->live, 1, memory_order_relaxed);
-	if (w->proc)
-		kg_count(&w->proc->spawned);
+	kg_store_relaxed(&w->proc->live, kg_load_relaxed(&w->proc->live) + 1);
+	kg_count(&w->proc->spawned);
 	kg_ready(w, co, true);
 	return co->id;
 }
@@ -1296,9 +1316,10 @@ static void rt_free(struct kg_rt *rt)
 {
 	uint32_t i;
 
-	for (i = 0; i < rt->nprocs; i++) {
-		kg_procs_cache_drain(rt, &rt->procs[i]);
-		kg_timers_destroy(&rt->procs[i].timers);
+	for (i = 0; rt->procs && i < rt->nprocs; i++) {
+		kg_procs_cache_drain(rt, &rt->procs[i], 0);
+		if (rt->procs[i].timers.next)	/* initialized */
+			kg_timers_destroy(&rt->procs[i].timers);
 	}
 	kg_stacks_destroy(rt);
 	for (i = 0; i < KG_MAX_WORKERS; i++)
@@ -1421,11 +1442,11 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	co->fn = main_fn;
 	co->arg = arg;
 	co->is_main = 1;
-	co->id = atomic_fetch_add(&next_co_id, 1) + 1;
+	co->id = next_id(w->proc);
 	strcpy(co->name, "main");
 	kg_ctx_make(co, co);
 	rt->main_co = co;
-	atomic_store(&rt->live, 1);
+	kg_store_relaxed(&w->proc->live, 1);
 	runq_put(rt, w->proc, co, false);
 	atomic_store_explicit(&cur_rt, rt, memory_order_release);
 
@@ -1435,9 +1456,9 @@ out:
 	atomic_store_explicit(&cur_rt, NULL, memory_order_release);
 	kg_altstack_teardown(w);
 	tls_worker = NULL;
-	if (rt->debug && atomic_load(&rt->live))
+	if (rt->debug && kg_live(rt))
 		kg_debug("main returned with %llu coroutine(s) still alive",
-			 (unsigned long long)atomic_load(&rt->live));
+			 (unsigned long long)kg_live(rt));
 	if (join_workers(rt, w))
 		rt_free(rt);
 	kg_segv_restore();
@@ -1468,7 +1489,7 @@ int kg_stats(struct kg_stats *out)
 	out->procs = rt->nprocs;
 	out->workers = atomic_load(&rt->nworkers);
 	out->stack_guard = rt->guard_mode;
-	out->coroutines = atomic_load(&rt->live);
+	out->coroutines = kg_live(rt);
 	for (i = 0; i < rt->nprocs; i++) {
 		struct kg_proc *p = &rt->procs[i];
 

@@ -12,7 +12,8 @@
  *      page tables, the VMA is not split, no limit;
  *   2. else mprotect(PROT_NONE), while the VMA budget derived from
  *      vm.max_map_count lasts (each guard splits the slab's VMA twice);
- *   3. else a canary word at the stack's low end, checked at every switch
+ *   3. else a canary word at the stack's low end, checked (with the saved
+ *      stack pointer) at every switch
  *      away from the coroutine (after the fact, but loud).
  *
  * The struct kg_co lives at the top of its stack, so a parked coroutine
@@ -57,7 +58,6 @@
 #define SLAB_MAX_STACKS 1024
 #define CLASS_MIN_SHIFT 14	/* 16 KiB */
 #define NCLASSES 17		/* 16 KiB .. 1 GiB */
-#define PROC_CACHE_MAX 256
 #define KG_CANARY 0x6b675f737461636bull	/* "kg_stack" */
 #define ALTSTACK_SIZE ((size_t)64 * 1024)
 
@@ -69,11 +69,16 @@ struct kg_slab {
 	uint32_t size_class;
 };
 
+struct kg_pool {
+	struct kg_co **v;
+	size_t n, cap;
+};
+
 struct kg_stack_alloc {
 	pthread_mutex_t lock;		/* protects everything below */
 	struct kg_slab *slabs;
 	struct kg_slab *cur[NCLASSES];	/* slab being carved, per class */
-	struct kg_co *free[NCLASSES];	/* freed coroutines, per class */
+	struct kg_pool pool[NCLASSES];	/* freed coroutines, per class */
 	long mprotect_budget;		/* guards mprotect may still add */
 	uint32_t dflt;			/* class of the default stack size */
 	_Atomic uint64_t bytes;
@@ -150,10 +155,11 @@ void kg_stacks_destroy(struct kg_rt *rt)
 	if (!a)
 		return;
 	for (c = 0; c < NCLASSES; c++) {
-		struct kg_co *co;
+		size_t i;
 
-		for (co = a->free[c]; co; co = co->next)
-			VALGRIND_STACK_DEREGISTER(co->stack.vg_id);
+		for (i = 0; i < a->pool[c].n; i++)
+			VALGRIND_STACK_DEREGISTER(a->pool[c].v[i]->stack.vg_id);
+		free(a->pool[c].v);
 	}
 	for (s = a->slabs; s; s = n) {
 		n = s->next;
@@ -241,21 +247,47 @@ static struct kg_co *__carve(struct kg_rt *rt, uint32_t c)
 	return co;
 }
 
-/* Refill p's cache from the global list: one lock for a batch. */
+/*
+ * The global pool of freed coroutines: per size class, an array used as a
+ * stack (caller holds a->lock). Arrays, not lists threaded through the
+ * coroutines, so that moving a batch touches no coroutine memory.
+ */
+static int __pool_push(struct kg_stack_alloc *a, uint32_t c, struct kg_co *co)
+{
+	struct kg_pool *pl = &a->pool[c];
+
+	if (pl->n == pl->cap) {
+		size_t cap = pl->cap ? pl->cap * 2 : 1024;
+		struct kg_co **v = realloc(pl->v, cap * sizeof(*v));
+
+		if (!v)
+			return -ENOMEM;
+		pl->v = v;
+		pl->cap = cap;
+	}
+	pl->v[pl->n++] = co;
+	return 0;
+}
+
+static struct kg_co *__pool_pop(struct kg_stack_alloc *a, uint32_t c)
+{
+	struct kg_pool *pl = &a->pool[c];
+
+	return pl->n ? pl->v[--pl->n] : NULL;
+}
+
+/* Refill p's cache from the global pool: one lock for a batch. */
 static void cache_refill(struct kg_stack_alloc *a, struct kg_proc *p)
 {
-	struct kg_co *co;
-	uint32_t n = 0;
+	struct kg_pool *pl = &a->pool[a->dflt];
+	size_t n;
 
 	pthread_mutex_lock(&a->lock);
-	while (n < PROC_CACHE_MAX / 2 && (co = a->free[a->dflt])) {
-		a->free[a->dflt] = co->next;
-		co->next = p->free_cos;
-		p->free_cos = co;
-		n++;
-	}
+	n = pl->n < KG_PROC_CACHE / 2 ? pl->n : KG_PROC_CACHE / 2;
+	memcpy(p->free_cos, pl->v + pl->n - n, n * sizeof(*pl->v));
+	pl->n -= n;
 	pthread_mutex_unlock(&a->lock);
-	p->nfree_cos += n;
+	p->nfree_cos = (uint32_t)n;
 }
 
 struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
@@ -264,18 +296,16 @@ struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
 	uint32_t c = size == rt->stack_size ? a->dflt : size_to_class(size);
 	struct kg_co *co = NULL;
 
-	if (p && c == a->dflt && !p->free_cos)
-		cache_refill(a, p);
-	if (p && c == a->dflt && p->free_cos) {
-		co = p->free_cos;
-		p->free_cos = co->next;
-		p->nfree_cos--;
-	} else {
+	if (p && c == a->dflt) {
+		if (!p->nfree_cos)
+			cache_refill(a, p);
+		if (p->nfree_cos)
+			co = p->free_cos[--p->nfree_cos];
+	}
+	if (!co) {
 		pthread_mutex_lock(&a->lock);
-		co = a->free[c];
-		if (co)
-			a->free[c] = co->next;
-		else
+		co = __pool_pop(a, c);
+		if (!co)
 			co = __carve(rt, c);
 		pthread_mutex_unlock(&a->lock);
 		if (!co)
@@ -306,42 +336,30 @@ void kg_co_free(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co)
 	co->tsan_fiber = NULL;
 #endif
 	if (p && c == a->dflt) {
-		co->next = p->free_cos;
-		p->free_cos = co;
-		if (++p->nfree_cos < PROC_CACHE_MAX)
+		if (p->nfree_cos == KG_PROC_CACHE)
+			kg_procs_cache_drain(rt, p, KG_PROC_CACHE / 2);
+		if (p->nfree_cos < KG_PROC_CACHE) {
+			p->free_cos[p->nfree_cos++] = co;
 			return;
-		/* full: give half back to the global list in one batch */
-		pthread_mutex_lock(&a->lock);
-		while (p->nfree_cos > PROC_CACHE_MAX / 2) {
-			co = p->free_cos;
-			p->free_cos = co->next;
-			p->nfree_cos--;
-			co->next = a->free[c];
-			a->free[c] = co;
 		}
-		pthread_mutex_unlock(&a->lock);
-		return;
 	}
 	pthread_mutex_lock(&a->lock);
-	co->next = a->free[c];
-	a->free[c] = co;
+	if (__pool_push(a, c, co))
+		kg_debug("no memory to pool a freed stack: it is lost");
 	pthread_mutex_unlock(&a->lock);
 }
 
-void kg_procs_cache_drain(struct kg_rt *rt, struct kg_proc *p)
+/* Move p's cached coroutines down to keep of them to the global pool. */
+void kg_procs_cache_drain(struct kg_rt *rt, struct kg_proc *p, uint32_t keep)
 {
 	struct kg_stack_alloc *a = rt->stacks;
-	struct kg_co *co;
 
 	if (!a)
 		return;
 	pthread_mutex_lock(&a->lock);
-	while ((co = p->free_cos)) {
-		p->free_cos = co->next;
-		co->next = a->free[co->stack.size_class];
-		a->free[co->stack.size_class] = co;
-	}
-	p->nfree_cos = 0;
+	while (p->nfree_cos > keep &&
+	       !__pool_push(a, a->dflt, p->free_cos[p->nfree_cos - 1]))
+		p->nfree_cos--;
 	pthread_mutex_unlock(&a->lock);
 }
 
@@ -375,9 +393,12 @@ static void report_overflow(struct kg_co *co, const void *addr)
 
 void kg_canary_check(struct kg_co *co)
 {
-	if (co->stack.guard != KG_GUARD_CANARY || !co->id)
+	if (co->stack.guard != KG_GUARD_CANARY || !co->id ||
+	    co->state == KG_CO_DEAD)
 		return;
-	if (*(volatile uint64_t *)co->stack.lo != KG_CANARY) {
+	/* frames may jump over the canary: the saved sp tells too */
+	if (*(volatile uint64_t *)co->stack.lo != KG_CANARY ||
+	    (char *)co->sp < co->stack.lo) {
 		report_overflow(co, co->stack.lo);
 		abort();
 	}
