@@ -6,6 +6,7 @@
 #   make check      install what is missing, build, run every suite (prove)
 #   make demo       install what is missing, build, run the demo
 #   make bench      run the benchmarks beside their Go twins
+#   make check-aarch64  the suites built for aarch64, run under qemu-user
 #   make deps       install missing Debian packages (tools/install-deps)
 #   SAN=address|thread   sanitizer build, outputs under .output/san-$(SAN)
 #   V=1             show full commands
@@ -61,7 +62,7 @@ LIBSO := $(OUT)/lib/libkgreen.so.$(VERSION_MAJOR).$(VERSION_MINOR)
 
 export OUT CC SAN
 
-.PHONY: all lib tests examples check demo bench deps clean help
+.PHONY: all lib tests examples check check-aarch64 demo bench deps clean help
 
 all: lib tests examples
 
@@ -108,6 +109,17 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory -C tests run_tests \
 		EXTRA_CFLAGS="$(SAN_FLAGS) $(OPT)" EXTRA_LDFLAGS="$(SAN_FLAGS)"
+
+# The aarch64 context switch, cross-built and run under qemu-user. The
+# suites run scaled down (emulation is slow); scripts are not run.
+AARCH64_OUT := $(SRCDIR)/.output/aarch64
+check-aarch64:
+	$(Q)tools/install-deps build cross
+	$(Q)$(MAKE) --no-print-directory all ARCH=aarch64 \
+		CC=aarch64-linux-gnu-gcc OUT=$(AARCH64_OUT)
+	$(Q)$(MAKE) --no-print-directory -C tests run_tests \
+		CC=aarch64-linux-gnu-gcc OUT=$(AARCH64_OUT) KG_TEST_SCALE=20 \
+		CROSS_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory lib examples

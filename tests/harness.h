@@ -445,6 +445,20 @@ static inline int __harness_run_one(struct __harness_run *r, int num)
 			kill(-pid, SIGKILL);
 		}
 		close(pfd);
+	} else {
+		/* no pidfd (old kernel, emulators): poll the child's status */
+		struct timespec slice = { 0, 2000000 };
+		long waited_ms = 0;
+
+		while (waitpid(pid, &status, WNOHANG) == 0) {
+			if (waited_ms >= secs * 1000L) {
+				timed_out = true;
+				kill(-pid, SIGKILL);
+				break;
+			}
+			nanosleep(&slice, NULL);
+			waited_ms += 2;
+		}
 	}
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;

@@ -111,6 +111,8 @@ TEST_TIMEOUT(out_of_memory_is_enomem, 120)
 {
 	if (KG_TEST_SANITIZED)
 		SKIP(return, "sanitizers reserve terabytes of address space");
+	if (getenv("KG_TEST_EMULATED"))
+		SKIP(return, "RLIMIT_AS does not bound an emulated process");
 	gate = done_wg = (kg_wg_t)KG_WG_INIT;
 	ASSERT_EQ(0, run_kg(oom_main, NULL, 2));
 	ASSERT_EQ(0, co_failures());

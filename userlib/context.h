@@ -3,10 +3,10 @@
  * context.h - switching between coroutines, with the annotations the
  * sanitizers and valgrind need to follow a thread that changes stacks.
  *
- * kg_switch(from, to) saves from's registers on its stack and resumes to.
- * It returns in from, later, when some worker switches back to it; the
- * value returned is the coroutine that worker switched away from, whose
- * switch the scheduler then finishes (kg_worker.after).
+ * kg_switch(from, to, w) saves from's registers on its stack and resumes
+ * to, handing it the worker w. It returns in from, later, when some worker
+ * switches back to it; the value returned is that worker, whose pending
+ * post-switch action the scheduler then runs (kg_worker.after).
  */
 #ifndef KG_CONTEXT_H
 #define KG_CONTEXT_H
@@ -28,7 +28,7 @@
 void *kg_ctx_switch(void **save_sp, void *new_sp, void *arg);
 void kg_ctx_entry(void);
 /* First C function of every coroutine; prev is the coroutine switched from. */
-__attribute__((noreturn)) void kg_co_main(struct kg_co *prev);
+__attribute__((noreturn)) void kg_co_main(struct kg_worker *w);
 
 /*
  * Build the frame kg_ctx_switch expects (arch/switch_*.S) at the top of
@@ -85,14 +85,14 @@ static inline void kg_san_after(struct kg_co *self)
 	(void)self;
 }
 
-static inline struct kg_co *kg_switch(struct kg_co *from, struct kg_co *to)
+static inline struct kg_worker *kg_switch(struct kg_co *from,
+					  struct kg_co *to,
+					  struct kg_worker *w)
 {
-	struct kg_co *prev;
-
 	kg_san_before(from, to);
-	prev = kg_ctx_switch(&from->sp, to->sp, from);
+	w = kg_ctx_switch(&from->sp, to->sp, w);
 	kg_san_after(from);
-	return prev;
+	return w;
 }
 
 #endif /* KG_CONTEXT_H */

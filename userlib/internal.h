@@ -153,6 +153,7 @@ typedef void (*kg_after_fn)(struct kg_worker *w, struct kg_co *prev, void *arg);
 struct kg_worker {
 	struct kg_co g0;		/* scheduler context on the thread's own stack */
 	struct kg_co *cur;		/* coroutine running, or &g0 */
+	struct kg_co *from;		/* the context that last switched to cur */
 	struct kg_proc *proc;		/* proc held, NULL when none */
 	struct kg_worker_slot *slot;	/* shared with the kernel side */
 	struct kg_rt *rt;

@@ -624,10 +624,15 @@ void kg_ready(struct kg_worker *w, struct kg_co *co, bool next)
 /* Switching                                                           */
 /* ------------------------------------------------------------------ */
 
-/* Run the post-switch action left by the context we switched away from. */
-static struct kg_worker *finish_switch(struct kg_co *prev)
+/*
+ * Run the post-switch action left by the context we switched away from.
+ * The switch hands over the worker itself (not read from TLS: the thread
+ * may have changed, and this saves the lookup); w->from is the context
+ * that switched to us.
+ */
+static struct kg_worker *finish_switch(struct kg_worker *w)
 {
-	struct kg_worker *w = kg_worker_self();
+	struct kg_co *prev = w->from;
 	kg_after_fn fn = w->after;
 
 	if (kg_unlikely(prev->stack.guard == KG_GUARD_CANARY))
@@ -646,13 +651,13 @@ static struct kg_worker *finish_switch(struct kg_co *prev)
  */
 static struct kg_worker *switch_to(struct kg_worker *w, struct kg_co *next)
 {
-	struct kg_co *self = w->cur, *prev;
+	struct kg_co *self = w->cur;
 
 	atomic_store_explicit(&next->state, KG_CO_RUNNING, memory_order_relaxed);
 	w->cur = next;
+	w->from = self;
 	kg_count(&w->switches);
-	prev = kg_switch(self, next);
-	return finish_switch(prev);
+	return finish_switch(kg_switch(self, next, w));
 }
 
 static void after_requeue(struct kg_worker *w, struct kg_co *prev, void *arg)
@@ -813,14 +818,13 @@ static void after_free(struct kg_worker *w, struct kg_co *prev, void *arg)
 	kg_co_free(w->rt, w->proc, prev);
 }
 
-__attribute__((noreturn)) void kg_co_main(struct kg_co *prev)
+__attribute__((noreturn)) void kg_co_main(struct kg_worker *w)
 {
-	struct kg_worker *w;
 	struct kg_co *self, *next = NULL;
 	struct kg_rt *rt;
 
 	kg_san_after(NULL);
-	w = finish_switch(prev);
+	w = finish_switch(w);
 	sched_leave(w);
 	self = w->cur;
 	self->fn(self->arg);

@@ -6,7 +6,8 @@
  *   Saves the callee-saved registers (x19-x28, fp, lr, d8-d15) and FPCR
  *   (rounding mode, flush-to-zero: the floating-point control state) in a
  *   176-byte frame on the current stack, stores sp in *save_sp, switches to
- *   new_sp, restores the same set and returns arg through the restored lr.
+ *   new_sp, restores the same set and returns arg (the scheduler's worker)
+ *   through the restored lr.
  *
  * Frame, from the saved sp upwards:
  *   [0] x19 x20 [16] x21 x22 [32] x23 x24 [48] x25 x26 [64] x27 x28
@@ -59,7 +60,7 @@ kg_ctx_switch:
 
 /*
  * First instruction of every coroutine: kg_ctx_switch "returned" here with
- * the previous coroutine in x0. fp and lr are zero, ending backtraces.
+ * the worker in x0. fp and lr are zero, ending backtraces.
  */
 	.globl	kg_ctx_entry
 	.hidden	kg_ctx_entry

@@ -7,8 +7,8 @@
  *   and status register (MXCSR) and the x87 control word on the current
  *   stack, stores the stack pointer in *save_sp, loads new_sp and restores
  *   the same set from there. Returns arg, as handed over by the context that
- *   switched back to us: the scheduler passes the coroutine it switched
- *   away from, so the new side can finish that switch.
+ *   switched back to us: the scheduler passes its worker, so the resumed
+ *   side can finish the switch without a thread-local lookup.
  *   Caller-saved registers need no saving: the call itself clobbers them.
  *
  * Frame on a switched-out stack, from the saved sp upwards:
@@ -70,7 +70,7 @@ kg_ctx_switch:
 
 /*
  * First instruction of every coroutine: kg_ctx_switch "returned" here with
- * the previous coroutine in rax. rsp is 16-byte aligned, so the call below
+ * the worker in rax. rsp is 16-byte aligned, so the call below
  * enters kg_co_main with the ABI's alignment. The zero return address
  * slot pushed by the call terminates debugger and unwinder backtraces.
  */
