@@ -4,6 +4,7 @@
  * is stolen by the others.
  */
 #define _GNU_SOURCE
+#include <limits.h>
 #include <pthread.h>
 
 #include "harness.h"
@@ -142,6 +143,148 @@ TEST_TIMEOUT(spawn_yield_storm, 120)
 		ASSERT_EQ(0, run_kg(storm_main, (void *)(intptr_t)nodes, 2));
 		ASSERT_EQ(nodes * 100, atomic_load(&storm_count));
 	}
+}
+
+/*
+ * Mixed stress, more procs than CPUs: 200 nodes x 50 leaves that yield,
+ * sleep and spawn; every round counts exactly 10,000 leaves.
+ */
+static _Atomic long mixed_count;
+static kg_wg_t mixed_wg;
+
+static void mixed_leaf(void *p)
+{
+	long k = (long)(intptr_t)p, i;
+
+	for (i = 0; i < k % 5; i++)
+		kg_yield();
+	if (k % 3 == 0)
+		kg_sleep((uint64_t)(k % 7) * 10000);
+	atomic_fetch_add(&mixed_count, 1);
+	kg_wg_done(&mixed_wg);
+}
+
+static void mixed_node(void *p)
+{
+	long k = (long)(intptr_t)p, i;
+
+	for (i = 0; i < 50; i++) {
+		kg_wg_add(&mixed_wg, 1);
+		kg_go(mixed_leaf, (void *)(intptr_t)(k * 50 + i));
+		if (i % 9 == 0)
+			kg_yield();
+	}
+	kg_wg_done(&mixed_wg);
+}
+
+static void mixed_main(void *p)
+{
+	long r, i, rounds = (long)(intptr_t)p;
+
+	for (r = 0; r < rounds; r++) {
+		atomic_store(&mixed_count, 0);
+		kg_wg_add(&mixed_wg, 200);
+		for (i = 0; i < 200; i++)
+			kg_go(mixed_node, (void *)(intptr_t)i);
+		kg_wg_wait(&mixed_wg);
+		CO_CHECK(atomic_load(&mixed_count) == 10000,
+			 "round %ld counted %ld", r, atomic_load(&mixed_count));
+	}
+}
+
+FIXTURE(mixed) {
+	int unused;
+};
+
+FIXTURE_VARIANT(mixed) {
+	unsigned int procs;
+};
+
+FIXTURE_VARIANT_ADD(mixed, procs1) { .procs = 1 };
+FIXTURE_VARIANT_ADD(mixed, procs3) { .procs = 3 };
+FIXTURE_VARIANT_ADD(mixed, procs8) { .procs = 8 };
+
+FIXTURE_SETUP(mixed)
+{
+	mixed_wg = (kg_wg_t)KG_WG_INIT;
+}
+
+FIXTURE_TEARDOWN(mixed)
+{
+}
+
+TEST_F_TIMEOUT(mixed, every_leaf_counted, 120)
+{
+	ASSERT_EQ(0, run_kg(mixed_main, (void *)(intptr_t)scaled(20, 4),
+			    variant->procs));
+	ASSERT_EQ(0, co_failures());
+}
+
+/*
+ * libc from coroutines that migrate between workers: allocation, stdio
+ * formatting, errno read right after the call that set it, reentrant
+ * tokenizing, all correct however often the coroutine moves.
+ */
+static _Atomic long libc_bad, migrations;
+static kg_wg_t libc_wg;
+
+static void libc_user(void *p)
+{
+	long i, id = (long)(intptr_t)p, tid = gettid_();
+
+	for (i = 0; i < 300; i++) {
+		char buf[64], *save = NULL, *tok;
+		char *heap = malloc(100 + (size_t)(i % 50));
+		int e;
+
+		if (!heap) {
+			atomic_fetch_add(&libc_bad, 1);
+			continue;
+		}
+		snprintf(heap, 100, "%ld,%ld,x", id, i);
+		kg_yield();
+		errno = 0;
+		if (strtol("99999999999999999999999", NULL, 10) != LONG_MAX)
+			atomic_fetch_add(&libc_bad, 1);
+		e = errno;	/* read before the next switch point */
+		kg_yield();
+		if (e != ERANGE)
+			atomic_fetch_add(&libc_bad, 1);
+		tok = strtok_r(heap, ",", &save);
+		kg_yield();
+		if (!tok || atol(tok) != id)
+			atomic_fetch_add(&libc_bad, 1);
+		tok = strtok_r(NULL, ",", &save);
+		if (!tok || atol(tok) != i)
+			atomic_fetch_add(&libc_bad, 1);
+		snprintf(buf, sizeof(buf), "%s", heap);
+		free(heap);
+		if (gettid_() != tid) {
+			atomic_fetch_add(&migrations, 1);
+			tid = gettid_();
+		}
+	}
+	kg_wg_done(&libc_wg);
+}
+
+static void libc_main(void *p)
+{
+	long i;
+
+	(void)p;
+	kg_wg_add(&libc_wg, 100);
+	for (i = 0; i < 100; i++)
+		kg_go(libc_user, (void *)(intptr_t)i);
+	kg_wg_wait(&libc_wg);
+}
+
+TEST(libc_calls_across_migration)
+{
+	libc_wg = (kg_wg_t)KG_WG_INIT;
+	ASSERT_EQ(0, run_kg(libc_main, NULL, 2));
+	ASSERT_EQ(0, atomic_load(&libc_bad));
+	TH_LOG("coroutines moved between workers %ld times",
+	       atomic_load(&migrations));
 }
 
 /* A WaitGroup mixes coroutines and plain threads both ways. */

@@ -299,8 +299,17 @@ struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
 	if (p && c == a->dflt) {
 		if (!p->nfree_cos)
 			cache_refill(a, p);
-		if (p->nfree_cos)
+		if (p->nfree_cos) {
 			co = p->free_cos[--p->nfree_cos];
+			/*
+			 * The next one is likely cold (freed long ago, one
+			 * page each): start its TLB and cache fill now, to
+			 * overlap with this spawn.
+			 */
+			if (p->nfree_cos)
+				__builtin_prefetch(p->free_cos[p->nfree_cos - 1],
+						   1, 3);
+		}
 	}
 	if (!co) {
 		pthread_mutex_lock(&a->lock);
