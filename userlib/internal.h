@@ -188,8 +188,11 @@ struct kg_worker {
 enum { KG_WAKE_PARKED = 0, KG_WAKE_HANDOFF = 1, KG_WAKE_KICK = 2 };
 
 struct kg_global_queue {
-	struct kg_co *head, *tail;	/* rt.lock */
-	_Atomic uint32_t n;		/* written under rt.lock, peeked without */
+	struct kg_co **v;		/* ring, cap entries (power of two) */
+	size_t cap, head, rn;		/* rt.lock; rn: entries in the ring */
+	struct kg_co *ohead, *otail;	/* rt.lock; overflow when v cannot grow */
+	_Atomic uint32_t n;		/* all entries; written under rt.lock,
+					 * peeked without */
 };
 
 struct kg_rt {

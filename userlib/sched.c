@@ -219,36 +219,73 @@ static void release_proc(struct kg_worker *w)
 /* Run queues                                                          */
 /* ------------------------------------------------------------------ */
 
-/* Global queue; caller holds rt->lock. */
-static void __gq_put(struct kg_rt *rt, struct kg_co *head, struct kg_co *tail,
-		     uint32_t n)
+/*
+ * Global queue: a ring of pointers that grows by doubling, so that moving
+ * coroutines in and out touches no coroutine memory (a list threaded
+ * through them would cost a cache miss per coroutine, serialized). Only
+ * if the ring cannot grow (no memory) do coroutines go on an overflow list
+ * linked through kg_co.next, so that nothing is ever lost. Caller holds
+ * rt->lock.
+ */
+static bool __gq_grow(struct kg_global_queue *q)
 {
-	tail->next = NULL;
-	if (rt->gq.tail)
-		rt->gq.tail->next = head;
-	else
-		rt->gq.head = head;
-	rt->gq.tail = tail;
-	kg_store_relaxed(&rt->gq.n, kg_load_relaxed(&rt->gq.n) + n);
+	size_t cap = q->cap ? q->cap * 2 : 1024, i;
+	struct kg_co **v = malloc(cap * sizeof(*v));
+
+	if (!v)
+		return false;
+	for (i = 0; i < q->rn; i++)
+		v[i] = q->v[(q->head + i) & (q->cap - 1)];
+	free(q->v);
+	q->v = v;
+	q->cap = cap;
+	q->head = 0;
+	return true;
+}
+
+static void __gq_push(struct kg_rt *rt, struct kg_co *co)
+{
+	struct kg_global_queue *q = &rt->gq;
+
+	if (!q->otail && (q->rn < q->cap || __gq_grow(q))) {
+		q->v[(q->head + q->rn) & (q->cap - 1)] = co;
+		q->rn++;
+	} else {
+		co->next = NULL;
+		if (q->otail)
+			q->otail->next = co;
+		else
+			q->ohead = co;
+		q->otail = co;
+	}
+	kg_store_relaxed(&q->n, kg_load_relaxed(&q->n) + 1);
 }
 
 static struct kg_co *__gq_pop(struct kg_rt *rt)
 {
-	struct kg_co *co = rt->gq.head;
+	struct kg_global_queue *q = &rt->gq;
+	struct kg_co *co;
 
-	if (!co)
+	if (q->rn) {
+		co = q->v[q->head];
+		q->head = (q->head + 1) & (q->cap - 1);
+		q->rn--;
+	} else if (q->ohead) {
+		co = q->ohead;
+		q->ohead = co->next;
+		if (!q->ohead)
+			q->otail = NULL;
+	} else {
 		return NULL;
-	rt->gq.head = co->next;
-	if (!rt->gq.head)
-		rt->gq.tail = NULL;
-	kg_store_relaxed(&rt->gq.n, kg_load_relaxed(&rt->gq.n) - 1);
+	}
+	kg_store_relaxed(&q->n, kg_load_relaxed(&q->n) - 1);
 	return co;
 }
 
 static void gq_put(struct kg_rt *rt, struct kg_co *co)
 {
 	pthread_mutex_lock(&rt->lock);
-	__gq_put(rt, co, co, 1);
+	__gq_push(rt, co);
 	pthread_mutex_unlock(&rt->lock);
 }
 
@@ -285,10 +322,9 @@ static bool runq_put_slow(struct kg_rt *rt, struct kg_proc *p,
 						     memory_order_relaxed))
 		return false;
 	batch[n] = co;
-	for (i = 0; i < n; i++)
-		batch[i]->next = batch[i + 1];
 	pthread_mutex_lock(&rt->lock);
-	__gq_put(rt, batch[0], co, n + 1);
+	for (i = 0; i <= n; i++)
+		__gq_push(rt, batch[i]);
 	pthread_mutex_unlock(&rt->lock);
 	return true;
 }
@@ -354,8 +390,17 @@ static struct kg_co *runq_get(struct kg_proc *p)
 		/* acquire pairs with the release store of tail/runnext */
 		if (atomic_compare_exchange_strong_explicit(
 			    &p->runq_head, &h, h + 1, memory_order_acq_rel,
-			    memory_order_relaxed))
+			    memory_order_relaxed)) {
+			/*
+			 * The one after it runs soon and its stack page is
+			 * likely cold: start the TLB and cache fill now.
+			 */
+			if (t - h > 1)
+				__builtin_prefetch(atomic_load_explicit(
+					&p->runq[(h + 1) % KG_RUNQ_SIZE],
+					memory_order_relaxed));
 			return co;
+		}
 	}
 }
 
@@ -1328,6 +1373,7 @@ static void rt_free(struct kg_rt *rt)
 	kg_stacks_destroy(rt);
 	for (i = 0; i < KG_MAX_WORKERS; i++)
 		free(rt->workers[i]);
+	free(rt->gq.v);
 	free(rt->procs);
 	free(rt->wslots);
 	free(rt->pslots);
