@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdint.h>
 #include <linux/futex.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -82,25 +83,40 @@ static void wake_node(struct kg_waiter *n)
 	syscall(SYS_futex, &n->done, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
 }
 
+/*
+ * WaitGroup, Go's design: one 64-bit word holds the counter (high half)
+ * and the number of waiters (low half), so kg_wg_add is a single atomic
+ * add unless it takes the counter to zero with waiters present. Waiters
+ * register (waiters + 1) and queue their node in one critical section of
+ * wg->lock; the adder that sees "counter 0, waiters > 0" takes the lock,
+ * so it finds every registered node. Both decisions come from the same
+ * atomic word, whose modifications are totally ordered: either the adder
+ * sees the waiter, or the waiter sees the zero counter.
+ */
+#define WG_COUNT(v) ((int32_t)((v) >> 32))
+#define WG_WAITERS(v) ((uint32_t)(v))
+
 int kg_wg_add(kg_wg_t *wg, int64_t delta)
 {
 	struct kg_waiter *list, *n;
-	int64_t v;
+	uint64_t v, inc;
 
-	if (!wg)
+	if (!wg || delta < INT32_MIN || delta > INT32_MAX)
 		return -EINVAL;
+	inc = (uint64_t)delta << 32;
+	v = __atomic_add_fetch(&wg->state, inc, __ATOMIC_ACQ_REL);
+	if (WG_COUNT(v) < 0 || (delta > 0 && WG_COUNT(v) < WG_COUNT(inc))) {
+		/* negative, or wrapped past INT32_MAX: undo */
+		__atomic_sub_fetch(&wg->state, inc, __ATOMIC_ACQ_REL);
+		return -EINVAL;
+	}
+	if (WG_COUNT(v) > 0 || WG_WAITERS(v) == 0 || delta == 0)
+		return 0;
 	spin_lock(&wg->lock);
-	v = wg->count + delta;
-	if (v < 0) {
-		spin_unlock(&wg->lock);
-		return -EINVAL;
-	}
-	wg->count = v;
-	list = NULL;
-	if (v == 0) {
-		list = wg->waiters;
-		wg->waiters = NULL;
-	}
+	list = wg->waiters;
+	wg->waiters = NULL;
+	/* every registered waiter is on the list: clear their count */
+	__atomic_and_fetch(&wg->state, ~(uint64_t)0xffffffff, __ATOMIC_ACQ_REL);
 	spin_unlock(&wg->lock);
 	while ((n = list)) {
 		list = n->next;
@@ -117,11 +133,17 @@ int kg_wg_done(kg_wg_t *wg)
 int kg_wg_wait(kg_wg_t *wg)
 {
 	struct kg_waiter n = { 0 };
+	uint64_t v;
 
 	if (!wg)
 		return -EINVAL;
+	if (WG_COUNT(__atomic_load_n(&wg->state, __ATOMIC_ACQUIRE)) == 0)
+		return 0;
 	spin_lock(&wg->lock);
-	if (wg->count == 0) {
+	v = __atomic_add_fetch(&wg->state, 1, __ATOMIC_ACQ_REL);
+	if (WG_COUNT(v) == 0) {
+		/* reached zero before we registered: nobody will wake us */
+		__atomic_sub_fetch(&wg->state, 1, __ATOMIC_ACQ_REL);
 		spin_unlock(&wg->lock);
 		return 0;
 	}

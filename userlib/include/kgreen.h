@@ -152,7 +152,7 @@ KG_API int kg_stats(struct kg_stats *out);
  * The fields are internal.
  */
 typedef struct kg_wg {
-	int64_t count;
+	uint64_t state;		/* counter (high 32 bits), waiters (low 32) */
 	uint32_t lock;
 	uint32_t __pad;
 	void *waiters;
@@ -163,7 +163,10 @@ typedef struct kg_wg {
 /*
  * kg_wg_add - add delta (may be negative) to the counter; at zero, every
  * waiter is released. Returns 0, or:
- *   -EINVAL  wg is NULL, or the counter would go negative (unchanged then)
+ *   -EINVAL  wg is NULL, delta is outside the int32_t range, or the
+ *            counter would go negative or past INT32_MAX (it is left
+ *            unchanged; a concurrent kg_wg_wait may wait for the
+ *            transient value, as misuse does in Go)
  */
 KG_API int kg_wg_add(kg_wg_t *wg, int64_t delta);
 
