@@ -333,7 +333,7 @@ static bool runq_put_slow(struct kg_rt *rt, struct kg_proc *p,
  * Put co on p's queue; p must be held by the calling worker. With next,
  * co goes to runnext and the coroutine it displaces goes to the tail.
  */
-static void runq_put(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co,
+static inline __attribute__((always_inline)) void runq_put(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co,
 		     bool next)
 {
 	if (next) {
@@ -368,7 +368,7 @@ static void runq_put(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co,
 }
 
 /* Owner's dequeue: runnext first, then the ring's head. */
-static struct kg_co *runq_get(struct kg_proc *p)
+static inline __attribute__((always_inline)) struct kg_co *runq_get(struct kg_proc *p)
 {
 	struct kg_co *co = atomic_load_explicit(&p->runnext,
 						memory_order_relaxed);
