@@ -25,7 +25,8 @@ OUT ?= $(SRCDIR)/.output/san-$(SAN)
 endif
 
 CC ?= gcc
-ARCH := $(shell uname -m)
+# the target architecture is the compiler's (cross builds: CC=aarch64-linux-gnu-gcc)
+KG_ARCH := $(shell $(CC) -dumpmachine | cut -d- -f1)
 ifeq ($(V),1)
 Q :=
 msg = @true
@@ -52,7 +53,7 @@ LIB_CFLAGS := $(CFLAGS_BASE) -fPIC -fvisibility=hidden -I$(SRCDIR)/userlib \
 	$(EXTRA_CFLAGS)
 
 LIB_SRCS := $(wildcard userlib/*.c)
-LIB_ASM := userlib/arch/switch_$(ARCH).S
+LIB_ASM := userlib/arch/switch_$(KG_ARCH).S
 LIB_OBJS := $(patsubst userlib/%.c,$(OUT)/userlib/%.o,$(LIB_SRCS)) \
 	$(OUT)/userlib/switch.o
 LIB_HDRS := $(wildcard userlib/*.h userlib/include/*.h kmod/include/uapi/*.h)
@@ -115,7 +116,7 @@ check: deps
 AARCH64_OUT := $(SRCDIR)/.output/aarch64
 check-aarch64:
 	$(Q)tools/install-deps build cross
-	$(Q)$(MAKE) --no-print-directory all ARCH=aarch64 \
+	$(Q)$(MAKE) --no-print-directory all \
 		CC=aarch64-linux-gnu-gcc OUT=$(AARCH64_OUT)
 	$(Q)$(MAKE) --no-print-directory -C tests run_tests \
 		CC=aarch64-linux-gnu-gcc OUT=$(AARCH64_OUT) KG_TEST_SCALE=20 \

@@ -763,8 +763,10 @@ static inline struct kg_worker *sched_enter_co(struct kg_worker *w)
 void kg_wake(struct kg_co *co)
 {
 	struct kg_worker *w = kg_worker_self();
+	/* once queued, co may run and exit: read its runtime first */
+	struct kg_rt *rt = co->rt;
 
-	if (w && w->rt == co->rt) {
+	if (w && w->rt == rt) {
 		if (w->cur == &w->g0) {	/* a post-switch action, on g0 */
 			kg_ready(w, co, true);
 			return;
@@ -775,9 +777,9 @@ void kg_wake(struct kg_co *co)
 		return;
 	}
 	atomic_store_explicit(&co->state, KG_CO_RUNNABLE, memory_order_relaxed);
-	gq_put(co->rt, co);
+	gq_put(rt, co);
 	atomic_thread_fence(memory_order_seq_cst);
-	kg_wakep(co->rt);
+	kg_wakep(rt);
 }
 
 /* Next coroutine from w's own proc (and the global queue), or NULL. */
@@ -924,6 +926,7 @@ static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
 {
 	struct kg_rt *rt = w->rt;
 	struct kg_co *co;
+	long id;
 
 	co = kg_co_alloc(rt, w->proc, stack_size);
 	if (!co)
@@ -931,7 +934,7 @@ static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
 	co->fn = fn;
 	co->arg = arg;
 	co->is_main = 0;
-	co->id = next_id(w->proc);
+	co->id = id = next_id(w->proc);
 	if (name) {
 		strncpy(co->name, name, KG_NAME_MAX - 1);
 		co->name[KG_NAME_MAX - 1] = 0;
@@ -941,8 +944,9 @@ static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
 	kg_ctx_make(co, co);
 	kg_store_relaxed(&w->proc->live, kg_load_relaxed(&w->proc->live) + 1);
 	kg_count(&w->proc->spawned);
+	/* once ready, co may run, exit and be reused: do not touch it */
 	kg_ready(w, co, true);
-	return co->id;
+	return id;
 }
 
 long kg_go_opts(void (*fn)(void *), void *arg, const struct kg_spawn_opts *o)

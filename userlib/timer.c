@@ -127,6 +127,8 @@ void kg_timer_arm(struct kg_worker *w, struct kg_co *co)
 	struct kg_rt *rt = w->rt;
 	struct kg_proc *p = w->proc ? w->proc : &rt->procs[0];
 	struct kg_timer_heap *h = &p->timers;
+	/* once on the heap, co may fire, run and sleep again: copy first */
+	uint64_t when = co->when;
 
 	pthread_mutex_lock(&h->lock);
 	if (__heap_reserve(h)) {
@@ -151,7 +153,7 @@ void kg_timer_arm(struct kg_worker *w, struct kg_co *co)
 	 * seq_cst load after the seq_cst heap.next store: pairs with the
 	 * watcher's store of timer_watch_until then re-read of heap.next.
 	 */
-	if (co->when < atomic_load(&rt->timer_watch_until)) {
+	if (when < atomic_load(&rt->timer_watch_until)) {
 		struct kg_worker *watcher = atomic_load(&rt->timer_watcher);
 
 		if (watcher)
