@@ -19,7 +19,7 @@
  * The struct kg_co lives at the top of its stack, so a parked coroutine
  * with shallow frames costs one page. Freed coroutines (stack included) go
  * to the freeing proc's cache (owner only, no lock), overflowing to a
- * global list per size class under the allocator's lock.
+ * global pool (an array per size class) under the allocator's lock.
  *
  * A guard hit raises SIGSEGV, handled on a per-worker alternate signal
  * stack: the handler reports "stack overflow" with the coroutine's id,
