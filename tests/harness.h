@@ -475,6 +475,9 @@ static inline int __harness_run_one(struct __harness_run *r, int num)
 			       r->full, WTERMSIG(status));
 			ret = KSFT_FAIL;
 		}
+	} else if (t->termsig && WIFEXITED(status) &&
+		   WEXITSTATUS(status) == KSFT_SKIP) {
+		ret = KSFT_SKIP;
 	} else if (t->termsig) {
 		printf("# %s: Test exited normally instead of by signal %d\n",
 		       r->full, t->termsig);

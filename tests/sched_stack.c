@@ -144,6 +144,31 @@ TEST_F(overflow, dies_with_report)
 	ASSERT_NONNULL(strstr(out, "coroutine 3 "));
 }
 
+/*
+ * A fault that is not a stack overflow is not ours: the process dies by
+ * SIGSEGV as it would without kgreen (the handler passes it on).
+ */
+static void bad_pointer(void *p)
+{
+	volatile int *null = p;
+
+	*null = 1;
+}
+
+static void segv_main(void *p)
+{
+	(void)p;
+	kg_go(bad_pointer, NULL);
+	kg_sleep(1000000000ull);
+}
+
+TEST_SIGNAL(other_faults_pass_through, SIGSEGV)
+{
+	if (KG_TEST_SANITIZED)
+		SKIP(return, "sanitizers report the fault and exit instead");
+	run_kg(segv_main, NULL, 2);
+}
+
 /* A coroutine with a big stack can use it. */
 static int big_result;
 
