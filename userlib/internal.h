@@ -46,6 +46,29 @@ __attribute__((format(printf, 1, 2))) void kg_debug(const char *fmt, ...);
 
 struct kg_proc;
 struct kg_worker;
+struct kg_timer_heap;
+
+/*
+ * A timer (timer.c): fn(w, t) runs on worker w, in scheduler mode, under
+ * the lock of the heap t is on, once now >= when. It returns 0, or the
+ * next deadline to stay armed (tickers). Because fn runs under the heap
+ * lock, kg_timer_cancel() returning means fn is not running and will not
+ * run: a timer may live on the stack of whoever cancels it.
+ * fn may take a channel lock or rt.lock (lock order: heap -> chan -> rt);
+ * nobody may take a heap lock while holding a channel lock.
+ */
+struct kg_timer;
+typedef uint64_t (*kg_timer_fn)(struct kg_worker *w, struct kg_timer *t);
+
+struct kg_timer {
+	uint64_t when;			/* deadline, kg_now_ns() clock */
+	int32_t heap_idx;		/* index in heap->v, -1: not armed */
+	uint32_t __pad;
+	/* heap it was last armed on (written under that heap's lock) */
+	_Atomic(struct kg_timer_heap *) heap;
+	kg_timer_fn fn;
+	void *arg;			/* for fn */
+};
 
 /*
  * Coroutine states. Per state: who owns the coroutine and where it is.
@@ -90,10 +113,8 @@ struct kg_co {
 	void *arg;
 	struct kg_stack stack;
 	struct kg_rt *rt;		/* the runtime that owns the stack */
-	/* timer.c: valid while WAITING in a timer heap */
-	uint64_t when;
-	int32_t heap_idx;
-	uint32_t __pad;
+	/* timer.c: kg_sleep's timer, armed while WAITING in a heap */
+	struct kg_timer timer;
 	/* sanitizer fiber state (context.h) */
 	void *asan_fake;
 	void *tsan_fiber;
@@ -109,8 +130,8 @@ struct kg_co {
 #define KG_PROC_CACHE 256
 
 struct kg_timer_heap {
-	pthread_mutex_t lock;		/* protects n, cap, v */
-	struct kg_co **v;
+	pthread_mutex_t lock;		/* protects n, cap, v, timers' heap_idx */
+	struct kg_timer **v;
 	uint32_t n, cap;
 	/* earliest deadline, UINT64_MAX if empty: lock-free peek for others */
 	_Atomic uint64_t next;
@@ -251,9 +272,15 @@ uint64_t kg_live(struct kg_rt *rt);
 /* timer.c */
 int kg_timers_init(struct kg_timer_heap *h);
 void kg_timers_destroy(struct kg_timer_heap *h);
-void kg_timer_arm(struct kg_worker *w, struct kg_co *co);
-/* Make room for one more timer on p's heap; -ENOMEM if impossible. */
-int kg_timer_reserve(struct kg_proc *p);
+/*
+ * Arm t (fn, arg set) for deadline when on the calling worker's proc's heap
+ * (procs[0]'s from a thread outside the runtime). 0, or -ENOMEM.
+ */
+int kg_timer_start(struct kg_rt *rt, struct kg_timer *t, uint64_t when);
+/* Disarm t; true if it was armed. Afterwards t->fn is not running. */
+bool kg_timer_cancel(struct kg_timer *t);
+/* Detach every timer still armed on rt's heaps (the runtime is ending). */
+void kg_timers_orphan(struct kg_rt *rt);
 /* Fire the proc's expired timers onto w's proc; returns how many. */
 unsigned int kg_timers_run(struct kg_worker *w, struct kg_proc *p, uint64_t now);
 uint64_t kg_timers_next_all(struct kg_rt *rt);
@@ -270,5 +297,112 @@ int kg_segv_install(void);
 void kg_segv_restore(void);
 void kg_canary_check(struct kg_co *co);
 uint64_t kg_stack_bytes(struct kg_rt *rt);
+
+/* ------------------------------------------------------------------ */
+/* wait.c: locks and parkers shared by channels and sync objects       */
+/* ------------------------------------------------------------------ */
+
+/*
+ * kg_lock: a mutex for short critical sections (channels, sync objects):
+ * spins briefly, then sleeps on a futex. 0 unlocked, 1 locked, 2 locked
+ * with sleepers. A coroutine may hold one across its own switch-out only
+ * through a post-switch action that releases it (the park commit).
+ */
+typedef struct { _Atomic uint32_t v; } kg_lock_t;
+
+void kg_lock_slow(kg_lock_t *l);
+void kg_unlock_slow(kg_lock_t *l);
+
+static inline void kg_lock(kg_lock_t *l)
+{
+	uint32_t zero = 0;
+
+	/* acquire: pairs with the release in kg_unlock */
+	if (kg_likely(atomic_compare_exchange_strong_explicit(
+		    &l->v, &zero, 1, memory_order_acquire, memory_order_relaxed)))
+		return;
+	kg_lock_slow(l);
+}
+
+static inline void kg_unlock(kg_lock_t *l)
+{
+	/* release: pairs with the acquire in kg_lock */
+	if (kg_unlikely(atomic_exchange_explicit(&l->v, 0,
+						 memory_order_release) == 2))
+		kg_unlock_slow(l);
+}
+
+/*
+ * A parker: one blocking operation of one coroutine or plain thread (a
+ * channel op, a select over many cases, a sync wait). It lives on the
+ * waiter's stack for the duration of the call.
+ *
+ * claim decides who completes the operation: 0 while open; whoever moves
+ * it from 0 (compare-and-swap) owns the outcome: a channel operation
+ * (case index + 1), the timeout (KG_CLAIM_TIMEOUT) or a sync object's
+ * grant. Exactly one CAS succeeds, so exactly one case of a select
+ * happens. The winner transfers the value, then calls kg_parker_wake.
+ *
+ * state is the wake handshake (and a plain thread's futex word):
+ * PARKING from kg_parker_wait's start until the coroutine is switched out
+ * and the caller's locks are released (the park commit); PARKED after;
+ * WOKEN once the winner called kg_parker_wake. Whichever of the commit
+ * and the winner comes second makes the coroutine runnable, so a winner
+ * that comes early (a timer firing before the commit) never resumes a
+ * coroutine whose registers are not saved yet.
+ */
+#define KG_CLAIM_TIMEOUT 0xffffffffu
+enum { KG_PK_PARKING = 0, KG_PK_PARKED = 1, KG_PK_WOKEN = 2 };
+
+struct kg_parker {
+	_Atomic uint32_t claim;
+	_Atomic uint32_t state;
+	struct kg_co *co;		/* NULL: a plain thread */
+	struct kg_rt *rt;		/* runtime of co, or the running one */
+	struct kg_timer timer;		/* coroutines' deadline */
+	bool timer_armed;
+};
+
+/* Set pk up for the calling coroutine or thread. */
+void kg_parker_init(struct kg_parker *pk);
+static inline bool kg_parker_claim(struct kg_parker *pk, uint32_t who)
+{
+	uint32_t open = 0;
+
+	/* acq_rel: the winner sees the waiter's setup (elem pointers) and
+	 * the waiter, woken, sees what the winner wrote before waking it */
+	return atomic_compare_exchange_strong_explicit(
+		&pk->claim, &open, who, memory_order_acq_rel,
+		memory_order_acquire);
+}
+/*
+ * For a coroutine with a deadline: arm the timeout before taking the locks
+ * kg_parker_wait will release (a heap lock may not be taken under a
+ * channel lock). 0, or -ENOMEM.
+ */
+int kg_parker_arm(struct kg_parker *pk, uint64_t deadline);
+/*
+ * Wait until claimed and woken. unlock(arg) releases the caller's locks
+ * once the waiter is committed (a coroutine: after it is switched out).
+ * A plain thread with a deadline claims KG_CLAIM_TIMEOUT itself when it
+ * passes. On return the claim is final; a coroutine's timer is disarmed.
+ */
+void kg_parker_wait(struct kg_parker *pk, void (*unlock)(void *), void *arg,
+		    uint64_t deadline);
+/* After a successful claim and the value transfer: resume the waiter.
+ * w: the calling worker when in scheduler mode (timer callbacks), else
+ * NULL. Does not touch pk after the waiter may have resumed. */
+void kg_parker_wake(struct kg_worker *w, struct kg_parker *pk);
+/* Disarm the timeout of an operation that finished without waiting. */
+void kg_parker_done(struct kg_parker *pk);
+
+/* Absolute deadline ns from now (saturating). */
+static inline uint64_t kg_deadline(uint64_t now, uint64_t ns)
+{
+	return now + ns < now ? UINT64_MAX - 1 : now + ns;
+}
+
+/* A cheap random number for the calling thread (select's poll order). */
+uint64_t kg_fastrand(void);
 
 #endif /* KG_INTERNAL_H */

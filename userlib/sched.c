@@ -1369,6 +1369,8 @@ static void rt_free(struct kg_rt *rt)
 {
 	uint32_t i;
 
+	if (rt->procs)
+		kg_timers_orphan(rt);
 	for (i = 0; rt->procs && i < rt->nprocs; i++) {
 		kg_procs_cache_drain(rt, &rt->procs[i], 0);
 		if (rt->procs[i].timers.next)	/* initialized */

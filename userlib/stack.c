@@ -321,7 +321,8 @@ struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
 			return NULL;
 	}
 	co->next = NULL;
-	co->heap_idx = -1;
+	co->timer.heap_idx = -1;
+	atomic_store_explicit(&co->timer.heap, NULL, memory_order_relaxed);
 	co->asan_fake = NULL;
 	atomic_store_explicit(&co->state, KG_CO_RUNNABLE, memory_order_relaxed);
 #ifdef KG_ASAN

@@ -43,30 +43,30 @@ void kg_timers_destroy(struct kg_timer_heap *h)
 	pthread_mutex_destroy(&h->lock);
 }
 
-static void heap_set(struct kg_timer_heap *h, uint32_t i, struct kg_co *co)
+static void heap_set(struct kg_timer_heap *h, uint32_t i, struct kg_timer *t)
 {
-	h->v[i] = co;
-	co->heap_idx = (int32_t)i;
+	h->v[i] = t;
+	t->heap_idx = (int32_t)i;
 }
 
 static void sift_up(struct kg_timer_heap *h, uint32_t i)
 {
-	struct kg_co *co = h->v[i];
+	struct kg_timer *t = h->v[i];
 
 	while (i > 0) {
 		uint32_t parent = (i - 1) / 2;
 
-		if (h->v[parent]->when <= co->when)
+		if (h->v[parent]->when <= t->when)
 			break;
 		heap_set(h, i, h->v[parent]);
 		i = parent;
 	}
-	heap_set(h, i, co);
+	heap_set(h, i, t);
 }
 
 static void sift_down(struct kg_timer_heap *h, uint32_t i)
 {
-	struct kg_co *co = h->v[i];
+	struct kg_timer *t = h->v[i];
 
 	for (;;) {
 		uint32_t c = 2 * i + 1;
@@ -75,12 +75,12 @@ static void sift_down(struct kg_timer_heap *h, uint32_t i)
 			break;
 		if (c + 1 < h->n && h->v[c + 1]->when < h->v[c]->when)
 			c++;
-		if (co->when <= h->v[c]->when)
+		if (t->when <= h->v[c]->when)
 			break;
 		heap_set(h, i, h->v[c]);
 		i = c;
 	}
-	heap_set(h, i, co);
+	heap_set(h, i, t);
 }
 
 static void publish_next(struct kg_timer_heap *h)
@@ -88,18 +88,11 @@ static void publish_next(struct kg_timer_heap *h)
 	atomic_store(&h->next, h->n ? h->v[0]->when : UINT64_MAX);
 }
 
-/* Post-switch action of kg_sleep: put prev on w's proc's heap. */
-static void after_arm(struct kg_worker *w, struct kg_co *prev, void *arg)
-{
-	(void)arg;
-	kg_timer_arm(w, prev);
-}
-
 /* Grow the heap so one more timer fits; caller holds h->lock. */
 static int __heap_reserve(struct kg_timer_heap *h)
 {
 	uint32_t cap;
-	struct kg_co **v;
+	struct kg_timer **v;
 
 	if (h->n < h->cap)
 		return 0;
@@ -112,47 +105,40 @@ static int __heap_reserve(struct kg_timer_heap *h)
 	return 0;
 }
 
-int kg_timer_reserve(struct kg_proc *p)
+/* Insert t (room reserved); caller holds h->lock. */
+static void __heap_push(struct kg_timer_heap *h, struct kg_timer *t)
 {
-	int err;
-
-	pthread_mutex_lock(&p->timers.lock);
-	err = __heap_reserve(&p->timers);
-	pthread_mutex_unlock(&p->timers.lock);
-	return err;
-}
-
-void kg_timer_arm(struct kg_worker *w, struct kg_co *co)
-{
-	struct kg_rt *rt = w->rt;
-	struct kg_proc *p = w->proc ? w->proc : &rt->procs[0];
-	struct kg_timer_heap *h = &p->timers;
-	/* once on the heap, co may fire, run and sleep again: copy first */
-	uint64_t when = co->when;
-
-	pthread_mutex_lock(&h->lock);
-	if (__heap_reserve(h)) {
-		/*
-		 * kg_sleep reserved room on the proc it ran on; only a proc
-		 * change in between (a handoff) gets here. Wake it now:
-		 * kg_sleep sees the deadline not reached and sleeps again.
-		 */
-		pthread_mutex_unlock(&h->lock);
-		kg_ready(w, co, false);
-		return;
-	}
-	h->v[h->n] = co;
+	h->v[h->n] = t;
 	h->n++;
 	sift_up(h, h->n - 1);
-	publish_next(h);
-	pthread_mutex_unlock(&h->lock);
+	atomic_store_explicit(&t->heap, h, memory_order_relaxed);
+}
 
-	/*
-	 * A parked timer watcher sleeps until timer_watch_until; wake it if
-	 * this deadline is earlier, or get a worker to watch if none does.
-	 * seq_cst load after the seq_cst heap.next store: pairs with the
-	 * watcher's store of timer_watch_until then re-read of heap.next.
-	 */
+/* Remove the timer at index i; caller holds h->lock. */
+static void __heap_remove(struct kg_timer_heap *h, uint32_t i)
+{
+	struct kg_timer *t = h->v[i];
+
+	h->n--;
+	if (i < h->n) {
+		heap_set(h, i, h->v[h->n]);
+		if (i > 0 && h->v[i]->when < h->v[(i - 1) / 2]->when)
+			sift_up(h, i);
+		else
+			sift_down(h, i);
+	}
+	t->heap_idx = -1;
+}
+
+/*
+ * A new deadline on some heap: a parked timer watcher sleeps until
+ * timer_watch_until; wake it if this deadline is earlier, or get a worker
+ * to watch if none does. seq_cst load after the seq_cst heap.next store
+ * (publish_next): pairs with the watcher's store of timer_watch_until then
+ * re-read of heap.next (park_worker in sched.c).
+ */
+static void timer_notify(struct kg_rt *rt, uint64_t when)
+{
 	if (when < atomic_load(&rt->timer_watch_until)) {
 		struct kg_worker *watcher = atomic_load(&rt->timer_watcher);
 
@@ -161,6 +147,118 @@ void kg_timer_arm(struct kg_worker *w, struct kg_co *co)
 		else
 			kg_wakep(rt);
 	}
+}
+
+static struct kg_timer_heap *heap_for(struct kg_rt *rt)
+{
+	struct kg_worker *w = kg_worker_self();
+
+	/* a stale w->proc (taken by a handoff) still names a live heap */
+	if (w && w->rt == rt && w->proc)
+		return &w->proc->timers;
+	return &rt->procs[0].timers;
+}
+
+int kg_timer_start(struct kg_rt *rt, struct kg_timer *t, uint64_t when)
+{
+	struct kg_timer_heap *h = heap_for(rt);
+
+	pthread_mutex_lock(&h->lock);
+	if (__heap_reserve(h)) {
+		pthread_mutex_unlock(&h->lock);
+		return -ENOMEM;
+	}
+	t->when = when;
+	__heap_push(h, t);
+	publish_next(h);
+	pthread_mutex_unlock(&h->lock);
+	timer_notify(rt, when);
+	return 0;
+}
+
+bool kg_timer_cancel(struct kg_timer *t)
+{
+	struct kg_timer_heap *h = atomic_load_explicit(&t->heap,
+						       memory_order_relaxed);
+	bool armed = false;
+
+	if (!h)
+		return false;
+	/* the lock also waits out a callback of t running right now */
+	pthread_mutex_lock(&h->lock);
+	if (atomic_load_explicit(&t->heap, memory_order_relaxed) == h &&
+	    t->heap_idx >= 0) {
+		__heap_remove(h, (uint32_t)t->heap_idx);
+		publish_next(h);
+		armed = true;
+	}
+	pthread_mutex_unlock(&h->lock);
+	return armed;
+}
+
+void kg_timers_orphan(struct kg_rt *rt)
+{
+	uint32_t i, j;
+
+	for (i = 0; i < rt->nprocs; i++) {
+		struct kg_timer_heap *h = &rt->procs[i].timers;
+
+		pthread_mutex_lock(&h->lock);
+		for (j = 0; j < h->n; j++) {
+			h->v[j]->heap_idx = -1;
+			atomic_store_explicit(&h->v[j]->heap, NULL,
+					      memory_order_relaxed);
+		}
+		h->n = 0;
+		publish_next(h);
+		pthread_mutex_unlock(&h->lock);
+	}
+}
+
+/* kg_sleep's timer: make the sleeper runnable on the firing worker. */
+static uint64_t sleep_fire(struct kg_worker *w, struct kg_timer *t)
+{
+	kg_ready(w, t->arg, false);
+	return 0;
+}
+
+/* Post-switch action of kg_sleep: put prev on w's proc's heap. */
+static void after_arm(struct kg_worker *w, struct kg_co *prev, void *arg)
+{
+	struct kg_rt *rt = w->rt;
+	struct kg_proc *p = w->proc ? w->proc : &rt->procs[0];
+	struct kg_timer_heap *h = &p->timers;
+	/* once on the heap, prev may fire, run and sleep again: copy first */
+	uint64_t when = prev->timer.when;
+
+	(void)arg;
+	prev->timer.fn = sleep_fire;
+	prev->timer.arg = prev;
+	pthread_mutex_lock(&h->lock);
+	if (__heap_reserve(h)) {
+		/*
+		 * kg_sleep reserved room on the proc it ran on; only a proc
+		 * change in between (a handoff) gets here. Wake it now:
+		 * kg_sleep sees the deadline not reached and sleeps again.
+		 */
+		pthread_mutex_unlock(&h->lock);
+		kg_ready(w, prev, false);
+		return;
+	}
+	__heap_push(h, &prev->timer);
+	publish_next(h);
+	pthread_mutex_unlock(&h->lock);
+	timer_notify(rt, when);
+}
+
+static int timer_reserve(struct kg_proc *p)
+{
+	int err;
+
+	pthread_mutex_lock(&p->timers.lock);
+	err = __heap_reserve(&p->timers);
+	pthread_mutex_unlock(&p->timers.lock);
+	return err;
 }
 
 unsigned int kg_timers_run(struct kg_worker *w, struct kg_proc *p,
@@ -174,15 +272,17 @@ unsigned int kg_timers_run(struct kg_worker *w, struct kg_proc *p,
 	if (pthread_mutex_trylock(&h->lock))
 		return 0;	/* someone else is firing them */
 	while (h->n && h->v[0]->when <= now) {
-		struct kg_co *co = h->v[0];
+		struct kg_timer *t = h->v[0];
+		uint64_t again;
 
-		h->n--;
-		if (h->n) {
-			h->v[0] = h->v[h->n];
-			sift_down(h, 0);
+		__heap_remove(h, 0);
+		/* t may be freed by its owner as soon as fn returns 0 */
+		again = t->fn(w, t);
+		if (again) {
+			/* room is there: t was just removed */
+			t->when = again;
+			__heap_push(h, t);
 		}
-		co->heap_idx = -1;
-		kg_ready(w, co, false);
 		fired++;
 	}
 	publish_next(h);
@@ -235,9 +335,9 @@ int kg_sleep(uint64_t ns)
 	now = kg_now_ns();
 	deadline = now + ns < now ? UINT64_MAX - 1 : now + ns;
 	do {
-		if (kg_timer_reserve(w->proc))
+		if (timer_reserve(w->proc))
 			return -ENOMEM;
-		w->cur->when = deadline;
+		w->cur->timer.when = deadline;
 		kg_sched_park(after_arm, NULL);
 		w = kg_worker_self();
 	} while (kg_now_ns() < deadline);

@@ -1,0 +1,695 @@
+// SPDX-License-Identifier: MIT
+/*
+ * chan_basic - channel semantics, after Go's test/chan and
+ * runtime/chan_test.go: FIFO per sender, buffered capacity, close (drain,
+ * then closed; send on closed and double close fail), close wakes every
+ * waiter, signal channels, timeouts, the sieve, a 10,000-coroutine chain,
+ * plain threads on both ends, timer channels, directional handles.
+ */
+#define _GNU_SOURCE
+#include <pthread.h>
+
+#include "harness.h"
+#include "kg_test.h"
+
+#define MS 1000000ull
+
+static kg_wg_t wg;
+
+/* --- FIFO per sender, unbuffered and buffered, 1 and 2 procs --- */
+
+struct fifo_arg {
+	kg_chan_t *ch;
+	int nsend, nprod;
+};
+
+static void fifo_producer(void *p)
+{
+	struct fifo_arg *a = p;
+	long id = kg_self();
+	int i;
+
+	for (i = 0; i < a->nsend; i++) {
+		long v[2] = { id, i };
+
+		CO_CHECK(kg_chan_send(a->ch, v) == 0, "send %d", i);
+	}
+	kg_wg_done(&wg);
+}
+
+static void fifo_main(void *p)
+{
+	struct fifo_arg *a = p;
+	long last[64][2];
+	int nseen = 0, i, k;
+
+	for (i = 0; i < a->nprod; i++)
+		last[i][0] = 0;
+	kg_wg_add(&wg, a->nprod);
+	for (i = 0; i < a->nprod; i++)
+		kg_go(fifo_producer, a);
+	for (i = 0; i < a->nprod * a->nsend; i++) {
+		long v[2];
+
+		CO_CHECK(kg_chan_recv(a->ch, v) == 0, "recv");
+		for (k = 0; k < nseen && last[k][0] != v[0]; k++)
+			;
+		if (k == nseen) {
+			CO_CHECK(v[1] == 0, "first from %ld is %ld", v[0], v[1]);
+			last[nseen][0] = v[0];
+			last[nseen++][1] = v[1];
+		} else {
+			CO_CHECK(v[1] == last[k][1] + 1, "from %ld: %ld after %ld",
+				 v[0], v[1], last[k][1]);
+			last[k][1] = v[1];
+		}
+	}
+	kg_wg_wait(&wg);
+	CO_CHECK(nseen == a->nprod, "%d producers seen", nseen);
+	CO_CHECK(kg_chan_try_recv(a->ch, NULL) == -EAGAIN, "empty after");
+}
+
+FIXTURE(fifo) {
+	int dummy;
+};
+FIXTURE_VARIANT(fifo) {
+	size_t cap;
+	unsigned int procs;
+};
+FIXTURE_VARIANT_ADD(fifo, unbuffered_1proc) { .cap = 0, .procs = 1 };
+FIXTURE_VARIANT_ADD(fifo, unbuffered_2procs) { .cap = 0, .procs = 2 };
+FIXTURE_VARIANT_ADD(fifo, buffered_1proc) { .cap = 7, .procs = 1 };
+FIXTURE_VARIANT_ADD(fifo, buffered_2procs) { .cap = 100, .procs = 2 };
+FIXTURE_SETUP(fifo) { self->dummy = 0; }
+FIXTURE_TEARDOWN(fifo) {}
+
+TEST_F(fifo, per_sender_order)
+{
+	struct fifo_arg a = { .nsend = (int)scaled(20000, 10), .nprod = 8 };
+
+	a.ch = kg_chan_make(2 * sizeof(long), variant->cap);
+	ASSERT_NONNULL(a.ch);
+	ASSERT_EQ(0, run_kg(fifo_main, &a, variant->procs));
+	ASSERT_EQ(0, co_failures());
+	kg_chan_free(a.ch);
+}
+
+/* --- buffered capacity, len, cap, try_ --- */
+
+TEST(buffered_capacity_and_len)
+{
+	kg_chan_t *c = kg_chan_make(sizeof(int), 10);
+	int i, v;
+
+	ASSERT_NONNULL(c);
+	ASSERT_EQ(10u, kg_chan_cap(c));
+	ASSERT_EQ(sizeof(int), kg_chan_elem_size(c));
+	for (i = 0; i < 10; i++) {
+		ASSERT_EQ(0, kg_chan_try_send(c, &i));
+		ASSERT_EQ((size_t)i + 1, kg_chan_len(c));
+	}
+	ASSERT_EQ(-EAGAIN, kg_chan_try_send(c, &i));
+	for (i = 0; i < 10; i++) {
+		ASSERT_EQ(0, kg_chan_try_recv(c, &v));
+		ASSERT_EQ(i, v);
+	}
+	ASSERT_EQ(-EAGAIN, kg_chan_try_recv(c, &v));
+	ASSERT_EQ(0u, kg_chan_len(c));
+	/* wrap around the ring many times */
+	for (i = 0; i < 1000; i++) {
+		ASSERT_EQ(0, kg_chan_try_send(c, &i));
+		if (i % 3 == 2) {
+			int j;
+
+			for (j = 0; j < 3; j++)
+				ASSERT_EQ(0, kg_chan_try_recv(c, &v));
+			ASSERT_EQ(i, v);
+		}
+	}
+	kg_chan_free(c);
+}
+
+TEST(unbuffered_try_without_partner)
+{
+	kg_chan_t *c = kg_chan_make(sizeof(int), 0);
+	int v = 1;
+
+	ASSERT_NONNULL(c);
+	ASSERT_EQ(0u, kg_chan_cap(c));
+	ASSERT_EQ(-EAGAIN, kg_chan_try_send(c, &v));
+	ASSERT_EQ(-EAGAIN, kg_chan_try_recv(c, &v));
+	ASSERT_EQ(-EAGAIN, kg_chan_send_timeout(c, &v, 0));
+	kg_chan_free(c);
+}
+
+/* --- close --- */
+
+TEST(close_drains_then_closed)
+{
+	kg_chan_t *c = kg_chan_make(sizeof(int), 5);
+	int i, v = -1;
+
+	ASSERT_NONNULL(c);
+	for (i = 0; i < 3; i++)
+		ASSERT_EQ(0, kg_chan_send(c, &i));
+	ASSERT_EQ(0, kg_chan_close(c));
+	ASSERT_EQ(-EPIPE, kg_chan_close(c));
+	ASSERT_EQ(-EPIPE, kg_chan_send(c, &i));
+	ASSERT_EQ(-EPIPE, kg_chan_try_send(c, &i));
+	for (i = 0; i < 3; i++) {
+		ASSERT_EQ(0, kg_chan_recv(c, &v));
+		ASSERT_EQ(i, v);
+	}
+	v = 77;
+	ASSERT_EQ(-EPIPE, kg_chan_recv(c, &v));
+	ASSERT_EQ(77, v);	/* untouched */
+	ASSERT_EQ(-EPIPE, kg_chan_try_recv(c, &v));
+	ASSERT_EQ(-EPIPE, kg_chan_recv_timeout(c, &v, MS));
+	kg_chan_free(c);
+}
+
+static _Atomic int nepipe;
+
+static void blocked_receiver(void *p)
+{
+	int v;
+
+	if (kg_chan_recv(p, &v) == -EPIPE)
+		atomic_fetch_add(&nepipe, 1);
+	kg_wg_done(&wg);
+}
+
+static void blocked_sender(void *p)
+{
+	int v = 5;
+
+	if (kg_chan_send(p, &v) == -EPIPE)
+		atomic_fetch_add(&nepipe, 1);
+	kg_wg_done(&wg);
+}
+
+static void close_wakes_main(void *p)
+{
+	kg_chan_t *r = kg_chan_make(sizeof(int), 0);
+	kg_chan_t *s = kg_chan_make(sizeof(int), 1);
+	int i, n = *(int *)p, v = 0;
+
+	CO_CHECK(kg_chan_send(s, &v) == 0, "fill");
+	kg_wg_add(&wg, 2 * n);
+	for (i = 0; i < n; i++) {
+		kg_go(blocked_receiver, r);
+		kg_go(blocked_sender, s);
+	}
+	/* let them all block: wait until everyone has parked */
+	while (kg_chan_len(s) != 1 || atomic_load(&nepipe))
+		kg_yield();
+	for (i = 0; i < 100; i++)
+		kg_yield();
+	CO_CHECK(kg_chan_close(r) == 0, "close r");
+	CO_CHECK(kg_chan_close(s) == 0, "close s");
+	kg_wg_wait(&wg);
+	CO_CHECK(atomic_load(&nepipe) == 2 * n, "%d of %d saw EPIPE",
+		 atomic_load(&nepipe), 2 * n);
+	/* the buffered value is still there for receivers */
+	CO_CHECK(kg_chan_recv(s, &v) == 0, "drain");
+	CO_CHECK(kg_chan_recv(s, &v) == -EPIPE, "then closed");
+	kg_chan_free(r);
+	kg_chan_free(s);
+}
+
+TEST(close_wakes_every_waiter)
+{
+	int n = 100;
+
+	atomic_store(&nepipe, 0);
+	ASSERT_EQ(0, run_kg(close_wakes_main, &n, 2));
+	ASSERT_EQ(0, co_failures());
+}
+
+/* --- signal channels, NULL out --- */
+
+static void signaller(void *p)
+{
+	int i;
+
+	for (i = 0; i < 100; i++)
+		CO_CHECK(kg_chan_send(p, NULL) == 0, "signal");
+	kg_chan_close(p);
+}
+
+static void signal_main(void *p)
+{
+	kg_chan_t *c = kg_chan_make(0, *(size_t *)p);
+	int n = 0;
+
+	kg_go(signaller, c);
+	while (kg_chan_recv(c, NULL) == 0)
+		n++;
+	CO_CHECK(n == 100, "%d signals", n);
+	kg_chan_free(c);
+}
+
+TEST(zero_size_elements)
+{
+	size_t caps[] = { 0, 3 };
+	int i;
+
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, run_kg(signal_main, &caps[i], 2));
+	ASSERT_EQ(0, co_failures());
+}
+
+TEST(recv_null_discards)
+{
+	kg_chan_t *c = kg_chan_make(sizeof(long), 2);
+	long v = 9;
+
+	ASSERT_EQ(0, kg_chan_send(c, &v));
+	v = 10;
+	ASSERT_EQ(0, kg_chan_send(c, &v));
+	ASSERT_EQ(0, kg_chan_recv(c, NULL));
+	ASSERT_EQ(0, kg_chan_recv(c, &v));
+	ASSERT_EQ(10, v);
+	kg_chan_free(c);
+}
+
+/* --- bad input --- */
+
+TEST(bad_input)
+{
+	kg_chan_t *c;
+	int v = 0;
+
+	ASSERT_EQ(-EINVAL, kg_chan_send(NULL, &v));
+	ASSERT_EQ(-EINVAL, kg_chan_recv(NULL, &v));
+	ASSERT_EQ(-EINVAL, kg_chan_try_send(NULL, &v));
+	ASSERT_EQ(-EINVAL, kg_chan_try_recv(NULL, &v));
+	ASSERT_EQ(-EINVAL, kg_chan_send_timeout(NULL, &v, 1));
+	ASSERT_EQ(-EINVAL, kg_chan_recv_timeout(NULL, &v, 1));
+	ASSERT_EQ(-EINVAL, kg_chan_close(NULL));
+	ASSERT_EQ(0u, kg_chan_len(NULL));
+	ASSERT_EQ(0u, kg_chan_cap(NULL));
+	kg_chan_free(NULL);
+	errno = 0;
+	ASSERT_NULL(kg_chan_make(KG_CHAN_ELEM_MAX + 1, 1));
+	ASSERT_EQ(EINVAL, errno);
+	errno = 0;
+	ASSERT_NULL(kg_chan_make(1 << 16, SIZE_MAX / 2));
+	ASSERT_EQ(EINVAL, errno);
+	c = kg_chan_make(sizeof(int), 1);
+	ASSERT_EQ(-EINVAL, kg_chan_send(c, NULL));
+	ASSERT_EQ(-EINVAL, kg_chan_try_send(c, NULL));
+	ASSERT_EQ(0u, kg_chan_len(c));
+	kg_chan_free(c);
+	errno = 0;
+	ASSERT_NULL(kg_after(MS));	/* no runtime */
+	ASSERT_EQ(EPERM, errno);
+	ASSERT_NULL(kg_ticker_make(0));
+	ASSERT_EQ(-EINVAL, kg_ticker_stop(NULL));
+	ASSERT_EQ(-EINVAL, kg_ticker_reset(NULL, 1));
+	ASSERT_NULL(kg_ticker_chan(NULL));
+}
+
+/* --- timeouts --- */
+
+static void timeout_main(void *p)
+{
+	kg_chan_t *e = kg_chan_make(sizeof(int), 0);
+	kg_chan_t *f = kg_chan_make(sizeof(int), 1);
+	uint64_t t0;
+	int v = 1, i;
+
+	(void)p;
+	CO_CHECK(kg_chan_send(f, &v) == 0, "fill");
+	for (i = 0; i < 5; i++) {
+		t0 = kg_now_ns();
+		CO_CHECK(kg_chan_recv_timeout(e, &v, 5 * MS) == -ETIMEDOUT,
+			 "recv timeout");
+		CO_CHECK(kg_now_ns() - t0 >= 5 * MS, "early: %llu ns",
+			 (unsigned long long)(kg_now_ns() - t0));
+		t0 = kg_now_ns();
+		CO_CHECK(kg_chan_send_timeout(f, &v, 5 * MS) == -ETIMEDOUT,
+			 "send timeout");
+		CO_CHECK(kg_now_ns() - t0 >= 5 * MS, "early");
+		CO_CHECK(kg_chan_send_timeout(e, &v, 2 * MS) == -ETIMEDOUT,
+			 "unbuffered send timeout");
+	}
+	/* the channels still work after timed-out waiters left */
+	CO_CHECK(kg_chan_recv(f, &v) == 0 && v == 1, "value kept");
+	CO_CHECK(kg_chan_try_recv(e, &v) == -EAGAIN, "no stale waiter");
+	kg_chan_free(e);
+	kg_chan_free(f);
+}
+
+TEST(timeouts)
+{
+	ASSERT_EQ(0, run_kg(timeout_main, NULL, 1));
+	ASSERT_EQ(0, co_failures());
+}
+
+static void late_sender(void *p)
+{
+	int v = 42;
+
+	kg_sleep(2 * MS);
+	CO_CHECK(kg_chan_send(p, &v) == 0, "late send");
+}
+
+static void timeout_success_main(void *p)
+{
+	kg_chan_t *c = kg_chan_make(sizeof(int), 0);
+	int v = 0;
+
+	(void)p;
+	kg_go(late_sender, c);
+	CO_CHECK(kg_chan_recv_timeout(c, &v, 10000 * MS) == 0, "in time");
+	CO_CHECK(v == 42, "value %d", v);
+	kg_chan_free(c);
+}
+
+TEST(timeout_not_reached)
+{
+	ASSERT_EQ(0, run_kg(timeout_success_main, NULL, 2));
+	ASSERT_EQ(0, co_failures());
+}
+
+/* --- the sieve (Go's test/chan/sieve1.go) --- */
+
+static void generate(void *p)
+{
+	long i;
+
+	for (i = 2;; i++)
+		if (kg_chan_send(p, &i))
+			return;
+}
+
+struct filter {
+	kg_chan_t *in, *out;
+	long prime;
+};
+
+static void filter(void *p)
+{
+	struct filter *f = p;
+	long v;
+
+	while (kg_chan_recv(f->in, &v) == 0)
+		if (v % f->prime && kg_chan_send(f->out, &v))
+			break;
+	kg_chan_close(f->in);	/* upstream sees -EPIPE and stops */
+}
+
+static void sieve_main(void *p)
+{
+	static const long want[] = { 2,  3,  5,  7,  11, 13, 17, 19, 23, 29,
+				     31, 37, 41, 43, 47, 53, 59, 61, 67, 71 };
+	struct filter fs[20];
+	kg_chan_t *ch = kg_chan_make(sizeof(long), *(size_t *)p);
+	int i;
+
+	kg_go(generate, ch);
+	for (i = 0; i < 20; i++) {
+		long prime;
+
+		CO_CHECK(kg_chan_recv(ch, &prime) == 0, "recv prime");
+		CO_CHECK(prime == want[i], "prime %d: %ld", i, prime);
+		fs[i].in = ch;
+		fs[i].out = kg_chan_make(sizeof(long), *(size_t *)p);
+		fs[i].prime = prime;
+		kg_go(filter, &fs[i]);
+		ch = fs[i].out;
+	}
+	/* stop the chain from the end: every stage closes its input */
+	kg_chan_close(ch);
+	for (i = 0; i < 100; i++)
+		kg_yield();
+}
+
+TEST(sieve)
+{
+	size_t caps[] = { 0, 4 };
+	int i;
+
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, run_kg(sieve_main, &caps[i], 2));
+	ASSERT_EQ(0, co_failures());
+}
+
+/* --- a chain of 10,000 coroutines --- */
+
+struct link {
+	kg_chan_t *left, *right;
+};
+
+static void chain_link(void *p)
+{
+	struct link *l = p;
+	long v;
+
+	if (kg_chan_recv(l->right, &v) == 0) {
+		v++;
+		kg_chan_send(l->left, &v);
+	}
+}
+
+static void chain_main(void *p)
+{
+	int n = *(int *)p, i;
+	struct link *links = calloc((size_t)n, sizeof(*links));
+	kg_chan_t **chans = calloc((size_t)n + 1, sizeof(*chans));
+	long v = 0;
+
+	for (i = 0; i <= n; i++)
+		chans[i] = kg_chan_make(sizeof(long), 0);
+	for (i = 0; i < n; i++) {
+		links[i].left = chans[i];
+		links[i].right = chans[i + 1];
+		CO_CHECK(kg_go(chain_link, &links[i]) > 0, "spawn");
+	}
+	CO_CHECK(kg_chan_send(chans[n], &v) == 0, "start");
+	CO_CHECK(kg_chan_recv(chans[0], &v) == 0, "end");
+	CO_CHECK(v == n, "%ld hops, want %d", v, n);
+	for (i = 0; i <= n; i++)
+		kg_chan_free(chans[i]);
+	free(links);
+	free(chans);
+}
+
+TEST(chain_10000)
+{
+	int n = 10000;
+
+	ASSERT_EQ(0, run_kg(chain_main, &n, 2));
+	ASSERT_EQ(0, co_failures());
+}
+
+/* --- plain threads on either end --- */
+
+static void *thread_sender(void *p)
+{
+	long i;
+
+	for (i = 0; i < 10000; i++)
+		if (kg_chan_send(p, &i))
+			return (void *)1;
+	kg_chan_close(p);
+	return NULL;
+}
+
+static void *thread_receiver(void *p)
+{
+	long i, v;
+
+	for (i = 0; i < 10000; i++)
+		if (kg_chan_recv(p, &v) || v != i)
+			return (void *)1;
+	return NULL;
+}
+
+static void thread_mix_main(void *p)
+{
+	kg_chan_t *in = kg_chan_make(sizeof(long), 0);
+	kg_chan_t *out = kg_chan_make(sizeof(long), 3);
+	pthread_t a, b;
+	void *ra, *rb;
+	long v, n = 0;
+
+	(void)p;
+	pthread_create(&a, NULL, thread_sender, in);
+	pthread_create(&b, NULL, thread_receiver, out);
+	while (kg_chan_recv(in, &v) == 0) {
+		CO_CHECK(v == n, "got %ld want %ld", v, n);
+		n++;
+		CO_CHECK(kg_chan_send(out, &v) == 0, "forward");
+	}
+	pthread_join(a, &ra);
+	pthread_join(b, &rb);
+	CO_CHECK(n == 10000 && !ra && !rb, "n %ld", n);
+	kg_chan_free(in);
+	kg_chan_free(out);
+}
+
+TEST(threads_and_coroutines)
+{
+	ASSERT_EQ(0, run_kg(thread_mix_main, NULL, 2));
+	ASSERT_EQ(0, co_failures());
+}
+
+TEST(threads_without_runtime)
+{
+	kg_chan_t *c = kg_chan_make(sizeof(long), 0);
+	pthread_t a;
+	void *ra;
+	long i, v;
+	uint64_t t0;
+
+	ASSERT_EQ(0, pthread_create(&a, NULL, thread_sender, c));
+	for (i = 0; i < 10000; i++) {
+		ASSERT_EQ(0, kg_chan_recv(c, &v));
+		ASSERT_EQ(i, v);
+	}
+	ASSERT_EQ(-EPIPE, kg_chan_recv(c, &v));
+	pthread_join(a, &ra);
+	ASSERT_NULL(ra);
+	kg_chan_free(c);
+	c = kg_chan_make(sizeof(long), 0);
+	t0 = kg_now_ns();
+	ASSERT_EQ(-ETIMEDOUT, kg_chan_recv_timeout(c, &v, 3 * MS));
+	ASSERT_LE(3 * MS, kg_now_ns() - t0);
+	ASSERT_EQ(-ETIMEDOUT, kg_chan_send_timeout(c, &v, 1 * MS));
+	kg_chan_free(c);
+}
+
+/* --- timer channels --- */
+
+static void after_main(void *p)
+{
+	uint64_t t0 = kg_now_ns(), fired = 0;
+	kg_chan_t *a = kg_after(5 * MS);
+	kg_chan_t *never = kg_after(3600000 * MS);
+	kg_ticker_t *t;
+	int i;
+
+	(void)p;
+	CO_CHECK(a && never, "kg_after");
+	CO_CHECK(kg_chan_recv(a, &fired) == 0, "after fires");
+	CO_CHECK(fired >= t0 + 5 * MS, "fired %llu ns after start",
+		 (unsigned long long)(fired - t0));
+	CO_CHECK(kg_now_ns() >= t0 + 5 * MS, "received early");
+	CO_CHECK(kg_chan_try_recv(a, &fired) == -EAGAIN, "fires once");
+	kg_chan_free(a);
+	kg_chan_free(never);	/* stops a pending timer */
+
+	t = kg_ticker_make(2 * MS);
+	CO_CHECK(t != NULL, "ticker");
+	t0 = kg_now_ns();
+	for (i = 0; i < 5; i++) {
+		uint64_t tick;
+
+		CO_CHECK(kg_chan_recv(kg_ticker_chan(t), &tick) == 0, "tick");
+		CO_CHECK(tick >= t0 + (uint64_t)(i + 1) * 2 * MS,
+			 "tick %d at %llu", i, (unsigned long long)(tick - t0));
+	}
+	CO_CHECK(kg_ticker_reset(t, 1 * MS) == 0, "reset");
+	kg_sleep(10 * MS);
+	/* a slow receiver finds one tick, not a backlog */
+	CO_CHECK(kg_chan_len(kg_ticker_chan(t)) == 1, "len %zu",
+		 kg_chan_len(kg_ticker_chan(t)));
+	CO_CHECK(kg_ticker_stop(t) == 0, "stop");
+}
+
+TEST(after_and_ticker)
+{
+	ASSERT_EQ(0, run_kg(after_main, NULL, 2));
+	ASSERT_EQ(0, co_failures());
+}
+
+/* A kg_after channel left unfreed when the runtime ends can still be
+ * received from (nothing) and freed afterwards. */
+static void orphan_main(void *p)
+{
+	*(kg_chan_t **)p = kg_after(3600000 * MS);
+}
+
+TEST(after_outlives_runtime)
+{
+	kg_chan_t *a = NULL;
+
+	ASSERT_EQ(0, run_kg(orphan_main, &a, 1));
+	ASSERT_NONNULL(a);
+	ASSERT_EQ(-EAGAIN, kg_chan_try_recv(a, NULL));
+	kg_chan_free(a);
+}
+
+/* --- directional handles and typed helpers --- */
+
+static void dir_producer(kg_sendch_t out)
+{
+	int i;
+
+	for (i = 0; i < 10; i++)
+		CO_CHECK(KG_SEND_VAL(out.ch, i) == 0, "send");
+	kg_chan_close(out.ch);
+}
+
+static void dir_prod_co(void *p)
+{
+	dir_producer(kg_chan_sender(p));
+}
+
+static int dir_consumer(kg_recvch_t in)
+{
+	int v, sum = 0;
+
+	while (kg_recv(in, &v) == 0)
+		sum += v;
+	return sum;
+}
+
+static void dir_main(void *p)
+{
+	kg_chan_t *c = kg_chan_make(sizeof(int), 0);
+	long wrong = 1;
+
+	(void)p;
+	kg_go(dir_prod_co, c);
+	CO_CHECK(dir_consumer(kg_chan_receiver(c)) == 45, "sum");
+	CO_CHECK(KG_SEND_VAL(c, wrong) == -EINVAL, "size mismatch");
+	CO_CHECK(KG_RECV_VAL(c, wrong) == -EINVAL, "size mismatch");
+	kg_chan_free(c);
+}
+
+TEST(directional_and_typed)
+{
+	ASSERT_EQ(0, run_kg(dir_main, NULL, 2));
+	ASSERT_EQ(0, co_failures());
+}
+
+/* kg_chan_free refuses a channel that still has waiters, loudly. */
+static void stuck(void *p)
+{
+	kg_chan_recv(p, NULL);
+}
+
+static void free_busy_main(void *p)
+{
+	kg_chan_t *c = kg_chan_make(0, 0);
+	int i;
+
+	(void)p;
+	kg_go(stuck, c);
+	for (i = 0; i < 10; i++)
+		kg_yield();
+	kg_chan_free(c);	/* refused: prints, keeps it */
+	CO_CHECK(kg_chan_send(c, NULL) == 0, "still usable");
+	kg_chan_free(c);
+}
+
+TEST(free_with_waiters_is_refused)
+{
+	ASSERT_EQ(0, run_kg(free_busy_main, NULL, 1));
+	ASSERT_EQ(0, co_failures());
+}
+
+TEST_HARNESS_MAIN
