@@ -46,7 +46,7 @@ struct kg_sudog {
 	bool success;			/* set by the claimer: value moved */
 };
 
-struct kg_waitq {
+struct sudog_q {
 	struct kg_sudog *head, *tail;
 };
 
@@ -59,7 +59,7 @@ struct kg_chan {
 	size_t cap;
 	_Atomic size_t qcount;		/* written under lock; read lock-free */
 	size_t sendx, recvx;		/* ring indices */
-	struct kg_waitq recvq, sendq;
+	struct sudog_q recvq, sendq;
 	char *buf;			/* cap * elem_size bytes */
 	struct chan_timer *timer;	/* kg_after's timer, freed with us */
 };
@@ -68,7 +68,7 @@ struct kg_chan {
 /* Wait queues (caller holds chan.lock)                                 */
 /* ------------------------------------------------------------------ */
 
-static void __enqueue(struct kg_waitq *q, struct kg_sudog *sg)
+static void __enqueue(struct sudog_q *q, struct kg_sudog *sg)
 {
 	sg->next = NULL;
 	sg->prev = q->tail;
@@ -80,7 +80,7 @@ static void __enqueue(struct kg_waitq *q, struct kg_sudog *sg)
 	sg->queued = true;
 }
 
-static void __remove(struct kg_waitq *q, struct kg_sudog *sg)
+static void __remove(struct sudog_q *q, struct kg_sudog *sg)
 {
 	if (sg->prev)
 		sg->prev->next = sg->next;
@@ -99,7 +99,7 @@ static void __remove(struct kg_waitq *q, struct kg_sudog *sg)
  * claimed (a select completed elsewhere, a timeout) are dropped: their
  * owners find them unqueued when they clean up.
  */
-static struct kg_sudog *__dequeue(struct kg_waitq *q)
+static struct kg_sudog *__dequeue(struct sudog_q *q)
 {
 	struct kg_sudog *sg;
 
