@@ -270,6 +270,7 @@ park:
 	sg.idx = 0;
 	sg.success = false;
 	__enqueue(op == OP_SEND ? &c->sendq : &c->recvq, &sg);
+	kg_co_waiting(pk.co, op == OP_SEND ? "chan send" : "chan recv", c);
 	kg_parker_wait(&pk, unlock_one, c, deadline);
 	if (atomic_load_explicit(&pk.claim, memory_order_acquire) ==
 	    KG_CLAIM_TIMEOUT) {
@@ -529,6 +530,7 @@ static int select_none(int64_t timeout)
 	r = kg_parker_arm(&pk, deadline);
 	if (r)
 		return r;
+	kg_co_waiting(pk.co, "select (no cases)", NULL);
 	kg_parker_wait(&pk, unlock_none, NULL, deadline);
 	return -ETIMEDOUT;
 }
@@ -647,6 +649,7 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 		__enqueue(cases[ci].op == KG_SEND ? &cases[ci].ch->sendq :
 						    &cases[ci].ch->recvq, sg);
 	}
+	kg_co_waiting(pk.co, "select", cases[lockorder[0]].ch);
 	kg_parker_wait(&pk, select_unlock, &s, deadline);
 
 	/* pass 3: take back the sudogs nobody took */

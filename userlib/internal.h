@@ -115,6 +115,9 @@ struct kg_co {
 	struct kg_rt *rt;		/* the runtime that owns the stack */
 	/* timer.c: kg_sleep's timer, armed while WAITING in a heap */
 	struct kg_timer timer;
+	/* why and on what it is WAITING (deadlock report, debuggers) */
+	const char *wait_reason;
+	const void *wait_obj;
 	/* sanitizer fiber state (context.h) */
 	void *asan_fake;
 	void *tsan_fiber;
@@ -246,12 +249,36 @@ struct kg_rt {
 	_Atomic uint64_t timer_watch_until;
 
 	_Atomic uint32_t done;		/* main returned: all workers stop */
+	/*
+	 * Deadlock watch (rt.lock): when every proc is idle with nothing
+	 * queued, no timer and no plain thread blocked in a kgreen call,
+	 * dl_since is when that was first seen and dl_progress the progress
+	 * count then; unchanged for KG_DEADLOCK_NS means deadlock.
+	 */
+	uint64_t dl_since, dl_progress;
+	uint32_t deadlock;		/* reported: kg_run returns -EDEADLK */
 	_Atomic uint64_t parks;
 	_Atomic uint64_t handoffs;
 	uint32_t guard_mode;		/* stack.c: mode for new stacks */
 	struct kg_stack_alloc *stacks;
 	struct kg_co *main_co;
 };
+
+/*
+ * Plain threads (not workers) that have waited in or woken through a
+ * kgreen object and are still alive: any of them may wake a coroutine
+ * later, so the deadlock watch stays quiet while there is one. The count
+ * drops when such a thread exits (a pthread key destructor). kg_run's
+ * own thread is not counted while it runs the runtime.
+ */
+extern _Atomic long kg_foreign_threads;
+/* Wake-ups made by plain threads: progress the deadlock watch sees. */
+extern _Atomic uint64_t kg_foreign_wakes;
+/* Count the calling plain thread as a possible waker (once). */
+void kg_foreign_note(void);
+/* kg_run's thread: stop counting it while it is a worker; resume after. */
+bool kg_foreign_pause(void);
+void kg_foreign_resume(bool was);
 
 /* The worker running on this thread, NULL outside the runtime. */
 struct kg_worker *kg_worker_self(void);
@@ -297,6 +324,11 @@ int kg_segv_install(void);
 void kg_segv_restore(void);
 void kg_canary_check(struct kg_co *co);
 uint64_t kg_stack_bytes(struct kg_rt *rt);
+/* Call fn on every coroutine alive (quiescent callers only: reports). */
+void kg_co_foreach(struct kg_rt *rt, void (*fn)(struct kg_co *, void *),
+		   void *arg);
+/* The name of co's entry function, or "?". */
+const char *kg_co_entry_name(struct kg_co *co);
 
 /* ------------------------------------------------------------------ */
 /* wait.c: locks and parkers shared by channels and sync objects       */
@@ -395,6 +427,16 @@ void kg_parker_wait(struct kg_parker *pk, void (*unlock)(void *), void *arg,
 void kg_parker_wake(struct kg_worker *w, struct kg_parker *pk);
 /* Disarm the timeout of an operation that finished without waiting. */
 void kg_parker_done(struct kg_parker *pk);
+
+/* Say why co (may be NULL) is about to wait, for reports. */
+static inline void kg_co_waiting(struct kg_co *co, const char *why,
+				 const void *obj)
+{
+	if (co) {
+		co->wait_reason = why;
+		co->wait_obj = obj;
+	}
+}
 
 /* Absolute deadline ns from now (saturating). */
 static inline uint64_t kg_deadline(uint64_t now, uint64_t ns)

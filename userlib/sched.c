@@ -72,6 +72,7 @@ static _Atomic(struct kg_rt *) cur_rt;
 static _Atomic int rt_running;
 static _Atomic long next_co_id;
 static int kg_debug_on;
+_Atomic uint64_t kg_foreign_wakes;
 
 #define SPIN_NS 20000		/* how long an idle worker looks before parking */
 #define STEAL_TRIES 4
@@ -777,7 +778,9 @@ void kg_wake(struct kg_co *co)
 		return;
 	}
 	atomic_store_explicit(&co->state, KG_CO_RUNNABLE, memory_order_relaxed);
+	kg_foreign_note();
 	gq_put(rt, co);
+	atomic_fetch_add_explicit(&kg_foreign_wakes, 1, memory_order_relaxed);
 	atomic_thread_fence(memory_order_seq_cst);
 	kg_wakep(rt);
 }
@@ -1047,7 +1050,7 @@ static bool any_work(struct kg_rt *rt)
  * Park w until it is handed a proc (returns true), or a timer may be due
  * or the runtime is done (returns false; w holds no proc).
  */
-static void park_worker(struct kg_worker *w)
+static void park_worker(struct kg_worker *w, uint64_t until)
 {
 	struct kg_rt *rt = w->rt;
 	struct kg_worker *expect = NULL;
@@ -1074,6 +1077,8 @@ static void park_worker(struct kg_worker *w)
 	if (deadline != UINT64_MAX && deadline > kg_now_ns() &&
 	    atomic_compare_exchange_strong(&rt->timer_watcher, &expect, w))
 		watcher = true;
+	if (until < deadline)
+		deadline = until;
 	atomic_fetch_add_explicit(&rt->parks, 1, memory_order_relaxed);
 	for (;;) {
 		uint32_t state = atomic_load_explicit(&w->wake,
@@ -1098,6 +1103,8 @@ static void park_worker(struct kg_worker *w)
 			atomic_store(&rt->timer_watch_until, deadline);
 			deadline = kg_timers_next_all(rt);
 			atomic_store(&rt->timer_watch_until, deadline);
+			if (until < deadline)
+				deadline = until;
 		}
 		if (deadline != UINT64_MAX && kg_now_ns() >= deadline) {
 			/* a timer is due: leave the list unless popped */
@@ -1132,6 +1139,118 @@ static void park_worker(struct kg_worker *w)
 	}
 }
 
+/* ------------------------------------------------------------------ */
+/* Deadlock detection (Go's checkdead)                                 */
+/* ------------------------------------------------------------------ */
+
+#define KG_DEADLOCK_NS (100 * 1000000ull)
+
+/*
+ * Nothing can run now and nothing could make anything run: every proc is
+ * idle, no run queue holds work, no timer is armed, and no plain thread
+ * that has used kgreen objects is alive (it could wake a coroutine).
+ * A worker blocked in a system call holds its proc, so it counts as busy.
+ */
+static bool deadlock_suspect(struct kg_rt *rt)
+{
+	return atomic_load(&rt->npidle) == rt->nprocs && !any_work(rt) &&
+	       kg_timers_next_all(rt) == UINT64_MAX &&
+	       atomic_load(&kg_foreign_threads) == 0 && kg_live(rt) > 0;
+}
+
+/* Anything that moves when a coroutine runs or is woken. */
+static uint64_t progress(struct kg_rt *rt)
+{
+	uint64_t sum = atomic_load(&kg_foreign_wakes);
+	uint32_t i;
+
+	for (i = 0; i < atomic_load(&rt->nworkers); i++)
+		if (rt->workers[i])
+			sum += kg_load_relaxed(&rt->workers[i]->switches);
+	for (i = 0; i < rt->nprocs; i++)
+		sum += kg_load_relaxed(&rt->procs[i].spawned);
+	return sum;
+}
+
+struct dl_report {
+	uint64_t n;
+};
+
+static void report_one(struct kg_co *co, void *arg)
+{
+	struct dl_report *r = arg;
+	uint32_t st = atomic_load_explicit(&co->state, memory_order_relaxed);
+
+	r->n++;
+	fprintf(stderr, "\ncoroutine %ld%s%s%s [%s",
+		co->id, co->name[0] ? " \"" : "", co->name,
+		co->name[0] ? "\"" : "",
+		st == KG_CO_WAITING ? (co->wait_reason ? co->wait_reason :
+							 "waiting") :
+		st == KG_CO_RUNNABLE ? "runnable" : "running");
+	if (st == KG_CO_WAITING && co->wait_obj)
+		fprintf(stderr, " %p", co->wait_obj);
+	fprintf(stderr, "]:\n\tentry %s at %p, arg %p\n",
+		kg_co_entry_name(co), (void *)(uintptr_t)co->fn, co->arg);
+}
+
+/* Print Go's message and where every coroutine waits; end the runtime. */
+static void report_deadlock(struct kg_rt *rt)
+{
+	struct dl_report r = { 0 };
+	struct kg_worker *iw;
+
+	fprintf(stderr, "all coroutines are asleep - deadlock!\n");
+	kg_co_foreach(rt, report_one, &r);
+	fprintf(stderr, "\n(%llu coroutine%s; kg_run returns -EDEADLK)\n",
+		(unsigned long long)r.n, r.n == 1 ? "" : "s");
+	fflush(stderr);
+	rt->deadlock = 1;
+	atomic_store_explicit(&rt->done, 1, memory_order_release);
+	pthread_mutex_lock(&rt->lock);
+	while ((iw = rt->idle_workers)) {
+		rt->idle_workers = iw->idle_next;
+		wake_worker(iw, NULL, false);
+	}
+	pthread_mutex_unlock(&rt->lock);
+}
+
+/*
+ * Called by a worker about to park without a proc. Returns how long it
+ * may sleep: forever normally; while a deadlock is suspected, until the
+ * suspicion is KG_DEADLOCK_NS old, so that some worker comes back to
+ * confirm it (no progress meanwhile) and report it.
+ */
+static uint64_t deadlock_watch(struct kg_worker *w)
+{
+	struct kg_rt *rt = w->rt;
+	uint64_t now, prog, until = UINT64_MAX;
+	bool report = false;
+
+	if (!deadlock_suspect(rt)) {
+		pthread_mutex_lock(&rt->lock);
+		rt->dl_since = 0;
+		pthread_mutex_unlock(&rt->lock);
+		return UINT64_MAX;
+	}
+	now = kg_now_ns();
+	prog = progress(rt);
+	pthread_mutex_lock(&rt->lock);
+	if (!rt->dl_since || rt->dl_progress != prog) {
+		rt->dl_since = now;
+		rt->dl_progress = prog;
+	} else if (now - rt->dl_since >= KG_DEADLOCK_NS && !rt_done(rt)) {
+		report = true;
+	}
+	until = rt->dl_since + KG_DEADLOCK_NS;
+	pthread_mutex_unlock(&rt->lock);
+	if (report) {
+		report_deadlock(rt);
+		return UINT64_MAX;
+	}
+	return until;
+}
+
 /*
  * Find a coroutine to run, stealing and parking as needed. Runs on g0.
  * Returns NULL when the runtime is done.
@@ -1152,7 +1271,7 @@ static struct kg_co *find_runnable(struct kg_worker *w)
 			if (p)
 				acquire_proc(w, p);
 			else
-				park_worker(w);
+				park_worker(w, UINT64_MAX);
 			continue;
 		}
 		co = find_local(w);
@@ -1214,7 +1333,9 @@ static struct kg_co *find_runnable(struct kg_worker *w)
 				continue;
 			}
 		}
-		park_worker(w);
+		park_worker(w, deadlock_watch(w));
+		if (rt_done(rt))
+			return NULL;
 		continue;
 found:
 		reset_spinning(w);
@@ -1452,6 +1573,7 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	struct kg_worker *w;
 	struct kg_co *co;
 	int expect = 0, err;
+	bool was_foreign;
 	uint32_t i;
 
 	if (!main_fn)
@@ -1483,6 +1605,7 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 		 rt->guard_mode == KG_GUARD_MADVISE ? "madvise" :
 		 rt->guard_mode == KG_GUARD_MPROTECT ? "mprotect" : "canary");
 
+	was_foreign = kg_foreign_pause();
 	tls_worker = w;
 	g0_init(w);
 	kg_altstack_setup(w);
@@ -1507,6 +1630,8 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	atomic_store_explicit(&cur_rt, rt, memory_order_release);
 
 	worker_loop(w);
+	if (rt->deadlock)
+		err = -EDEADLK;
 
 out:
 	atomic_store_explicit(&cur_rt, NULL, memory_order_release);
@@ -1518,6 +1643,7 @@ out:
 	if (join_workers(rt, w))
 		rt_free(rt);
 	kg_segv_restore();
+	kg_foreign_resume(was_foreign);
 	atomic_store(&rt_running, 0);
 	return err;
 }

@@ -198,6 +198,37 @@ static uint32_t install_guard(struct kg_rt *rt, char *guard, char *lo)
 	return KG_GUARD_CANARY;
 }
 
+/* The coroutine at the top of stack i of slab s. */
+static struct kg_co *slab_co(struct kg_slab *s, uint32_t i)
+{
+	size_t slot = GUARD_SIZE + class_size(s->size_class);
+	uintptr_t hi = (uintptr_t)s->base + (size_t)i * slot + slot;
+
+	return (struct kg_co *)((hi - sizeof(struct kg_co)) &
+				~(uintptr_t)(KG_CACHELINE - 1));
+}
+
+void kg_co_foreach(struct kg_rt *rt, void (*fn)(struct kg_co *, void *),
+		   void *arg)
+{
+	struct kg_stack_alloc *a = rt->stacks;
+	struct kg_slab *s;
+	uint32_t i;
+
+	pthread_mutex_lock(&a->lock);
+	for (s = a->slabs; s; s = s->next) {
+		for (i = 0; i < s->carved; i++) {
+			struct kg_co *co = slab_co(s, i);
+			uint32_t st = atomic_load_explicit(&co->state,
+							   memory_order_acquire);
+
+			if (co->id && st != KG_CO_DEAD)
+				fn(co, arg);
+		}
+	}
+	pthread_mutex_unlock(&a->lock);
+}
+
 /* Carve a new stack of class c; caller holds a->lock. */
 static struct kg_co *__carve(struct kg_rt *rt, uint32_t c)
 {
@@ -232,11 +263,10 @@ static struct kg_co *__carve(struct kg_rt *rt, uint32_t c)
 		a->cur[c] = s;
 		atomic_fetch_add(&a->bytes, s->bytes);
 	}
-	guard = s->base + (size_t)s->carved++ * slot;
+	guard = s->base + (size_t)s->carved * slot;
 	lo = guard + GUARD_SIZE;
 	hi = lo + class_size(c);
-	co = (struct kg_co *)(((uintptr_t)hi - sizeof(*co)) &
-			      ~(uintptr_t)(KG_CACHELINE - 1));
+	co = slab_co(s, s->carved++);
 	memset(co, 0, sizeof(*co));
 	co->stack.lo = lo;
 	co->stack.hi = (char *)co;
@@ -380,15 +410,21 @@ void kg_procs_cache_drain(struct kg_rt *rt, struct kg_proc *p, uint32_t keep)
 static struct sigaction old_segv, old_bus;
 static _Atomic int segv_installed;
 
+const char *kg_co_entry_name(struct kg_co *co)
+{
+	Dl_info info;
+
+	if (dladdr((void *)(uintptr_t)co->fn, &info) && info.dli_sname)
+		return info.dli_sname;
+	return "?";
+}
+
 static void report_overflow(struct kg_co *co, const void *addr)
 {
 	char buf[512];
-	Dl_info info;
-	const char *fname = "?";
+	const char *fname = kg_co_entry_name(co);
 	int n;
 
-	if (dladdr((void *)(uintptr_t)co->fn, &info) && info.dli_sname)
-		fname = info.dli_sname;
 	n = snprintf(buf, sizeof(buf),
 		     "kgreen: stack overflow in coroutine %ld \"%s\" "
 		     "(entry %s at %p): fault at %p, stack [%p, %p), "

@@ -338,6 +338,7 @@ int kg_sleep(uint64_t ns)
 		if (timer_reserve(w->proc))
 			return -ENOMEM;
 		w->cur->timer.when = deadline;
+		kg_co_waiting(w->cur, "sleep", NULL);
 		kg_sched_park(after_arm, NULL);
 		w = kg_worker_self();
 	} while (kg_now_ns() < deadline);

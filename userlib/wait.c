@@ -95,6 +95,51 @@ void kg_unlock_slow(kg_lock_t *l)
 }
 
 /* ------------------------------------------------------------------ */
+/* Plain threads as possible wakers (the deadlock watch)               */
+/* ------------------------------------------------------------------ */
+
+_Atomic long kg_foreign_threads;
+static pthread_key_t foreign_key;
+static pthread_once_t foreign_once = PTHREAD_ONCE_INIT;
+static __thread bool foreign_noted;
+
+static void foreign_exit(void *v)
+{
+	(void)v;
+	atomic_fetch_sub(&kg_foreign_threads, 1);
+}
+
+static void foreign_key_make(void)
+{
+	pthread_key_create(&foreign_key, foreign_exit);
+}
+
+void kg_foreign_note(void)
+{
+	if (foreign_noted)
+		return;
+	pthread_once(&foreign_once, foreign_key_make);
+	foreign_noted = true;
+	atomic_fetch_add(&kg_foreign_threads, 1);
+	/* non-NULL, so the destructor runs at thread exit */
+	pthread_setspecific(foreign_key, &foreign_noted);
+}
+
+bool kg_foreign_pause(void)
+{
+	if (!foreign_noted)
+		return false;
+	atomic_fetch_sub(&kg_foreign_threads, 1);
+	return true;
+}
+
+void kg_foreign_resume(bool was)
+{
+	if (was)
+		atomic_fetch_add(&kg_foreign_threads, 1);
+}
+
+/* ------------------------------------------------------------------ */
 /* Parkers                                                             */
 /* ------------------------------------------------------------------ */
 
@@ -223,6 +268,7 @@ void kg_parker_wait(struct kg_parker *pk, void (*unlock)(void *), void *arg,
 		return;
 	}
 	unlock(arg);
+	kg_foreign_note();
 	/* acquire: pairs with the waker's release store of WOKEN */
 	while (atomic_load_explicit(&pk->state, memory_order_acquire) !=
 	       KG_PK_WOKEN) {
