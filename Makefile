@@ -89,7 +89,7 @@ $(LIBSO): $(LIB_OBJS) userlib/libkgreen.map
 	@mkdir -p $(@D)
 	$(Q)$(CC) -shared $(SAN_FLAGS) -pthread -Wl,-soname,$(SONAME) \
 		-Wl,--version-script=userlib/libkgreen.map -Wl,-z,noexecstack \
-		-o $@ $(LIB_OBJS) -ldl
+		-o $@ $(LIB_OBJS) -lurcu-memb -ldl
 	$(Q)ln -sf $(notdir $@) $(OUT)/lib/$(SONAME)
 	$(Q)ln -sf $(SONAME) $(OUT)/lib/libkgreen.so
 

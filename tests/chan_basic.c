@@ -381,7 +381,8 @@ static void generate(void *p)
 
 	for (i = 2;; i++)
 		if (kg_chan_send(p, &i))
-			return;
+			break;
+	kg_wg_done(&wg);
 }
 
 struct filter {
@@ -398,6 +399,7 @@ static void filter(void *p)
 		if (v % f->prime && kg_chan_send(f->out, &v))
 			break;
 	kg_chan_close(f->in);	/* upstream sees -EPIPE and stops */
+	kg_wg_done(&wg);
 }
 
 static void sieve_main(void *p)
@@ -408,6 +410,7 @@ static void sieve_main(void *p)
 	kg_chan_t *ch = kg_chan_make(sizeof(long), *(size_t *)p);
 	int i;
 
+	kg_wg_add(&wg, 21);
 	kg_go(generate, ch);
 	for (i = 0; i < 20; i++) {
 		long prime;
@@ -422,8 +425,10 @@ static void sieve_main(void *p)
 	}
 	/* stop the chain from the end: every stage closes its input */
 	kg_chan_close(ch);
-	for (i = 0; i < 100; i++)
-		kg_yield();
+	kg_wg_wait(&wg);
+	kg_chan_free(ch);
+	for (i = 19; i >= 0; i--)
+		kg_chan_free(fs[i].in);
 }
 
 TEST(sieve)

@@ -68,6 +68,47 @@ static inline long scaled(long n, long san_divisor)
 	return n / d > 0 ? n / d : 1;
 }
 
+/*
+ * A start gate for plain threads that coroutines will wait for. The
+ * runtime's deadlock watch counts a plain thread as a possible waker once
+ * it has waited in a kgreen call; a thread that so far only took
+ * lock-free fast paths is invisible to it, and on a loaded machine it may
+ * not run for the watch's 100 ms while every coroutine waits. Each thread
+ * calls thread_gate_wait() first (it waits there at least once); the main
+ * coroutine calls thread_gate_open(gate, n) once all n are waiting.
+ */
+struct thread_gate {
+	kg_mutex_t m;
+	kg_cond_t c;
+	int waiting;		/* m */
+	bool open;		/* m */
+};
+
+#define THREAD_GATE_INIT { KG_MUTEX_INIT, KG_COND_INIT, 0, false }
+
+static inline void thread_gate_wait(struct thread_gate *g)
+{
+	kg_mutex_lock(&g->m);
+	g->waiting++;
+	while (!g->open)
+		kg_cond_wait(&g->c, &g->m);
+	kg_mutex_unlock(&g->m);
+}
+
+static inline void thread_gate_open(struct thread_gate *g, int n)
+{
+	for (;;) {
+		kg_mutex_lock(&g->m);
+		if (g->waiting >= n)
+			break;
+		kg_mutex_unlock(&g->m);
+		kg_yield();
+	}
+	g->open = true;
+	kg_cond_broadcast(&g->c);
+	kg_mutex_unlock(&g->m);
+}
+
 static inline long gettid_(void)
 {
 	return (long)syscall(SYS_gettid);

@@ -1,114 +1,301 @@
 // SPDX-License-Identifier: MIT
 /*
- * chan.c - channels and select, Go's hchan design.
+ * chan.c - channels and select without a channel lock.
  *
- * A channel is a lock, a ring buffer of cap elements, and two FIFO queues
- * of waiting operations (sudogs): receivers waiting for a value and
- * senders waiting for room or a partner. Go's invariants hold here:
- *  - at least one of sendq and recvq is empty (apart from sudogs of
- *    operations already claimed elsewhere, which are skipped);
- *  - for a buffered channel: qcount > 0 implies recvq empty; qcount < cap
- *    implies sendq empty;
- *  - closed is set once, under the lock; after it both queues stay empty.
+ * The problem: Go's channel (hchan.c, kept as the oracle) serializes every
+ * operation on one lock, so senders and receivers on different cores
+ * queue behind each other, and a worker preempted while holding the lock
+ * stalls them all.
  *
- * An operation first tries to complete at once, under the lock: hand its
- * value straight to a waiting partner (no buffer round trip), else use the
- * buffer, else (blocking) queue a sudog and park. A sudog belongs to a
- * parker (wait.c); a party that dequeues it must win the parker's claim
- * CAS to complete it, so a select parked on many channels completes
- * exactly one case, and a timed-out wait completes none.
+ * The anchor: Koval, Alistarh, Elizarov, "Fast and Scalable Channels in
+ * Kotlin Coroutines" (PPoPP 2023). A channel is an infinite array of
+ * cells, indexed by two counters: the i-th send and the i-th receive meet
+ * in cell i. Each operation takes its index with one fetch-and-add and
+ * then negotiates the cell with its partner by compare-and-swap:
  *
- * select (Go's selectgo): lock every channel involved in address order
- * (deadlock-free, each lock once), poll the cases in a random order (the
- * uniform choice among ready cases), and if none is ready queue one sudog
- * per case and park; the post-switch commit unlocks them all. When
- * resumed, lock them all again and take the sudogs that were not taken.
+ *   sender s                              receiver r
+ *   EMPTY   -> BUFFERED (value stored)    BUFFERED -> DONE (value taken)
+ *   EMPTY   -> waiter (parks)             EMPTY    -> waiter (parks)
+ *   waiter  -> RESUMING -> DONE           waiter   -> RESUMING -> DONE
  *
- * Locks: chan.lock protects everything in the channel except qcount's
- * lock-free reads (kg_chan_len). It is never held across a switch except
- * through the park commit. Lock order: timer heap -> channel -> rt.lock;
- * channels among themselves by address.
+ * A sender may leave its value (BUFFERED) without waiting when its
+ * partner has arrived (s < R) or when the buffer has room (s < R + cap:
+ * the cap cells ahead of the receivers are the buffer). Otherwise it
+ * parks in the cell. Every receiver r then "expands the buffer": the
+ * sender parked in cell r + cap may now buffer, so it is resumed with its
+ * value left in the cell (or, if it has not arrived, the cell is marked
+ * EB, buffer granted). A receiver that finds its cell EMPTY while its
+ * sender has already taken the index (r < S) breaks the cell (BROKEN)
+ * after a short spin, and both sides move on to new indices: no one
+ * waits for a thread that may be descheduled.
+ *
+ * Cells live in segments of 32, linked in a list. The channel keeps the
+ * segment of the latest send and of the latest receive (hints, only moving
+ * forward) and the list head; a segment behind both hints has been passed
+ * by all senders and receivers and is retired with call_rcu (liburcu,
+ * urcu-memb flavor: readers cost a per-thread counter update and no
+ * fence, which suits short read-side sections taken on every operation,
+ * and unlike QSBR it needs no quiescent-state calls from threads we do not
+ * own). Every operation runs inside a read-side section that never spans
+ * a coroutine switch: it ends before parking and restarts after.
+ *
+ * Parked operations are heap records (struct lf_op: a parker from wait.c
+ * plus one lf_case per select case), reference-counted: one reference for
+ * the owner and one per cell pointing at one of its cases. A party that
+ * meets a case in a cell first takes the cell (waiter -> RESUMING, which
+ * hands it the cell's reference), then races for the op's claim; the
+ * winner moves the value and wakes the owner, a loser breaks the cell.
+ * The owner never touches a cell after parking (its segment may be gone);
+ * stale cases are broken by whoever reaches their cell.
+ *
+ * select registers its cases one after another while its claim word says
+ * REGISTERING: a party that meets one of them then breaks that cell and
+ * flags the case (REREG), and the owner re-registers flagged cases before
+ * opening the claim, so that a case completed during registration can
+ * never collide with a value the owner takes directly from a later cell
+ * (Kotlin's REREGISTER). A select that has a send and a receive case on
+ * the same channel would meet itself in cells forever; it polls instead
+ * (documented in Documentation/channels.md).
+ *
+ * close sets the closed bit in the send counter (later sends fail at
+ * once), then walks the cells no partner will reach: senders parked past
+ * the receivers fail with -EPIPE, receivers parked past the last sender
+ * see the channel closed, empty cells are broken so that operations in
+ * flight move on and find the channel closed. Buffered values stay for
+ * receivers to drain.
+ *
+ * Memory ordering: the counters are updated with seq_cst read-modify-
+ * writes and read with seq_cst loads, so that "fetch my index, then read
+ * the other counter" on both sides forms a Dekker pair (a receiver that
+ * parks because r >= S is seen by the sender whose s == r, and close's
+ * bit is seen by every receiver that arrives after close read R). Cell
+ * states are published with release CAS and read with acquire, ordering
+ * the value copy in the cell before BUFFERED and the case setup before
+ * the waiter pointer.
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <urcu/urcu-memb.h>
 
 #include "internal.h"
 
-struct kg_sudog {
-	struct kg_sudog *next, *prev;	/* chan.lock (the queue it is on) */
-	struct kg_parker *pk;
-	void *elem;			/* value to send / where to receive */
-	uint32_t idx;			/* case index; claims as idx + 1 */
-	bool queued;			/* on a queue (chan.lock) */
-	bool success;			/* set by the claimer: value moved */
+#define SEG_SHIFT 5
+#define SEG_CELLS (1u << SEG_SHIFT)
+#define SEG_MASK (SEG_CELLS - 1)
+#define CLOSED_BIT (1ull << 63)
+#define BREAK_SPINS 64
+
+/*
+ * Cell states; anything above C_RESUMING is a struct lf_case pointer,
+ * with W_SEND set in its low bit for a sender (cases are 8-aligned), so
+ * a party can tell a sender from a receiver without dereferencing it.
+ */
+enum {
+	C_EMPTY = 0,
+	C_BUFFERED = 1,		/* a value waits in the cell */
+	C_DONE = 2,		/* the receiver took the value */
+	C_BROKEN = 3,		/* abandoned: both sides move on */
+	C_EB = 4,		/* buffer room granted before the sender came */
+	C_RESUMING = 5,		/* a party is completing the waiter in it */
+};
+#define IS_WAITER(st) ((st) > C_RESUMING)
+#define W_SEND ((uintptr_t)1)
+#define W_CASE(st) ((struct lf_case *)((st) & ~(uintptr_t)7))
+#define W_OF(k) ((uintptr_t)(k) | ((k)->is_send ? W_SEND : 0))
+
+struct lf_seg {
+	uint64_t id;
+	_Atomic(struct lf_seg *) next;
+	struct rcu_head rcu;
+	_Atomic uintptr_t cell[SEG_CELLS];
+	_Alignas(16) char elems[];	/* SEG_CELLS * elem_size */
 };
 
-struct sudog_q {
-	struct kg_sudog *head, *tail;
+/* Claim word values besides 0, case index + 1 and KG_CLAIM_TIMEOUT. */
+#define CLAIM_REG 0x40000000u		/* registering: parties must not win */
+#define CLAIM_REREG 0x20000000u		/* ... and some case needs redoing */
+#define IS_REG(v) (((v) & ~CLAIM_REREG) == CLAIM_REG)
+
+enum { RES_NONE = 0, RES_VALUE, RES_CLOSED };
+
+struct lf_op;
+
+struct lf_case {
+	struct lf_op *op;
+	void *elem;			/* send: the value; recv: where it goes */
+	uint32_t idx;			/* case index; claims as idx + 1 */
+	bool is_send;
+	_Atomic uint8_t result;		/* RES_*, set by the claim's winner */
+	_Atomic uint8_t rereg;		/* broken while registering */
+	kg_chan_t *ch;
+};
+
+struct lf_op {
+	_Atomic uint32_t refs;		/* owner + cells holding a case */
+	uint32_t ncases;
+	struct kg_parker pk;
+	struct lf_case cases[];
 };
 
 struct chan_timer;
 
 struct kg_chan {
-	kg_lock_t lock;
-	bool closed;
+	_Alignas(KG_CACHELINE) _Atomic uint64_t S;	/* sends; CLOSED_BIT */
+	_Alignas(KG_CACHELINE) _Atomic uint64_t R;	/* receives */
+	_Alignas(KG_CACHELINE) _Atomic(struct lf_seg *) send_seg;
+	_Atomic(struct lf_seg *) recv_seg;
+	_Atomic(struct lf_seg *) head;	/* oldest segment not retired */
 	size_t elem_size;
 	size_t cap;
-	_Atomic size_t qcount;		/* written under lock; read lock-free */
-	size_t sendx, recvx;		/* ring indices */
-	struct sudog_q recvq, sendq;
-	char *buf;			/* cap * elem_size bytes */
+	size_t seg_bytes;
 	struct chan_timer *timer;	/* kg_after's timer, freed with us */
+	struct rcu_head rcu;
 };
 
+/* Results of one pass of an operation. */
+enum { R_DONE, R_CLOSED, R_AGAIN, R_INSTALLED, R_NOMEM };
+
 /* ------------------------------------------------------------------ */
-/* Wait queues (caller holds chan.lock)                                 */
+/* RCU: every thread that touches segments is a registered reader      */
 /* ------------------------------------------------------------------ */
 
-static void __enqueue(struct sudog_q *q, struct kg_sudog *sg)
+static pthread_key_t rcu_key;
+static pthread_once_t rcu_once = PTHREAD_ONCE_INIT;
+static __thread bool rcu_registered;
+
+static void rcu_thread_exit(void *v)
 {
-	sg->next = NULL;
-	sg->prev = q->tail;
-	if (q->tail)
-		q->tail->next = sg;
-	else
-		q->head = sg;
-	q->tail = sg;
-	sg->queued = true;
+	(void)v;
+	urcu_memb_unregister_thread();
 }
 
-static void __remove(struct sudog_q *q, struct kg_sudog *sg)
+static void rcu_key_make(void)
 {
-	if (sg->prev)
-		sg->prev->next = sg->next;
-	else
-		q->head = sg->next;
-	if (sg->next)
-		sg->next->prev = sg->prev;
-	else
-		q->tail = sg->prev;
-	sg->next = sg->prev = NULL;
-	sg->queued = false;
+	pthread_key_create(&rcu_key, rcu_thread_exit);
 }
 
 /*
- * First waiter whose operation we win. Sudogs of operations already
- * claimed (a select completed elsewhere, a timeout) are dropped: their
- * owners find them unqueued when they clean up.
+ * Enter a read-side section. Out of line: a coroutine may resume on
+ * another thread between two operations, and the thread-local flag must
+ * be read on the thread running now.
  */
-static struct kg_sudog *__dequeue(struct sudog_q *q)
+static __attribute__((noinline)) void lf_read_lock(void)
 {
-	struct kg_sudog *sg;
-
-	while ((sg = q->head)) {
-		__remove(q, sg);
-		if (kg_parker_claim(sg->pk, sg->idx + 1))
-			return sg;
+	if (kg_unlikely(!rcu_registered)) {
+		pthread_once(&rcu_once, rcu_key_make);
+		urcu_memb_register_thread();
+		rcu_registered = true;
+		pthread_setspecific(rcu_key, &rcu_registered);
 	}
-	return NULL;
+	urcu_memb_read_lock();
+}
+
+static inline void lf_read_unlock(void)
+{
+	urcu_memb_read_unlock();
+}
+
+/* ------------------------------------------------------------------ */
+/* Segments                                                            */
+/* ------------------------------------------------------------------ */
+
+static void seg_free_rcu(struct rcu_head *h)
+{
+	free(caa_container_of(h, struct lf_seg, rcu));
+}
+
+static struct lf_seg *seg_new(kg_chan_t *c, uint64_t id)
+{
+	struct lf_seg *s;
+	int tries;
+
+	/*
+	 * An index is already taken: the operation cannot give up without
+	 * its partner possibly losing a value. Out of memory, wait for some.
+	 */
+	for (tries = 0; tries < 1000; tries++) {
+		s = calloc(1, c->seg_bytes);
+		if (s) {
+			s->id = id;
+			return s;
+		}
+		kg_sleep(1000000);
+	}
+	kg_throw("chan: no memory for a channel segment for 1 s");
+}
+
+/*
+ * The segment with id, walking forward from start (which a caller loaded
+ * before taking its index, so start->id <= id); created if missing.
+ */
+static struct lf_seg *seg_find(kg_chan_t *c, struct lf_seg *s, uint64_t id)
+{
+	while (s->id < id) {
+		/* acquire: pairs with the release CAS linking a new one */
+		struct lf_seg *n = atomic_load_explicit(&s->next,
+							memory_order_acquire);
+
+		if (!n) {
+			struct lf_seg *expect = NULL;
+
+			n = seg_new(c, s->id + 1);
+			if (!atomic_compare_exchange_strong_explicit(
+				    &s->next, &expect, n, memory_order_acq_rel,
+				    memory_order_acquire)) {
+				free(n);
+				n = expect;
+			}
+		}
+		s = n;
+	}
+	return s;
+}
+
+/* Retire segments that every hint has left behind. */
+static void seg_retire(kg_chan_t *c)
+{
+	for (;;) {
+		struct lf_seg *h = atomic_load_explicit(&c->head,
+							memory_order_acquire);
+		uint64_t ms = atomic_load_explicit(&c->send_seg,
+						   memory_order_acquire)->id;
+		uint64_t mr = atomic_load_explicit(&c->recv_seg,
+						   memory_order_acquire)->id;
+
+		if (h->id >= (ms < mr ? ms : mr))
+			return;
+		/* exactly one CAS moves head past h: one call_rcu per segment */
+		if (atomic_compare_exchange_strong_explicit(
+			    &c->head, &h, atomic_load(&h->next),
+			    memory_order_acq_rel, memory_order_acquire))
+			urcu_memb_call_rcu(&h->rcu, seg_free_rcu);
+	}
+}
+
+/* Move a hint forward to s (never back). */
+static void hint_forward(kg_chan_t *c, _Atomic(struct lf_seg *) *hint,
+			 struct lf_seg *s)
+{
+	struct lf_seg *cur = atomic_load_explicit(hint, memory_order_acquire);
+
+	while (cur->id < s->id) {
+		if (atomic_compare_exchange_weak_explicit(
+			    hint, &cur, s, memory_order_acq_rel,
+			    memory_order_acquire)) {
+			seg_retire(c);
+			return;
+		}
+	}
+}
+
+static inline char *cell_elem(kg_chan_t *c, struct lf_seg *s, uint64_t i)
+{
+	return s->elems + (i & SEG_MASK) * c->elem_size;
 }
 
 static inline void copy_elem(void *dst, const void *src, size_t n)
@@ -117,171 +304,435 @@ static inline void copy_elem(void *dst, const void *src, size_t n)
 		memcpy(dst, src, n);
 }
 
-static inline char *slot(kg_chan_t *c, size_t i)
+/* A cell held RESUMING by another party: it is a few instructions away. */
+static uintptr_t wait_resolved(_Atomic uintptr_t *cell)
 {
-	return c->buf + i * c->elem_size;
+	uintptr_t st;
+	int spins = 0;
+
+	while ((st = atomic_load_explicit(cell, memory_order_acquire)) ==
+	       C_RESUMING) {
+		if (++spins < 256)
+			kg_cpu_relax();
+		else
+			sched_yield();
+	}
+	return st;
 }
 
 /* ------------------------------------------------------------------ */
-/* The immediate paths, shared by the plain operations and select       */
-/* (caller holds chan.lock; *wake gets the partner to wake after unlock) */
+/* Operation records                                                   */
 /* ------------------------------------------------------------------ */
 
-/* Try to send now: 1 sent, 0 would block, -EPIPE closed. */
-static int __try_send(kg_chan_t *c, const void *elem, struct kg_sudog **wake)
+static struct lf_op *op_new(uint32_t ncases, uint32_t claim)
 {
-	struct kg_sudog *sg;
-	size_t q;
+	struct lf_op *op = malloc(sizeof(*op) + ncases * sizeof(op->cases[0]));
 
-	if (c->closed)
-		return -EPIPE;
-	sg = __dequeue(&c->recvq);
-	if (sg) {
-		/* a receiver waits: the buffer is empty, hand it over */
-		copy_elem(sg->elem, elem, c->elem_size);
-		sg->success = true;
-		*wake = sg;
-		return 1;
-	}
-	q = kg_load_relaxed(&c->qcount);
-	if (q < c->cap) {
-		copy_elem(slot(c, c->sendx), elem, c->elem_size);
-		if (++c->sendx == c->cap)
-			c->sendx = 0;
-		kg_store_relaxed(&c->qcount, q + 1);
-		return 1;
-	}
-	return 0;
+	if (!op)
+		return NULL;
+	atomic_store_explicit(&op->refs, 1, memory_order_relaxed);
+	op->ncases = ncases;
+	kg_parker_init(&op->pk);
+	atomic_store_explicit(&op->pk.claim, claim, memory_order_relaxed);
+	return op;
 }
 
-/* Try to receive now: 1 received, 0 would block, -EPIPE closed+drained. */
-static int __try_recv(kg_chan_t *c, void *out, struct kg_sudog **wake)
+static inline void op_get(struct lf_op *op)
 {
-	struct kg_sudog *sg;
-	size_t q;
-
-	sg = __dequeue(&c->sendq);
-	if (sg) {
-		if (c->cap == 0) {
-			copy_elem(out, sg->elem, c->elem_size);
-		} else {
-			/*
-			 * The buffer is full (a sender waits): take its head
-			 * and put the sender's value at its tail, which is the
-			 * same slot; FIFO order is kept.
-			 */
-			copy_elem(out, slot(c, c->recvx), c->elem_size);
-			copy_elem(slot(c, c->recvx), sg->elem, c->elem_size);
-			if (++c->recvx == c->cap)
-				c->recvx = 0;
-			c->sendx = c->recvx;
-		}
-		sg->success = true;
-		*wake = sg;
-		return 1;
-	}
-	q = kg_load_relaxed(&c->qcount);
-	if (q > 0) {
-		copy_elem(out, slot(c, c->recvx), c->elem_size);
-		if (++c->recvx == c->cap)
-			c->recvx = 0;
-		kg_store_relaxed(&c->qcount, q - 1);
-		return 1;
-	}
-	if (c->closed)
-		return -EPIPE;
-	return 0;
+	atomic_fetch_add_explicit(&op->refs, 1, memory_order_relaxed);
 }
 
-static void unlock_one(void *arg)
+static inline void op_put(struct lf_op *op)
 {
-	kg_unlock(&((kg_chan_t *)arg)->lock);
+	/* acq_rel: the last holder sees every other holder's accesses */
+	if (atomic_fetch_sub_explicit(&op->refs, 1, memory_order_acq_rel) == 1)
+		free(op);
 }
 
-/* ------------------------------------------------------------------ */
-/* Send and receive                                                    */
-/* ------------------------------------------------------------------ */
+static void case_init(struct lf_case *k, struct lf_op *op, uint32_t idx,
+		      bool is_send, void *elem, kg_chan_t *c)
+{
+	k->op = op;
+	k->elem = elem;
+	k->idx = idx;
+	k->is_send = is_send;
+	k->ch = c;
+	atomic_store_explicit(&k->result, RES_NONE, memory_order_relaxed);
+	atomic_store_explicit(&k->rereg, 0, memory_order_relaxed);
+}
 
-enum { OP_SEND, OP_RECV };
+/* A single operation about to park: its record, made on demand. */
+static struct lf_case *lazy_case(struct lf_op **lazy, bool is_send,
+				 void *elem, kg_chan_t *c)
+{
+	struct lf_op *op = op_new(1, 0);
+
+	if (!op)
+		return NULL;
+	case_init(&op->cases[0], op, 0, is_send, elem, c);
+	*lazy = op;
+	return &op->cases[0];
+}
+
+enum { CL_WON, CL_LOST };
 
 /*
- * One send or receive. deadline: UINT64_MAX waits forever, 0 never waits
- * (try_), else the absolute kg_now_ns() limit. w: the calling worker when
- * in scheduler mode (timer callbacks), else NULL.
+ * A party tries to win k's operation. While its owner is registering,
+ * nobody may win: flag the case for re-registration and report a loss
+ * (the caller breaks the cell).
  */
-static int chan_op(kg_chan_t *c, int op, void *elem, uint64_t deadline,
-		   struct kg_worker *w)
+static int party_claim(struct lf_case *k)
 {
-	struct kg_sudog *wake = NULL, sg;
-	struct kg_parker pk;
-	bool armed = false;
-	int r;
+	struct kg_parker *pk = &k->op->pk;
+	uint32_t v = atomic_load_explicit(&pk->claim, memory_order_acquire);
 
 	for (;;) {
-		kg_lock(&c->lock);
-		r = op == OP_SEND ? __try_send(c, elem, &wake) :
-				    __try_recv(c, elem, &wake);
-		if (r)
-			break;
-		if (deadline == 0) {
-			r = -EAGAIN;
-			break;
+		if (v == 0) {
+			/* acq_rel: see the owner's setup; publish our moves */
+			if (atomic_compare_exchange_weak_explicit(
+				    &pk->claim, &v, k->idx + 1,
+				    memory_order_acq_rel, memory_order_acquire))
+				return CL_WON;
+			continue;
 		}
-		if (armed || deadline == UINT64_MAX)
-			goto block;
-		if (kg_now_ns() >= deadline) {
-			r = -ETIMEDOUT;
-			break;
+		if (IS_REG(v)) {
+			/* flag before bit: the owner reads flags after the bit */
+			atomic_store_explicit(&k->rereg, 1, memory_order_relaxed);
+			if (atomic_compare_exchange_weak_explicit(
+				    &pk->claim, &v, CLAIM_REG | CLAIM_REREG,
+				    memory_order_acq_rel, memory_order_acquire))
+				return CL_LOST;
+			continue;
 		}
-		/* a coroutine's timeout is armed before the lock is taken */
-		kg_unlock(&c->lock);
-		kg_parker_init(&pk);
-		if (!pk.co)
-			goto block_locked;
-		r = kg_parker_arm(&pk, deadline);
-		if (r)
-			return r;
-		armed = true;
+		return CL_LOST;
 	}
-	kg_unlock(&c->lock);
-	if (armed)
-		kg_parker_done(&pk);
-	if (wake)
-		kg_parker_wake(w, wake->pk);
-	return r < 0 ? r : 0;
+}
 
-block_locked:
-	kg_lock(&c->lock);
-	r = op == OP_SEND ? __try_send(c, elem, &wake) :
-			    __try_recv(c, elem, &wake);
-	if (r) {
-		kg_unlock(&c->lock);
-		if (wake)
-			kg_parker_wake(w, wake->pk);
-		return r < 0 ? r : 0;
+/*
+ * We took the cell (waiter -> RESUMING) holding case k, and with it the
+ * cell's reference to k's op. Win the op, or break the cell. On a win,
+ * copy n bytes src -> dst (the value), record the result, give the cell
+ * its final state and wake the owner.
+ */
+static bool resolve(struct kg_worker *w, _Atomic uintptr_t *cell,
+		    struct lf_case *k, uintptr_t final, uint8_t result,
+		    void *dst, const void *src, size_t n)
+{
+	struct lf_op *op = k->op;
+
+	if (party_claim(k) != CL_WON) {
+		atomic_store_explicit(cell, C_BROKEN, memory_order_release);
+		op_put(op);
+		return false;
 	}
-	goto park;
-block:
-	if (!armed)
-		kg_parker_init(&pk);
-park:
-	sg.pk = &pk;
-	sg.elem = elem;
-	sg.idx = 0;
-	sg.success = false;
-	__enqueue(op == OP_SEND ? &c->sendq : &c->recvq, &sg);
-	kg_co_waiting(pk.co, op == OP_SEND ? "chan send" : "chan recv", c);
-	kg_parker_wait(&pk, unlock_one, c, deadline);
-	if (atomic_load_explicit(&pk.claim, memory_order_acquire) ==
-	    KG_CLAIM_TIMEOUT) {
-		kg_lock(&c->lock);
-		if (sg.queued)
-			__remove(op == OP_SEND ? &c->sendq : &c->recvq, &sg);
-		kg_unlock(&c->lock);
+	if (src)
+		copy_elem(dst, src, n);
+	atomic_store_explicit(&k->result, result, memory_order_relaxed);
+	/* release: the value and result before the cell's final state */
+	atomic_store_explicit(cell, final, memory_order_release);
+	kg_parker_wake(w, &op->pk);
+	op_put(op);
+	return true;
+}
+
+/* ------------------------------------------------------------------ */
+/* The cell protocols (inside a read-side section)                     */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The buffer moved past cell e = r + cap: let its sender buffer. A parked
+ * sender is resumed with its value staying in the cell.
+ */
+static void expand(kg_chan_t *c, struct lf_seg *from, uint64_t e,
+		   struct kg_worker *w)
+{
+	struct lf_seg *s = seg_find(c, from, e >> SEG_SHIFT);
+	_Atomic uintptr_t *cell = &s->cell[e & SEG_MASK];
+	uintptr_t st = atomic_load_explicit(cell, memory_order_acquire);
+
+	for (;;) {
+		if (st == C_EMPTY) {
+			if (atomic_compare_exchange_weak_explicit(
+				    cell, &st, C_EB, memory_order_acq_rel,
+				    memory_order_acquire))
+				return;
+			continue;
+		}
+		if (st == C_RESUMING) {
+			st = wait_resolved(cell);
+			continue;
+		}
+		if (IS_WAITER(st) && (st & W_SEND)) {
+			if (!atomic_compare_exchange_weak_explicit(
+				    cell, &st, C_RESUMING, memory_order_acq_rel,
+				    memory_order_acquire))
+				continue;
+			/* the value is in the cell already: it is buffered */
+			resolve(w, cell, W_CASE(st), C_BUFFERED, RES_VALUE,
+				NULL, NULL, 0);
+			return;
+		}
+		return;	/* buffered, taken, broken, or a receiver waits */
+	}
+}
+
+/*
+ * One send: take indices until the value moves (R_DONE), the channel is
+ * closed (R_CLOSED), or it would have to wait: with k NULL, R_AGAIN; else
+ * k is parked in a cell (R_INSTALLED).
+ */
+static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
+		   struct lf_op **lazy, struct kg_worker *w)
+{
+	for (;;) {
+		struct lf_seg *seg = atomic_load_explicit(&c->send_seg,
+							  memory_order_acquire);
+		uint64_t s = atomic_fetch_add(&c->S, 1);
+		_Atomic uintptr_t *cell;
+		bool stored = false;
+		uintptr_t st;
+
+		if (s & CLOSED_BIT) {
+			/* keep S at the last real send (kg_chan_len) */
+			atomic_fetch_sub(&c->S, 1);
+			return R_CLOSED;
+		}
+		seg = seg_find(c, seg, s >> SEG_SHIFT);
+		hint_forward(c, &c->send_seg, seg);
+		cell = &seg->cell[s & SEG_MASK];
+		st = atomic_load_explicit(cell, memory_order_acquire);
+		for (;;) {
+			if (st == C_EMPTY || st == C_EB) {
+				if (!stored) {
+					copy_elem(cell_elem(c, seg, s), val,
+						  c->elem_size);
+					stored = true;
+				}
+				if (st == C_EB || s < atomic_load(&c->R) + c->cap) {
+					/* release: the value before BUFFERED */
+					if (atomic_compare_exchange_weak_explicit(
+						    cell, &st, C_BUFFERED,
+						    memory_order_acq_rel,
+						    memory_order_acquire))
+						return R_DONE;
+					continue;
+				}
+				if (!k && lazy)
+					k = lazy_case(lazy, true, (void *)val, c);
+				if (!k) {
+					if (atomic_compare_exchange_weak_explicit(
+						    cell, &st, C_BROKEN,
+						    memory_order_acq_rel,
+						    memory_order_acquire))
+						return lazy ? R_NOMEM : R_AGAIN;
+					continue;
+				}
+				op_get(k->op);
+				if (atomic_compare_exchange_strong_explicit(
+					    cell, &st, W_OF(k),
+					    memory_order_acq_rel,
+					    memory_order_acquire))
+					return R_INSTALLED;
+				op_put(k->op);
+				continue;
+			}
+			if (st == C_RESUMING) {
+				st = wait_resolved(cell);
+				continue;
+			}
+			if (IS_WAITER(st) && !(st & W_SEND)) {
+				struct lf_case *rk = W_CASE(st);
+
+				if (!atomic_compare_exchange_weak_explicit(
+					    cell, &st, C_RESUMING,
+					    memory_order_acq_rel,
+					    memory_order_acquire))
+					continue;
+				if (k && rk->op == k->op)
+					kg_throw("kg_select: a case met its own "
+						 "select");
+				/* a receiver waits: give it our value */
+				if (resolve(w, cell, rk, C_DONE, RES_VALUE,
+					    rk->elem, val, c->elem_size))
+					return R_DONE;
+			}
+			if (IS_WAITER(st) && (st & W_SEND))
+				kg_throw("chan: sender %p found in send cell "
+					 "%llu", (void *)st,
+					 (unsigned long long)s);
+			break;	/* BROKEN, or the receiver left: next index */
+		}
+	}
+}
+
+/*
+ * One receive, as lf_send: R_DONE with the value in out, R_CLOSED once
+ * closed and drained, R_AGAIN / R_INSTALLED when it would wait.
+ */
+static int lf_recv(kg_chan_t *c, void *out, struct lf_case *k,
+		   struct lf_op **lazy, struct kg_worker *w)
+{
+	for (;;) {
+		struct lf_seg *seg = atomic_load_explicit(&c->recv_seg,
+							  memory_order_acquire);
+		uint64_t r = atomic_fetch_add(&c->R, 1), sraw, s;
+		_Atomic uintptr_t *cell;
+		uintptr_t st;
+		int spins = 0;
+
+		sraw = atomic_load(&c->S);
+		s = sraw & ~CLOSED_BIT;
+		seg = seg_find(c, seg, r >> SEG_SHIFT);
+		hint_forward(c, &c->recv_seg, seg);
+		if (c->cap)
+			expand(c, seg, r + c->cap, w);
+		if ((sraw & CLOSED_BIT) && r >= s)
+			return R_CLOSED;	/* no sender will come here */
+		cell = &seg->cell[r & SEG_MASK];
+		st = atomic_load_explicit(cell, memory_order_acquire);
+		for (;;) {
+			if (st == C_BUFFERED) {
+				copy_elem(out, cell_elem(c, seg, r),
+					  c->elem_size);
+				atomic_store_explicit(cell, C_DONE,
+						      memory_order_release);
+				return R_DONE;
+			}
+			if (st == C_EMPTY || st == C_EB) {
+				uint64_t now = atomic_load(&c->S);
+
+				if (r < (now & ~CLOSED_BIT)) {
+					/* our sender has its index: it is on
+					 * the way, unless descheduled */
+					if (++spins < BREAK_SPINS) {
+						kg_cpu_relax();
+						st = atomic_load_explicit(
+							cell,
+							memory_order_acquire);
+						continue;
+					}
+					/* too late: break it, both move on */
+					if (!atomic_compare_exchange_weak_explicit(
+						    cell, &st, C_BROKEN,
+						    memory_order_acq_rel,
+						    memory_order_acquire))
+						continue;
+					break;
+				}
+				if (!k && lazy)
+					k = lazy_case(lazy, false, out, c);
+				if (!k) {
+					if (!atomic_compare_exchange_weak_explicit(
+						    cell, &st, C_BROKEN,
+						    memory_order_acq_rel,
+						    memory_order_acquire))
+						continue;
+					if (lazy)
+						return R_NOMEM;
+					if (now & CLOSED_BIT)
+						break;	/* retry: sees closed */
+					return R_AGAIN;
+				}
+				op_get(k->op);
+				if (atomic_compare_exchange_strong_explicit(
+					    cell, &st, W_OF(k),
+					    memory_order_acq_rel,
+					    memory_order_acquire))
+					return R_INSTALLED;
+				op_put(k->op);
+				continue;
+			}
+			if (st == C_RESUMING) {
+				st = wait_resolved(cell);
+				continue;
+			}
+			if (IS_WAITER(st) && (st & W_SEND)) {
+				struct lf_case *sk = W_CASE(st);
+
+				if (!atomic_compare_exchange_weak_explicit(
+					    cell, &st, C_RESUMING,
+					    memory_order_acq_rel,
+					    memory_order_acquire))
+					continue;
+				if (k && sk->op == k->op)
+					kg_throw("kg_select: a case met its own "
+						 "select");
+				/* a sender waits with its value in the cell */
+				if (resolve(w, cell, sk, C_DONE, RES_VALUE, out,
+					    cell_elem(c, seg, r), c->elem_size))
+					return R_DONE;
+			}
+			if (IS_WAITER(st) && !(st & W_SEND))
+				kg_throw("chan: receiver %p found in receive "
+					 "cell %llu", (void *)st,
+					 (unsigned long long)r);
+			break;	/* BROKEN: next index */
+		}
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Send, receive, close                                                */
+/* ------------------------------------------------------------------ */
+
+static void unlock_none(void *arg)
+{
+	(void)arg;
+}
+
+/*
+ * One send or receive. deadline: 0 never waits (try_), UINT64_MAX waits
+ * forever, else the kg_now_ns() limit.
+ */
+static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
+		   struct kg_worker *w)
+{
+	bool timed = deadline != 0 && deadline != UINT64_MAX;
+	int would_wait = timed ? -ETIMEDOUT : -EAGAIN;
+	struct lf_op *op = NULL;
+	uint32_t claim;
+	uint8_t res;
+	int r;
+
+	if (timed && kg_now_ns() >= deadline)
+		deadline = 0;	/* already passed: one try */
+	if (deadline == 0) {
+		/* cheap checks first: a try that would fail takes no index */
+		uint64_t sraw = atomic_load(&c->S), rr = atomic_load(&c->R);
+
+		if (is_send && !(sraw & CLOSED_BIT) && sraw >= rr + c->cap)
+			return would_wait;
+		if (!is_send && rr >= (sraw & ~CLOSED_BIT))
+			return (sraw & CLOSED_BIT) ? -EPIPE : would_wait;
+	}
+	lf_read_lock();
+	r = is_send ? lf_send(c, elem, NULL, deadline ? &op : NULL, w) :
+		      lf_recv(c, elem, NULL, deadline ? &op : NULL, w);
+	lf_read_unlock();
+	switch (r) {
+	case R_DONE:
+		return 0;
+	case R_CLOSED:
+		return -EPIPE;
+	case R_AGAIN:
+		return would_wait;
+	case R_NOMEM:
+		return -ENOMEM;
+	}
+	/* parked in a cell */
+	kg_co_waiting(op->pk.co, is_send ? "chan send" : "chan recv", c);
+	if (kg_parker_arm(&op->pk, deadline) &&
+	    kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT)) {
+		op_put(op);	/* the cell keeps its reference */
+		return -ENOMEM;
+	}
+	kg_parker_wait(&op->pk, unlock_none, NULL, deadline);
+	claim = atomic_load_explicit(&op->pk.claim, memory_order_acquire);
+	res = atomic_load_explicit(&op->cases[0].result, memory_order_relaxed);
+	op_put(op);
+	if (claim == KG_CLAIM_TIMEOUT)
 		return -ETIMEDOUT;
-	}
-	/* claimed by a partner (moved the value) or by close (did not) */
-	return sg.success ? 0 : -EPIPE;
+	return res == RES_VALUE ? 0 : -EPIPE;
 }
 
 static inline int check_send(kg_chan_t *c, const void *elem)
@@ -295,14 +746,14 @@ int kg_chan_send(kg_chan_t *c, const void *elem)
 {
 	int r = check_send(c, elem);
 
-	return r ? r : chan_op(c, OP_SEND, (void *)elem, UINT64_MAX, NULL);
+	return r ? r : chan_op(c, true, (void *)elem, UINT64_MAX, NULL);
 }
 
 int kg_chan_try_send(kg_chan_t *c, const void *elem)
 {
 	int r = check_send(c, elem);
 
-	return r ? r : chan_op(c, OP_SEND, (void *)elem, 0, NULL);
+	return r ? r : chan_op(c, true, (void *)elem, 0, NULL);
 }
 
 int kg_chan_send_timeout(kg_chan_t *c, const void *elem, uint64_t ns)
@@ -311,57 +762,125 @@ int kg_chan_send_timeout(kg_chan_t *c, const void *elem, uint64_t ns)
 
 	if (r)
 		return r;
-	return chan_op(c, OP_SEND, (void *)elem,
+	return chan_op(c, true, (void *)elem,
 		       ns ? kg_deadline(kg_now_ns(), ns) : 0, NULL);
 }
 
 int kg_chan_recv(kg_chan_t *c, void *out)
 {
-	return c ? chan_op(c, OP_RECV, out, UINT64_MAX, NULL) : -EINVAL;
+	return c ? chan_op(c, false, out, UINT64_MAX, NULL) : -EINVAL;
 }
 
 int kg_chan_try_recv(kg_chan_t *c, void *out)
 {
-	return c ? chan_op(c, OP_RECV, out, 0, NULL) : -EINVAL;
+	return c ? chan_op(c, false, out, 0, NULL) : -EINVAL;
 }
 
 int kg_chan_recv_timeout(kg_chan_t *c, void *out, uint64_t ns)
 {
 	if (!c)
 		return -EINVAL;
-	return chan_op(c, OP_RECV, out, ns ? kg_deadline(kg_now_ns(), ns) : 0,
+	return chan_op(c, false, out, ns ? kg_deadline(kg_now_ns(), ns) : 0,
 		       NULL);
+}
+
+/*
+ * The segment holding index i, walking from the list head (closing and
+ * freeing only: the head is never past a cell a partner may still reach).
+ */
+static struct lf_seg *seg_at(kg_chan_t *c, struct lf_seg *from, uint64_t i)
+{
+	if (!from)
+		from = atomic_load_explicit(&c->head, memory_order_acquire);
+	return seg_find(c, from, i >> SEG_SHIFT);
 }
 
 int kg_chan_close(kg_chan_t *c)
 {
-	struct kg_sudog *list = NULL, *sg;
+	struct lf_seg *seg = NULL;
+	uint64_t sraw, rnow, lo, hi, i;
 
 	if (!c)
 		return -EINVAL;
-	kg_lock(&c->lock);
-	if (c->closed) {
-		kg_unlock(&c->lock);
+	lf_read_lock();
+	/* seq_cst: the bit before reading R; pairs with lf_recv's fetch_add
+	 * of R then load of S */
+	sraw = atomic_fetch_or(&c->S, CLOSED_BIT);
+	if (sraw & CLOSED_BIT) {
+		lf_read_unlock();
 		return -EPIPE;
 	}
-	c->closed = true;
-	/* every waiter fails: receivers see closed, senders -EPIPE */
-	while ((sg = __dequeue(&c->recvq)) || (sg = __dequeue(&c->sendq))) {
-		sg->success = false;
-		sg->next = list;
-		list = sg;
+	rnow = atomic_load(&c->R);
+	lo = rnow < sraw ? rnow : sraw;
+	hi = rnow < sraw ? sraw : rnow;
+	/*
+	 * [lo, hi) holds the cells no partner will reach: senders past the
+	 * receivers (they fail), receivers past the last sender (closed).
+	 * Buffered values stay; empty cells break so that operations in
+	 * flight move on and see the channel closed.
+	 */
+	for (i = lo; i < hi; i++) {
+		_Atomic uintptr_t *cell;
+		uintptr_t st;
+
+		seg = seg_at(c, seg, i);
+		cell = &seg->cell[i & SEG_MASK];
+		st = atomic_load_explicit(cell, memory_order_acquire);
+		for (;;) {
+			if (st == C_EMPTY || st == C_EB) {
+				if (atomic_compare_exchange_weak_explicit(
+					    cell, &st, C_BROKEN,
+					    memory_order_acq_rel,
+					    memory_order_acquire))
+					break;
+				continue;
+			}
+			if (st == C_RESUMING) {
+				st = wait_resolved(cell);
+				continue;
+			}
+			if (IS_WAITER(st)) {
+				if (!atomic_compare_exchange_weak_explicit(
+					    cell, &st, C_RESUMING,
+					    memory_order_acq_rel,
+					    memory_order_acquire))
+					continue;
+				resolve(NULL, cell, W_CASE(st), C_BROKEN,
+					RES_CLOSED, NULL, NULL, 0);
+			}
+			break;
+		}
 	}
-	kg_unlock(&c->lock);
-	while ((sg = list)) {
-		list = sg->next;	/* sg may vanish once woken */
-		kg_parker_wake(NULL, sg->pk);
-	}
+	lf_read_unlock();
 	return 0;
 }
 
+/*
+ * Values buffered now: BUFFERED cells can only lie in [R, R + cap), so
+ * count them there (O(cap); senders that failed or left cells behind
+ * make S - R no measure of it).
+ */
 size_t kg_chan_len(kg_chan_t *c)
 {
-	return c ? kg_load_relaxed(&c->qcount) : 0;
+	struct lf_seg *seg;
+	uint64_t r, s, end, i;
+	size_t n = 0;
+
+	if (!c || !c->cap)
+		return 0;
+	lf_read_lock();
+	/* the hint before R: its segment is at or before R's */
+	seg = atomic_load_explicit(&c->recv_seg, memory_order_acquire);
+	r = atomic_load(&c->R);
+	s = atomic_load(&c->S) & ~CLOSED_BIT;
+	end = s < r + c->cap ? s : r + c->cap;
+	for (i = r; i < end; i++) {
+		seg = seg_find(c, seg, i >> SEG_SHIFT);
+		n += atomic_load_explicit(&seg->cell[i & SEG_MASK],
+					  memory_order_acquire) == C_BUFFERED;
+	}
+	lf_read_unlock();
+	return n;
 }
 
 size_t kg_chan_cap(kg_chan_t *c)
@@ -377,51 +896,91 @@ size_t kg_chan_elem_size(kg_chan_t *c)
 kg_chan_t *kg_chan_make(size_t elem_size, size_t capacity)
 {
 	kg_chan_t *c;
+	struct lf_seg *s0;
 	size_t bytes;
 
-	if (elem_size > KG_CHAN_ELEM_MAX ||
+	if (elem_size > KG_CHAN_ELEM_MAX || capacity > ((size_t)1 << 48) ||
 	    __builtin_mul_overflow(elem_size, capacity, &bytes) ||
 	    bytes > ((size_t)1 << 48)) {
 		errno = EINVAL;
 		return NULL;
 	}
-	c = calloc(1, sizeof(*c));
+	c = aligned_alloc(KG_CACHELINE, (sizeof(*c) + KG_CACHELINE - 1) &
+						~(size_t)(KG_CACHELINE - 1));
 	if (!c) {
 		errno = ENOMEM;
 		return NULL;
 	}
-	if (bytes) {
-		c->buf = malloc(bytes);
-		if (!c->buf) {
-			free(c);
-			errno = ENOMEM;
-			return NULL;
-		}
-	}
+	memset(c, 0, sizeof(*c));
 	c->elem_size = elem_size;
 	c->cap = capacity;
+	c->seg_bytes = sizeof(struct lf_seg) + SEG_CELLS * elem_size;
+	s0 = calloc(1, c->seg_bytes);
+	if (!s0) {
+		free(c);
+		errno = ENOMEM;
+		return NULL;
+	}
+	atomic_store(&c->send_seg, s0);
+	atomic_store(&c->recv_seg, s0);
+	atomic_store(&c->head, s0);
 	return c;
 }
 
 static void chan_timer_stop(struct chan_timer *ct);
 
+static void chan_free_rcu(struct rcu_head *h)
+{
+	kg_chan_t *c = caa_container_of(h, kg_chan_t, rcu);
+	struct lf_seg *s = atomic_load(&c->head), *n;
+
+	for (; s; s = n) {
+		n = atomic_load(&s->next);
+		free(s);
+	}
+	free(c);
+}
+
 void kg_chan_free(kg_chan_t *c)
 {
+	struct lf_seg *s;
+	int pass, i;
+
 	if (!c)
 		return;
 	if (c->timer)
 		chan_timer_stop(c->timer);
-	kg_lock(&c->lock);
-	if (c->recvq.head || c->sendq.head) {
-		kg_unlock(&c->lock);
-		/* freeing would leave them waiting on freed memory */
-		fprintf(stderr, "kgreen: kg_chan_free: operations still wait "
-				"on channel %p; it is not freed\n", (void *)c);
-		return;
+	lf_read_lock();
+	/* pass 0: refuse while an operation still waits; pass 1: drop the
+	 * references cells hold on abandoned (timed-out, lost) operations */
+	for (pass = 0; pass < 2; pass++) {
+		for (s = atomic_load(&c->head); s; s = atomic_load(&s->next)) {
+			for (i = 0; i < (int)SEG_CELLS; i++) {
+				uintptr_t st = atomic_load(&s->cell[i]);
+				uint32_t v;
+
+				if (!IS_WAITER(st))
+					continue;
+				v = atomic_load(&W_CASE(st)->op->pk.claim);
+				if (pass == 0 && (v == 0 || IS_REG(v))) {
+					lf_read_unlock();
+					fprintf(stderr,
+						"kgreen: kg_chan_free: operations "
+						"still wait on channel %p; it is "
+						"not freed\n", (void *)c);
+					return;
+				}
+				if (pass == 1) {
+					atomic_store(&s->cell[i], C_BROKEN);
+					op_put(W_CASE(st)->op);
+				}
+			}
+		}
 	}
-	kg_unlock(&c->lock);
-	free(c->buf);
-	free(c);
+	lf_read_unlock();
+	/* operations that just finished may still be inside their read-side
+	 * sections, touching segments: free after a grace period */
+	urcu_memb_call_rcu(&c->rcu, chan_free_rcu);
 }
 
 /* ------------------------------------------------------------------ */
@@ -429,68 +988,6 @@ void kg_chan_free(kg_chan_t *c)
 /* ------------------------------------------------------------------ */
 
 #define SELECT_STACK_CASES 8
-
-struct select_ctx {
-	struct kg_case *cases;
-	uint32_t *lockorder;		/* active case indices by channel */
-	uint32_t nactive;
-};
-
-static void select_lock(struct select_ctx *s)
-{
-	kg_chan_t *prev = NULL;
-	uint32_t i;
-
-	for (i = 0; i < s->nactive; i++) {
-		kg_chan_t *c = s->cases[s->lockorder[i]].ch;
-
-		if (c != prev)
-			kg_lock(&c->lock);
-		prev = c;
-	}
-}
-
-static void select_unlock(void *arg)
-{
-	struct select_ctx *s = arg;
-	kg_chan_t *prev = NULL;
-	uint32_t i;
-
-	for (i = 0; i < s->nactive; i++) {
-		kg_chan_t *c = s->cases[s->lockorder[i]].ch;
-
-		if (c != prev)
-			kg_unlock(&c->lock);
-		prev = c;
-	}
-}
-
-static int by_chan(const void *a, const void *b, void *cases)
-{
-	uintptr_t x = (uintptr_t)((struct kg_case *)cases)[*(const uint32_t *)a].ch;
-	uintptr_t y = (uintptr_t)((struct kg_case *)cases)[*(const uint32_t *)b].ch;
-
-	return x < y ? -1 : x > y;
-}
-
-/* Lock order: active cases sorted by channel address. */
-static void sort_lockorder(struct kg_case *cases, uint32_t *o, uint32_t n)
-{
-	uint32_t i, j;
-
-	if (n > 16) {
-		qsort_r(o, n, sizeof(*o), by_chan, cases);
-		return;
-	}
-	for (i = 1; i < n; i++) {
-		uint32_t v = o[i];
-
-		for (j = i; j > 0 && (uintptr_t)cases[o[j - 1]].ch >
-					     (uintptr_t)cases[v].ch; j--)
-			o[j] = o[j - 1];
-		o[j] = v;
-	}
-}
 
 static int select_validate(struct kg_case *cases, size_t n, int64_t timeout)
 {
@@ -508,11 +1005,6 @@ static int select_validate(struct kg_case *cases, size_t n, int64_t timeout)
 		k->ok = false;
 	}
 	return 0;
-}
-
-static void unlock_none(void *arg)
-{
-	(void)arg;
 }
 
 /* Nothing can ever be ready: wait out the timeout (or forever). */
@@ -535,18 +1027,119 @@ static int select_none(int64_t timeout)
 	return -ETIMEDOUT;
 }
 
+static int by_chan_op(const void *a, const void *b, void *cases)
+{
+	const struct kg_case *x = &((struct kg_case *)cases)[*(const uint32_t *)a];
+	const struct kg_case *y = &((struct kg_case *)cases)[*(const uint32_t *)b];
+
+	if (x->ch != y->ch)
+		return (uintptr_t)x->ch < (uintptr_t)y->ch ? -1 : 1;
+	return x->op - y->op;
+}
+
+/* Does some channel have both a send and a receive case? */
+static bool both_directions(struct kg_case *cases, uint32_t *idx,
+			    uint32_t nact)
+{
+	uint32_t i, j;
+
+	if (nact <= 16) {
+		for (i = 0; i < nact; i++)
+			for (j = i + 1; j < nact; j++)
+				if (cases[idx[i]].ch == cases[idx[j]].ch &&
+				    cases[idx[i]].op != cases[idx[j]].op)
+					return true;
+		return false;
+	}
+	qsort_r(idx, nact, sizeof(*idx), by_chan_op, cases);
+	for (i = 1; i < nact; i++)
+		if (cases[idx[i]].ch == cases[idx[i - 1]].ch &&
+		    cases[idx[i]].op != cases[idx[i - 1]].op)
+			return true;
+	return false;
+}
+
+/* Try the cases in poll order without waiting: index, -EPIPE, -EAGAIN. */
+static int select_try(struct kg_case *cases, uint32_t *order, uint32_t nact)
+{
+	uint32_t i;
+
+	for (i = 0; i < nact; i++) {
+		struct kg_case *k = &cases[order[i]];
+		int r = chan_op(k->ch, k->op == KG_SEND, k->elem, 0, NULL);
+
+		if (r == 0) {
+			k->ok = true;
+			return (int)order[i];
+		}
+		if (r == -EPIPE)
+			return k->op == KG_RECV ? (int)order[i] : -EPIPE;
+	}
+	return -EAGAIN;
+}
+
+/*
+ * Register case k (its op is REGISTERING). Returns 1 if it completed at
+ * once (the op is then claimed for it), -EPIPE for a send on a closed
+ * channel (claimed too), 0 if parked in a cell.
+ */
+static int select_register(struct lf_op *op, struct lf_case *k,
+			   struct kg_case *uc)
+{
+	int r;
+
+	lf_read_lock();
+	r = k->is_send ? lf_send(k->ch, k->elem, k, NULL, NULL) :
+			 lf_recv(k->ch, k->elem, k, NULL, NULL);
+	lf_read_unlock();
+	if (r == R_INSTALLED)
+		return 0;
+	/* done or closed while registering: nobody else can have won (the
+	 * claim says REGISTERING), take it for this case */
+	atomic_store_explicit(&op->pk.claim, k->idx + 1, memory_order_release);
+	if (r == R_DONE) {
+		uc->ok = true;
+		return 1;
+	}
+	return k->is_send ? -EPIPE : 1;	/* recv on closed: ok = false */
+}
+
+/* A select that has both directions on one channel: poll with backoff. */
+static int select_poll(struct kg_case *cases, uint32_t *order, uint32_t nact,
+		       uint64_t deadline)
+{
+	uint64_t nap = 20000;
+
+	for (;;) {
+		int r = select_try(cases, order, nact), i;
+
+		if (r != -EAGAIN)
+			return r;
+		if (deadline == 0)
+			return -EAGAIN;
+		if (kg_now_ns() >= deadline)
+			return -ETIMEDOUT;
+		kg_sleep(nap);
+		if (nap < 2000000)
+			nap *= 2;
+		/* a new random poll order each round */
+		for (i = (int)nact - 1; i > 0; i--) {
+			uint32_t j = (uint32_t)(kg_fastrand() % (uint64_t)(i + 1));
+			uint32_t t = order[i];
+
+			order[i] = order[j];
+			order[j] = t;
+		}
+	}
+}
+
 int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 {
-	uint32_t stack_order[2 * SELECT_STACK_CASES];
-	struct kg_sudog stack_sg[SELECT_STACK_CASES], *sgs = stack_sg;
-	uint32_t *pollorder = stack_order, *lockorder;
-	struct kg_sudog *wake = NULL;
-	struct select_ctx s;
-	struct kg_parker pk;
+	uint32_t stack_order[2 * SELECT_STACK_CASES], *order = stack_order;
+	uint32_t *scratch, i, nact = 0, claim;
+	struct lf_op *op = NULL;
 	uint64_t deadline;
-	bool armed = false, pk_ready = false;
-	uint32_t i, nact = 0, claim;
-	int r = 0, chosen = -1;
+	int r;
 
 	r = select_validate(cases, n, timeout);
 	if (r)
@@ -556,15 +1149,11 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 	if (!nact)
 		return select_none(timeout);
 	if (nact > SELECT_STACK_CASES) {
-		pollorder = malloc(2 * nact * sizeof(*pollorder));
-		sgs = malloc(nact * sizeof(*sgs));
-		if (!pollorder || !sgs) {
-			free(pollorder);
-			free(sgs);
+		order = malloc(2 * nact * sizeof(*order));
+		if (!order)
 			return -ENOMEM;
-		}
 	}
-	lockorder = pollorder + nact;
+	scratch = order + nact;
 	deadline = timeout < 0 ? UINT64_MAX :
 		   timeout == 0 ? 0 : kg_deadline(kg_now_ns(), (uint64_t)timeout);
 
@@ -576,131 +1165,97 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 		if (!cases[i].ch)
 			continue;
 		j = (uint32_t)(kg_fastrand() % (nact + 1));
-		pollorder[nact] = pollorder[j];
-		pollorder[j] = i;
-		lockorder[nact] = i;
+		order[nact] = order[j];
+		order[j] = i;
+		scratch[nact] = i;
 		nact++;
 	}
-	sort_lockorder(cases, lockorder, nact);
-	s.cases = cases;
-	s.lockorder = lockorder;
-	s.nactive = nact;
-
-	for (;;) {
-		select_lock(&s);
-		/* pass 1: the first ready case in poll order */
-		for (i = 0; i < nact; i++) {
-			struct kg_case *k = &cases[pollorder[i]];
-
-			r = k->op == KG_SEND ?
-				    __try_send(k->ch, k->elem, &wake) :
-				    __try_recv(k->ch, k->elem, &wake);
-			if (r) {
-				chosen = (int)pollorder[i];
-				goto done;
-			}
-		}
-		if (deadline == 0) {
-			r = -EAGAIN;
-			goto done;
-		}
-		if (armed || deadline == UINT64_MAX)
-			break;
-		if (kg_now_ns() >= deadline) {
-			r = -ETIMEDOUT;
-			goto done;
-		}
-		select_unlock(&s);
-		kg_parker_init(&pk);
-		pk_ready = true;
-		if (!pk.co) {
-			select_lock(&s);
-			/* a thread times out by itself: poll once more */
-			for (i = 0; i < nact; i++) {
-				struct kg_case *k = &cases[pollorder[i]];
-
-				r = k->op == KG_SEND ?
-					    __try_send(k->ch, k->elem, &wake) :
-					    __try_recv(k->ch, k->elem, &wake);
-				if (r) {
-					chosen = (int)pollorder[i];
-					goto done;
-				}
-			}
-			break;
-		}
-		r = kg_parker_arm(&pk, deadline);
-		if (r)
-			goto out;
-		armed = true;
-	}
-
-	/* pass 2: queue a sudog on every channel, then park */
-	if (!pk_ready)
-		kg_parker_init(&pk);
-	for (i = 0; i < nact; i++) {
-		uint32_t ci = lockorder[i];
-		struct kg_sudog *sg = &sgs[i];
-
-		sg->pk = &pk;
-		sg->elem = cases[ci].elem;
-		sg->idx = ci;
-		sg->success = false;
-		__enqueue(cases[ci].op == KG_SEND ? &cases[ci].ch->sendq :
-						    &cases[ci].ch->recvq, sg);
-	}
-	kg_co_waiting(pk.co, "select", cases[lockorder[0]].ch);
-	kg_parker_wait(&pk, select_unlock, &s, deadline);
-
-	/* pass 3: take back the sudogs nobody took */
-	select_lock(&s);
-	for (i = 0; i < nact; i++) {
-		uint32_t ci = lockorder[i];
-
-		if (sgs[i].queued)
-			__remove(cases[ci].op == KG_SEND ? &cases[ci].ch->sendq :
-							   &cases[ci].ch->recvq,
-				 &sgs[i]);
-	}
-	select_unlock(&s);
-	claim = atomic_load_explicit(&pk.claim, memory_order_acquire);
-	if (claim == KG_CLAIM_TIMEOUT) {
-		r = -ETIMEDOUT;
+	/* pass 1: the first ready case in poll order */
+	r = select_try(cases, order, nact);
+	if (r != -EAGAIN || deadline == 0)
+		goto out;
+	if (both_directions(cases, scratch, nact)) {
+		r = select_poll(cases, order, nact, deadline);
 		goto out;
 	}
-	chosen = (int)claim - 1;
-	for (i = 0; i < nact; i++) {
-		if (lockorder[i] != (uint32_t)chosen)
-			continue;
-		if (cases[chosen].op == KG_SEND && !sgs[i].success)
-			r = -EPIPE;	/* closed while we waited */
-		else
-			cases[chosen].ok = sgs[i].success;
-		break;
-	}
-	if (r == 0)
-		r = chosen;
-	goto out;
 
-done:
-	select_unlock(&s);
-	if (armed)
-		kg_parker_done(&pk);
-	if (wake)
-		kg_parker_wake(NULL, wake->pk);
-	if (chosen >= 0) {
-		if (r < 0 && cases[chosen].op == KG_RECV) {
-			r = chosen;	/* recv on closed: ready, ok = false */
-		} else if (r > 0) {
-			cases[chosen].ok = true;
-			r = chosen;
+	/* pass 2: register every case, in poll order, while REGISTERING */
+	op = op_new(nact, CLAIM_REG);
+	if (!op) {
+		r = -ENOMEM;
+		goto out;
+	}
+	for (i = 0; i < nact; i++) {
+		struct kg_case *uc = &cases[order[i]];
+
+		case_init(&op->cases[i], op, order[i], uc->op == KG_SEND,
+			  uc->elem, uc->ch);
+	}
+	for (i = 0; i < nact; i++) {
+		r = select_register(op, &op->cases[i], &cases[order[i]]);
+		if (r) {
+			r = r < 0 ? r : (int)order[i];
+			goto done_early;
 		}
 	}
-out:
-	if (sgs != stack_sg) {
-		free(pollorder);
-		free(sgs);
+	/*
+	 * Open the claim. Parties that met a case meanwhile broke its cell
+	 * and flagged it (REREG): register those again, still REGISTERING.
+	 */
+	for (;;) {
+		uint32_t v = CLAIM_REG;
+
+		/* acq_rel: pairs with party_claim's flag-then-bit CAS */
+		if (atomic_compare_exchange_strong_explicit(
+			    &op->pk.claim, &v, 0, memory_order_acq_rel,
+			    memory_order_acquire))
+			break;
+		atomic_store_explicit(&op->pk.claim, CLAIM_REG,
+				      memory_order_seq_cst);
+		for (i = 0; i < nact; i++) {
+			struct lf_case *k = &op->cases[i];
+
+			if (!atomic_exchange_explicit(&k->rereg, 0,
+						      memory_order_acquire))
+				continue;
+			r = select_register(op, k, &cases[k->idx]);
+			if (r) {
+				r = r < 0 ? r : (int)k->idx;
+				goto done_early;
+			}
+		}
 	}
+	kg_co_waiting(op->pk.co, "select", cases[order[0]].ch);
+	if (kg_parker_arm(&op->pk, deadline) &&
+	    kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT)) {
+		r = -ENOMEM;
+		goto done_early;
+	}
+	kg_parker_wait(&op->pk, unlock_none, NULL, deadline);
+	claim = atomic_load_explicit(&op->pk.claim, memory_order_acquire);
+	if (claim == KG_CLAIM_TIMEOUT) {
+		r = -ETIMEDOUT;
+	} else {
+		struct kg_case *uc = &cases[claim - 1];
+		uint8_t res = 0;
+
+		for (i = 0; i < nact; i++)
+			if (op->cases[i].idx == claim - 1)
+				res = atomic_load_explicit(&op->cases[i].result,
+							   memory_order_relaxed);
+		if (res == RES_VALUE) {
+			uc->ok = true;
+			r = (int)(claim - 1);
+		} else {
+			r = uc->op == KG_SEND ? -EPIPE : (int)(claim - 1);
+		}
+	}
+done_early:
+	/* cells still holding our cases keep their references */
+	op_put(op);
+out:
+	if (order != stack_order)
+		free(order);
 	return r;
 }
 
@@ -728,7 +1283,7 @@ static uint64_t chan_timer_fire(struct kg_worker *w, struct kg_timer *t)
 	struct chan_timer *ct = t->arg;
 	uint64_t now = kg_now_ns(), next;
 
-	chan_op(ct->ch, OP_SEND, &now, 0, w);
+	chan_op(ct->ch, true, &now, 0, w);
 	if (!ct->period)
 		return 0;
 	next = t->when + ct->period;

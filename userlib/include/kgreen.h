@@ -181,6 +181,262 @@ KG_API int kg_wg_done(kg_wg_t *wg);
 KG_API int kg_wg_wait(kg_wg_t *wg);
 
 /* ------------------------------------------------------------------ */
+/* Mutex, RWMutex, Cond, Once, Semaphore                               */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Go's sync package. Common to all of them:
+ *  - a blocked call parks the calling coroutine, never its worker; from a
+ *    plain thread (or with no runtime at all) it sleeps on a futex; the
+ *    two mix freely on one object;
+ *  - initialize with the KG_..._INIT macro or zeroed memory (a semaphore
+ *    with KG_SEM_INIT(n) or kg_sem_init); no destroy call is needed, and
+ *    an object must not be moved or copied while in use;
+ *  - the struct fields are internal (the layout is fixed, with reserved
+ *    room), and a lock is not owned by a coroutine: any coroutine or
+ *    thread may unlock it, as in Go;
+ *  - every call that can block may move the calling coroutine to another
+ *    worker thread (see Documentation/threads.md), and so may
+ *    kg_mutex_unlock: in starvation mode it lets the waiter it handed
+ *    the lock to run first.
+ */
+
+/* Internal to the types below: a FIFO of waiting callers. */
+struct kg_waitq {
+	void *head, *tail;
+};
+
+/*
+ * kg_mutex_t - Go's sync.Mutex. Normal mode: a newly arriving locker may
+ * take the lock ahead of woken waiters (throughput). Once a waiter has
+ * waited more than 1 ms the mutex enters starvation mode: unlock hands it
+ * straight to the first waiter in FIFO order, until a waiter that waited
+ * less than 1 ms, or was the last one, returns it to normal mode.
+ */
+typedef struct kg_mutex {
+	uint32_t state;		/* locked, woken, starving, waiters<<3 */
+	uint32_t sema;		/* wake tokens not yet taken */
+	uint32_t lock;		/* protects sema and q */
+	uint32_t __pad;
+	struct kg_waitq q;
+	uint64_t __reserved[2];
+} kg_mutex_t;
+
+#define KG_MUTEX_INIT { 0, 0, 0, 0, { NULL, NULL }, { 0, 0 } }
+
+/*
+ * kg_mutex_lock - lock m, waiting while another holds it. Returns 0, or:
+ *   -EINVAL  m is NULL
+ */
+KG_API int kg_mutex_lock(kg_mutex_t *m);
+
+/*
+ * kg_mutex_trylock - lock m if that needs no waiting. Returns 0, or:
+ *   -EINVAL  m is NULL
+ *   -EBUSY   m is locked (or handed to a waiter in starvation mode)
+ */
+KG_API int kg_mutex_trylock(kg_mutex_t *m);
+
+/*
+ * kg_mutex_unlock - unlock m and let a waiter have it. Returns 0, or:
+ *   -EINVAL  m is NULL
+ *   -EPERM   m is not locked (Go throws; m is left unchanged)
+ */
+KG_API int kg_mutex_unlock(kg_mutex_t *m);
+
+/*
+ * kg_rwmutex_t - Go's sync.RWMutex: any number of readers or one writer.
+ * A writer waiting in kg_rwmutex_lock keeps new readers out, so a stream
+ * of readers cannot starve it; the writer waits for the readers already
+ * in. A reader must not take the read lock again while holding it (a
+ * waiting writer would deadlock both, as in Go).
+ */
+typedef struct kg_rwmutex {
+	kg_mutex_t w;		/* held by the writer (or one waiting) */
+	int32_t readers;	/* readers in or waiting; -2^30: writer */
+	int32_t departing;	/* readers the waiting writer waits for */
+	uint32_t lock;		/* protects the tokens and queues below */
+	uint32_t rsema, wsema;	/* wake tokens: readers, writer */
+	uint32_t __pad;
+	struct kg_waitq rq, wq;
+	uint64_t __reserved[2];
+} kg_rwmutex_t;
+
+#define KG_RWMUTEX_INIT                                                       \
+	{ KG_MUTEX_INIT, 0, 0, 0, 0, 0, 0, { NULL, NULL }, { NULL, NULL },    \
+	  { 0, 0 } }
+
+/*
+ * kg_rwmutex_rlock - take a read lock, waiting while a writer holds the
+ * lock or waits for it. Returns 0, or:
+ *   -EINVAL  rw is NULL
+ */
+KG_API int kg_rwmutex_rlock(kg_rwmutex_t *rw);
+
+/*
+ * kg_rwmutex_tryrlock - take a read lock if that needs no waiting.
+ * Returns 0, or:
+ *   -EINVAL  rw is NULL
+ *   -EBUSY   a writer holds the lock or waits for it
+ */
+KG_API int kg_rwmutex_tryrlock(kg_rwmutex_t *rw);
+
+/*
+ * kg_rwmutex_runlock - release a read lock. Returns 0, or:
+ *   -EINVAL  rw is NULL
+ *   -EPERM   no reader holds rw or waits for it (rw is left unchanged;
+ *            readers waiting behind a writer are not told apart from
+ *            readers in, as in Go)
+ */
+KG_API int kg_rwmutex_runlock(kg_rwmutex_t *rw);
+
+/*
+ * kg_rwmutex_lock - take the write lock, waiting for other writers and for
+ * the readers in. Returns 0, or:
+ *   -EINVAL  rw is NULL
+ */
+KG_API int kg_rwmutex_lock(kg_rwmutex_t *rw);
+
+/*
+ * kg_rwmutex_trylock - take the write lock if that needs no waiting.
+ * Returns 0, or:
+ *   -EINVAL  rw is NULL
+ *   -EBUSY   a reader or a writer holds rw, or a writer waits for it
+ */
+KG_API int kg_rwmutex_trylock(kg_rwmutex_t *rw);
+
+/*
+ * kg_rwmutex_unlock - release the write lock; readers that waited for it
+ * get in before the next writer. Returns 0, or:
+ *   -EINVAL  rw is NULL
+ *   -EPERM   rw is not write-locked (rw is left unchanged; a writer
+ *            still waiting for readers to leave is not told apart)
+ */
+KG_API int kg_rwmutex_unlock(kg_rwmutex_t *rw);
+
+/*
+ * kg_cond_t - Go's sync.Cond, bound to a kg_mutex_t at each wait. Waiters
+ * are woken in the order they started waiting. As everywhere, re-check
+ * the condition in a loop around the wait.
+ */
+typedef struct kg_cond {
+	uint32_t lock;		/* protects q */
+	uint32_t __pad;
+	struct kg_waitq q;
+	uint64_t __reserved[2];
+} kg_cond_t;
+
+#define KG_COND_INIT { 0, 0, { NULL, NULL }, { 0, 0 } }
+
+/*
+ * kg_cond_wait - unlock m, wait for a signal or broadcast, lock m again;
+ * no signal sent after the wait began is missed (the unlock and the start
+ * of the wait are one step). The caller must hold m. Returns 0, or:
+ *   -EINVAL  c or m is NULL
+ *   -EPERM   m is not locked (nothing waited; m is left unchanged)
+ */
+KG_API int kg_cond_wait(kg_cond_t *c, kg_mutex_t *m);
+
+/*
+ * kg_cond_wait_timeout - kg_cond_wait for at most ns nanoseconds. m is
+ * locked again in every case but -EINVAL and -EPERM. Errors as
+ * kg_cond_wait, and:
+ *   -ETIMEDOUT  the time passed with no signal for this waiter
+ *   -ENOMEM     no memory to queue the coroutine's timer (nothing waited;
+ *               m is still locked)
+ */
+KG_API int kg_cond_wait_timeout(kg_cond_t *c, kg_mutex_t *m, uint64_t ns);
+
+/*
+ * kg_cond_signal - wake the longest-waiting waiter, if any. Returns 0, or:
+ *   -EINVAL  c is NULL
+ */
+KG_API int kg_cond_signal(kg_cond_t *c);
+
+/*
+ * kg_cond_broadcast - wake every waiter. Returns 0, or:
+ *   -EINVAL  c is NULL
+ */
+KG_API int kg_cond_broadcast(kg_cond_t *c);
+
+/*
+ * kg_once_t - Go's sync.Once: kg_once runs fn(arg) the first time it is
+ * called on the object, and never again; every caller returns only once
+ * that call of fn has returned. fn must not call kg_once on the same
+ * object (it would wait for itself, as in Go).
+ */
+typedef struct kg_once {
+	uint32_t done;		/* fn has returned */
+	uint32_t __pad;
+	kg_mutex_t m;		/* held while fn runs */
+} kg_once_t;
+
+#define KG_ONCE_INIT { 0, 0, KG_MUTEX_INIT }
+
+/*
+ * kg_once - run fn(arg) if no call on once has yet; wait for that call to
+ * return. Returns 0 (whether or not this call ran fn), or:
+ *   -EINVAL  once or fn is NULL
+ */
+KG_API int kg_once(kg_once_t *once, void (*fn)(void *), void *arg);
+
+/*
+ * kg_sem_t - a counting semaphore (Go's x/sync/semaphore with weight 1):
+ * acquire takes a token, waiting while there is none; release returns one.
+ * Waiters get tokens in FIFO order: a release with waiters hands its token
+ * to the first one, and a new acquirer never takes one ahead of them.
+ * KG_SEM_INIT(n) starts with n tokens, 0 <= n <= INT32_MAX.
+ */
+typedef struct kg_sem {
+	uint64_t state;		/* tokens (low 32 bits), waiters */
+	uint32_t lock;		/* protects q and the waiter count */
+	uint32_t __pad;
+	struct kg_waitq q;
+	uint64_t __reserved[2];
+} kg_sem_t;
+
+#define KG_SEM_INIT(n)                                                        \
+	{ (uint64_t)(uint32_t)(n), 0, 0, { NULL, NULL }, { 0, 0 } }
+
+/*
+ * kg_sem_init - set s up with n tokens (for memory a static initializer
+ * cannot reach); s must not be in use. Returns 0, or:
+ *   -EINVAL  s is NULL, or n is negative
+ */
+KG_API int kg_sem_init(kg_sem_t *s, int32_t n);
+
+/*
+ * kg_sem_acquire - take a token, waiting for one. Returns 0, or:
+ *   -EINVAL  s is NULL
+ */
+KG_API int kg_sem_acquire(kg_sem_t *s);
+
+/*
+ * kg_sem_tryacquire - take a token if one is free now. Returns 0, or:
+ *   -EINVAL  s is NULL
+ *   -EAGAIN  no token is free (or waiters are queued for them)
+ */
+KG_API int kg_sem_tryacquire(kg_sem_t *s);
+
+/*
+ * kg_sem_acquire_timeout - take a token, waiting at most ns nanoseconds;
+ * ns == 0 behaves as kg_sem_tryacquire. Returns 0, or:
+ *   -EINVAL     s is NULL
+ *   -EAGAIN     ns == 0 and no token is free
+ *   -ETIMEDOUT  the time passed first (no token was taken)
+ *   -ENOMEM     no memory to queue the coroutine's timer (nothing waited)
+ */
+KG_API int kg_sem_acquire_timeout(kg_sem_t *s, uint64_t ns);
+
+/*
+ * kg_sem_release - return a token: to the first waiter if there is one.
+ * Returns 0, or:
+ *   -EINVAL     s is NULL
+ *   -EOVERFLOW  s already holds INT32_MAX free tokens (left unchanged)
+ */
+KG_API int kg_sem_release(kg_sem_t *s);
+
+/* ------------------------------------------------------------------ */
 /* Channels                                                            */
 /* ------------------------------------------------------------------ */
 
