@@ -694,6 +694,7 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 	uint8_t res;
 	int r;
 
+	kg_note_caller();
 	if (timed && kg_now_ns() >= deadline)
 		deadline = 0;	/* already passed: one try */
 	if (deadline == 0) {
@@ -802,6 +803,7 @@ int kg_chan_close(kg_chan_t *c)
 
 	if (!c)
 		return -EINVAL;
+	kg_note_caller();
 	lf_read_lock();
 	/* seq_cst: the bit before reading R; pairs with lf_recv's fetch_add
 	 * of R then load of S */
@@ -1144,6 +1146,7 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 	r = select_validate(cases, n, timeout);
 	if (r)
 		return r;
+	kg_note_caller();
 	for (i = 0; i < n; i++)
 		nact += cases[i].ch != NULL;
 	if (!nact)

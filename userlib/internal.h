@@ -276,6 +276,8 @@ extern _Atomic long kg_foreign_threads;
 extern _Atomic uint64_t kg_foreign_wakes;
 /* Count the calling plain thread as a possible waker (once). */
 void kg_foreign_note(void);
+/* Every public channel and sync call: kg_foreign_note() if not a worker. */
+void kg_note_caller(void);
 /* kg_run's thread: stop counting it while it is a worker; resume after. */
 bool kg_foreign_pause(void);
 void kg_foreign_resume(bool was);

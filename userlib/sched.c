@@ -119,6 +119,17 @@ __attribute__((noinline)) struct kg_worker *kg_worker_self(void)
 	return tls_worker;
 }
 
+/*
+ * A kgreen object is used: a plain thread (not a worker) counts from now
+ * on as a possible waker for the deadlock watch, until it exits. Out of
+ * line, so that a coroutine reads the TLS of the thread it runs on now.
+ */
+__attribute__((noinline)) void kg_note_caller(void)
+{
+	if (!tls_worker)
+		kg_foreign_note();
+}
+
 struct kg_rt *kg_rt_current(void)
 {
 	return atomic_load_explicit(&cur_rt, memory_order_acquire);

@@ -242,6 +242,8 @@ int kg_wg_add(kg_wg_t *wg, int64_t delta)
 	struct sync_waiter *list;
 	uint64_t v, inc;
 
+	kg_note_caller();
+
 	if (!wg || delta < INT32_MIN || delta > INT32_MAX)
 		return -EINVAL;
 	inc = (uint64_t)delta << 32;
@@ -275,6 +277,8 @@ int kg_wg_wait(kg_wg_t *wg)
 {
 	struct sync_waiter n;
 	uint64_t v;
+
+	kg_note_caller();
 
 	if (!wg)
 		return -EINVAL;
@@ -486,6 +490,8 @@ int kg_mutex_lock(kg_mutex_t *m)
 {
 	uint32_t unlocked = 0;
 
+	kg_note_caller();
+
 	if (!m)
 		return -EINVAL;
 	/* acquire: pairs with the release in kg_mutex_unlock */
@@ -501,6 +507,8 @@ int kg_mutex_lock(kg_mutex_t *m)
 int kg_mutex_trylock(kg_mutex_t *m)
 {
 	uint32_t old;
+
+	kg_note_caller();
 
 	if (!m)
 		return -EINVAL;
@@ -550,6 +558,8 @@ static void mutex_unlock_slow(kg_mutex_t *m, uint32_t new)
 int kg_mutex_unlock(kg_mutex_t *m)
 {
 	uint32_t old = MUTEX_LOCKED, new;
+
+	kg_note_caller();
 
 	if (!m)
 		return -EINVAL;
@@ -623,6 +633,7 @@ static void rw_sema_release(kg_rwmutex_t *rw, uint32_t *tokens,
 
 int kg_rwmutex_rlock(kg_rwmutex_t *rw)
 {
+	kg_note_caller();
 	if (!rw)
 		return -EINVAL;
 	/* acquire: pairs with the writer's release when it adds back */
@@ -635,6 +646,8 @@ int kg_rwmutex_rlock(kg_rwmutex_t *rw)
 int kg_rwmutex_tryrlock(kg_rwmutex_t *rw)
 {
 	int32_t c;
+
+	kg_note_caller();
 
 	if (!rw)
 		return -EINVAL;
@@ -652,6 +665,8 @@ int kg_rwmutex_tryrlock(kg_rwmutex_t *rw)
 int kg_rwmutex_runlock(kg_rwmutex_t *rw)
 {
 	int32_t c;
+
+	kg_note_caller();
 
 	if (!rw)
 		return -EINVAL;
@@ -683,6 +698,8 @@ int kg_rwmutex_lock(kg_rwmutex_t *rw)
 {
 	int32_t r;
 
+	kg_note_caller();
+
 	if (!rw)
 		return -EINVAL;
 	kg_mutex_lock(&rw->w);
@@ -702,6 +719,8 @@ int kg_rwmutex_trylock(kg_rwmutex_t *rw)
 {
 	int32_t zero = 0;
 
+	kg_note_caller();
+
 	if (!rw)
 		return -EINVAL;
 	if (kg_mutex_trylock(&rw->w))
@@ -719,6 +738,8 @@ int kg_rwmutex_trylock(kg_rwmutex_t *rw)
 int kg_rwmutex_unlock(kg_rwmutex_t *rw)
 {
 	int32_t c, r;
+
+	kg_note_caller();
 
 	if (!rw)
 		return -EINVAL;
@@ -802,6 +823,7 @@ int kg_cond_wait(kg_cond_t *c, kg_mutex_t *m)
 
 int kg_cond_wait_timeout(kg_cond_t *c, kg_mutex_t *m, uint64_t ns)
 {
+	kg_note_caller();
 	return cond_wait(c, m, kg_deadline(kg_now_ns(), ns));
 }
 
@@ -820,11 +842,13 @@ static int cond_wake(kg_cond_t *c, uint32_t max)
 
 int kg_cond_signal(kg_cond_t *c)
 {
+	kg_note_caller();
 	return cond_wake(c, 1);
 }
 
 int kg_cond_broadcast(kg_cond_t *c)
 {
+	kg_note_caller();
 	return cond_wake(c, UINT32_MAX);
 }
 
@@ -839,6 +863,7 @@ int kg_cond_broadcast(kg_cond_t *c)
  */
 int kg_once(kg_once_t *once, void (*fn)(void *), void *arg)
 {
+	kg_note_caller();
 	if (!once || !fn)
 		return -EINVAL;
 	/* acquire: pairs with the release store below (fn's effects) */
@@ -949,6 +974,7 @@ static int sem_acquire(kg_sem_t *s, uint64_t deadline)
 
 int kg_sem_acquire(kg_sem_t *s)
 {
+	kg_note_caller();
 	if (!s)
 		return -EINVAL;
 	return sem_acquire(s, UINT64_MAX);
@@ -956,6 +982,7 @@ int kg_sem_acquire(kg_sem_t *s)
 
 int kg_sem_tryacquire(kg_sem_t *s)
 {
+	kg_note_caller();
 	if (!s)
 		return -EINVAL;
 	return sem_take(s) ? 0 : -EAGAIN;
@@ -963,6 +990,7 @@ int kg_sem_tryacquire(kg_sem_t *s)
 
 int kg_sem_acquire_timeout(kg_sem_t *s, uint64_t ns)
 {
+	kg_note_caller();
 	if (!s)
 		return -EINVAL;
 	if (!ns)
@@ -992,6 +1020,8 @@ int kg_sem_release(kg_sem_t *s)
 	struct sync_waiter *n;
 	uint32_t dropped = 0;
 	int r;
+
+	kg_note_caller();
 
 	if (!s)
 		return -EINVAL;
