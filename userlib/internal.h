@@ -92,10 +92,11 @@ enum kg_co_state {
 
 /* A stack carved from a slab (stack.c). */
 struct kg_stack {
-	char *lo;		/* lowest usable byte (just above the guard) */
-	char *hi;		/* one past the highest byte */
+	/* guard and size_class first: they share kg_co's first cache line */
 	uint32_t guard;		/* enum kg_stack_guard protecting this stack */
 	uint32_t size_class;	/* index into the allocator's classes */
+	char *lo;		/* lowest usable byte (just above the guard) */
+	char *hi;		/* one past the highest byte */
 	unsigned int vg_id;	/* valgrind stack id */
 };
 
@@ -104,15 +105,22 @@ struct kg_stack {
  * coroutine costs one page of memory when its frames are shallow.
  */
 struct kg_co {
+	/*
+	 * First cache line: everything a spawn writes and a switch, first
+	 * run and exit read. With the initial frame in the line below it
+	 * (an aligned 128-byte pair, see stack.c), a spawn touches two lines
+	 * of the new coroutine's page, the rest of the struct none.
+	 */
 	void *sp;			/* saved stack pointer while switched out */
 	struct kg_co *next;		/* link: global queue, free lists */
 	long id;
 	_Atomic uint32_t state;		/* enum kg_co_state */
-	uint32_t is_main;
+	uint16_t is_main;
+	uint16_t named;			/* name[] is valid (else unnamed) */
 	void (*fn)(void *);
 	void *arg;
-	struct kg_stack stack;
 	struct kg_rt *rt;		/* the runtime that owns the stack */
+	struct kg_stack stack;		/* guard, size_class in the first line */
 	/* timer.c: kg_sleep's timer, armed while WAITING in a heap */
 	struct kg_timer timer;
 	/* why and on what it is WAITING (deadlock report, debuggers) */
@@ -123,6 +131,26 @@ struct kg_co {
 	void *tsan_fiber;
 	char name[KG_NAME_MAX];
 };
+_Static_assert(offsetof(struct kg_co, stack.size_class) +
+		       sizeof(uint32_t) <= KG_CACHELINE,
+	       "kg_co: hot fields must fit in the first cache line");
+
+/*
+ * Prefetch (for writing) the lines of co's page that a spawn, or a first
+ * run up to a park, touches: co's first line and `below` lines under it
+ * (the initial frame, then the frames of a shallow coroutine that parks:
+ * 5 lines, 0x140 bytes, for kg_co_main -> fn -> kg_wg_wait -> switch).
+ * Pooled stacks are cold, one page each: without this, every spawn and
+ * every first run waits for a page walk and a cache miss in turn.
+ */
+static inline void kg_co_prefetch(const struct kg_co *co, int below)
+{
+	const char *c = (const char *)co;
+	int k;
+
+	for (k = -below; k <= 0; k++)
+		__builtin_prefetch(c + k * KG_CACHELINE, 1, 3);
+}
 
 /*
  * A proc's local run queue: Go's runq. A ring that only the owning worker

@@ -379,6 +379,28 @@ static inline __attribute__((always_inline)) void runq_put(struct kg_rt *rt, str
 	}
 }
 
+/*
+ * The coroutines queued after the one being taken run soon and their pages
+ * are likely cold (a million parked coroutines are a million distinct
+ * pages). A prefetch that misses the TLB waits for its page walk, so start
+ * the walks 4 at a time, for the ones 4..7 ahead (they overlap; one by one
+ * they would not), and fill the lines of the one 2 ahead, whose page is in
+ * the TLB by then. Out of line: the yield fast path never gets here.
+ */
+static __attribute__((noinline)) void runq_prefetch(struct kg_proc *p,
+						    uint32_t h, uint32_t t)
+{
+	uint32_t k;
+
+	if ((h & 3) == 0)
+		for (k = 4; k < 8 && k < t - h; k++)
+			__builtin_prefetch(atomic_load_explicit(
+				&p->runq[(h + k) % KG_RUNQ_SIZE],
+				memory_order_relaxed), 1, 3);
+	kg_co_prefetch(atomic_load_explicit(&p->runq[(h + 2) % KG_RUNQ_SIZE],
+					    memory_order_relaxed), 5);
+}
+
 /* Owner's dequeue: runnext first, then the ring's head. */
 static inline __attribute__((always_inline)) struct kg_co *runq_get(struct kg_proc *p)
 {
@@ -403,14 +425,8 @@ static inline __attribute__((always_inline)) struct kg_co *runq_get(struct kg_pr
 		if (atomic_compare_exchange_strong_explicit(
 			    &p->runq_head, &h, h + 1, memory_order_acq_rel,
 			    memory_order_relaxed)) {
-			/*
-			 * The one after it runs soon and its stack page is
-			 * likely cold: start the TLB and cache fill now.
-			 */
-			if (t - h > 1)
-				__builtin_prefetch(atomic_load_explicit(
-					&p->runq[(h + 1) % KG_RUNQ_SIZE],
-					memory_order_relaxed));
+			if (kg_unlikely(t - h > 2))
+				runq_prefetch(p, h, t);
 			return co;
 		}
 	}
@@ -949,11 +965,11 @@ static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
 	co->arg = arg;
 	co->is_main = 0;
 	co->id = id = next_id(w->proc);
+	/* unnamed: leave name[] alone, it is in a line spawn need not touch */
+	co->named = name != NULL;
 	if (name) {
 		strncpy(co->name, name, KG_NAME_MAX - 1);
 		co->name[KG_NAME_MAX - 1] = 0;
-	} else {
-		co->name[0] = 0;
 	}
 	kg_ctx_make(co, co);
 	kg_store_relaxed(&w->proc->live, kg_load_relaxed(&w->proc->live) + 1);
@@ -1634,6 +1650,7 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	co->is_main = 1;
 	co->id = next_id(w->proc);
 	strcpy(co->name, "main");
+	co->named = 1;
 	kg_ctx_make(co, co);
 	rt->main_co = co;
 	kg_store_relaxed(&w->proc->live, 1);

@@ -273,6 +273,7 @@ static struct kg_co *__carve(struct kg_rt *rt, uint32_t c)
 	co->stack.size_class = c;
 	co->stack.guard = install_guard(rt, guard, lo);
 	co->stack.vg_id = VALGRIND_STACK_REGISTER(lo, hi);
+	co->heap_idx = -1;
 	co->rt = rt;
 	return co;
 }
@@ -332,13 +333,12 @@ struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
 		if (p->nfree_cos) {
 			co = p->free_cos[--p->nfree_cos];
 			/*
-			 * The next one is likely cold (freed long ago, one
-			 * page each): start its TLB and cache fill now, to
-			 * overlap with this spawn.
+			 * The next ones are likely cold (freed long ago, one
+			 * page each): start the TLB and cache fill of the
+			 * lines spawn writes 4 spawns ahead, to overlap.
 			 */
-			if (p->nfree_cos)
-				__builtin_prefetch(p->free_cos[p->nfree_cos - 1],
-						   1, 3);
+			if (p->nfree_cos >= 4)
+				kg_co_prefetch(p->free_cos[p->nfree_cos - 4], 1);
 		}
 	}
 	if (!co) {
@@ -350,12 +350,14 @@ struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
 		if (!co)
 			return NULL;
 	}
+	/*
+	 * Only the first line of co is written here and in spawn (heap_idx
+	 * is -1 from __carve on: timers reset it when they fire).
+	 */
 	co->next = NULL;
-	co->timer.heap_idx = -1;
-	atomic_store_explicit(&co->timer.heap, NULL, memory_order_relaxed);
-	co->asan_fake = NULL;
 	atomic_store_explicit(&co->state, KG_CO_RUNNABLE, memory_order_relaxed);
 #ifdef KG_ASAN
+	co->asan_fake = NULL;
 	/* frames of the previous owner that never returned left poison */
 	ASAN_UNPOISON_MEMORY_REGION(co->stack.lo,
 				    (size_t)(co->stack.hi - co->stack.lo));
@@ -429,7 +431,7 @@ static void report_overflow(struct kg_co *co, const void *addr)
 		     "kgreen: stack overflow in coroutine %ld \"%s\" "
 		     "(entry %s at %p): fault at %p, stack [%p, %p), "
 		     "guard [%p, %p)\n",
-		     co->id, co->name[0] ? co->name : "", fname,
+		     co->id, co->named ? co->name : "", fname,
 		     (void *)(uintptr_t)co->fn, addr, (void *)co->stack.lo,
 		     (void *)co->stack.hi, (void *)(co->stack.lo - GUARD_SIZE),
 		     (void *)co->stack.lo);
