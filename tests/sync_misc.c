@@ -553,7 +553,7 @@ TEST(sem_threads_without_runtime)
 	wg = (kg_wg_t)KG_WG_INIT;
 	gate = (struct thread_gate)THREAD_GATE_INIT;
 	atomic_store(&max_holders, 0);
-	cnt_iters = scaled(5000, 10);
+	cnt_iters = scaled(2000, 10);	/* futex handovers between threads */
 	kg_wg_add(&wg, 6);
 	for (i = 0; i < 6; i++)
 		ASSERT_EQ(0, pthread_create(&t[i], NULL, count_thread, NULL));

@@ -58,6 +58,9 @@ struct kg_config {
  *   -EBUSY   the runtime is already running in this process
  *   -ENOMEM  the runtime's memory or threads could not be allocated
  *   -ENODEV  the backend named explicitly cannot be used here
+ *   -EDEADLK every coroutine waited on a channel or sync object with
+ *            nothing left that could wake one; "all coroutines are asleep
+ *            - deadlock!" and where each waited were printed on stderr
  * The runtime can be started again after kg_run returns.
  */
 KG_API int kg_run(void (*main_fn)(void *), void *arg,
