@@ -149,6 +149,7 @@ struct kg_chan {
 	_Alignas(KG_CACHELINE) _Atomic uint64_t R;	/* receives */
 	_Alignas(KG_CACHELINE) _Atomic(struct lf_seg *) send_seg;
 	_Atomic(struct lf_seg *) recv_seg;
+	_Atomic(struct lf_seg *) eb_seg;	/* last buffer expansion's */
 	_Atomic(struct lf_seg *) head;	/* oldest segment not retired */
 	size_t elem_size;
 	size_t cap;
@@ -166,7 +167,7 @@ enum { R_DONE, R_CLOSED, R_AGAIN, R_INSTALLED, R_NOMEM };
 
 static pthread_key_t rcu_key;
 static pthread_once_t rcu_once = PTHREAD_ONCE_INIT;
-static __thread bool rcu_registered;
+static __thread bool rcu_registered KG_TLS;
 
 static void rcu_thread_exit(void *v)
 {
@@ -266,8 +267,15 @@ static void seg_retire(kg_chan_t *c)
 						   memory_order_acquire)->id;
 		uint64_t mr = atomic_load_explicit(&c->recv_seg,
 						   memory_order_acquire)->id;
+		uint64_t m = ms < mr ? ms : mr;
 
-		if (h->id >= (ms < mr ? ms : mr))
+		if (c->cap) {
+			uint64_t me = atomic_load_explicit(
+				&c->eb_seg, memory_order_acquire)->id;
+
+			m = me < m ? me : m;
+		}
+		if (h->id >= m)
 			return;
 		/* exactly one CAS moves head past h: one call_rcu per segment */
 		if (atomic_compare_exchange_strong_explicit(
@@ -446,7 +454,19 @@ static bool resolve(struct kg_worker *w, _Atomic uintptr_t *cell,
 static void expand(kg_chan_t *c, struct lf_seg *from, uint64_t e,
 		   struct kg_worker *w)
 {
-	struct lf_seg *s = seg_find(c, from, e >> SEG_SHIFT);
+	/*
+	 * Walk from the last expansion's segment (cap cells ahead of the
+	 * receivers, so not from ours), unless a later receiver already
+	 * moved it past e: then from our own segment.
+	 */
+	struct lf_seg *h = atomic_load_explicit(&c->eb_seg,
+						memory_order_acquire);
+	struct lf_seg *s;
+
+	if (h->id <= (e >> SEG_SHIFT) && h->id >= from->id)
+		from = h;
+	s = seg_find(c, from, e >> SEG_SHIFT);
+	hint_forward(c, &c->eb_seg, s);
 	_Atomic uintptr_t *cell = &s->cell[e & SEG_MASK];
 	uintptr_t st = atomic_load_explicit(cell, memory_order_acquire);
 
@@ -925,6 +945,7 @@ kg_chan_t *kg_chan_make(size_t elem_size, size_t capacity)
 	}
 	atomic_store(&c->send_seg, s0);
 	atomic_store(&c->recv_seg, s0);
+	atomic_store(&c->eb_seg, s0);
 	atomic_store(&c->head, s0);
 	return c;
 }

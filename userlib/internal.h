@@ -22,6 +22,8 @@
 #define kg_likely(x) __builtin_expect(!!(x), 1)
 #define kg_unlikely(x) __builtin_expect(!!(x), 0)
 #define kg_barrier() __asm__ __volatile__("" ::: "memory")
+/* Our thread-locals are few and small: static TLS, no __tls_get_addr. */
+#define KG_TLS __attribute__((tls_model("initial-exec")))
 
 static inline void kg_cpu_relax(void)
 {

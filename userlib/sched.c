@@ -67,7 +67,7 @@
 #include "context.h"
 #include "internal.h"
 
-static __thread struct kg_worker *tls_worker;
+static __thread struct kg_worker *tls_worker KG_TLS;
 static _Atomic(struct kg_rt *) cur_rt;
 static _Atomic int rt_running;
 static _Atomic long next_co_id;

@@ -273,7 +273,7 @@ static struct kg_co *__carve(struct kg_rt *rt, uint32_t c)
 	co->stack.size_class = c;
 	co->stack.guard = install_guard(rt, guard, lo);
 	co->stack.vg_id = VALGRIND_STACK_REGISTER(lo, hi);
-	co->heap_idx = -1;
+	co->timer.heap_idx = -1;
 	co->rt = rt;
 	return co;
 }
@@ -351,7 +351,7 @@ struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
 			return NULL;
 	}
 	/*
-	 * Only the first line of co is written here and in spawn (heap_idx
+	 * Only the first line of co is written here and in spawn (timer.heap_idx
 	 * is -1 from __carve on: timers reset it when they fire).
 	 */
 	co->next = NULL;

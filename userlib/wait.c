@@ -101,7 +101,7 @@ void kg_unlock_slow(kg_lock_t *l)
 _Atomic long kg_foreign_threads;
 static pthread_key_t foreign_key;
 static pthread_once_t foreign_once = PTHREAD_ONCE_INIT;
-static __thread bool foreign_noted;
+static __thread bool foreign_noted KG_TLS;
 
 static void foreign_exit(void *v)
 {
@@ -145,7 +145,7 @@ void kg_foreign_resume(bool was)
 
 uint64_t kg_fastrand(void)
 {
-	static __thread uint64_t x;
+	static __thread uint64_t x KG_TLS;
 
 	if (kg_unlikely(!x))
 		x = (kg_now_ns() ^ (uint64_t)(uintptr_t)&x) | 1;
