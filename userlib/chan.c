@@ -185,6 +185,10 @@ static void rcu_key_make(void)
  * another thread between two operations, and the thread-local flag must
  * be read on the thread running now.
  */
+#ifdef KG_DEBUG_RCU
+__thread int kg_rcu_depth KG_TLS;
+#endif
+
 static __attribute__((noinline)) void lf_read_lock(void)
 {
 	if (kg_unlikely(!rcu_registered)) {
@@ -194,10 +198,17 @@ static __attribute__((noinline)) void lf_read_lock(void)
 		pthread_setspecific(rcu_key, &rcu_registered);
 	}
 	urcu_memb_read_lock();
+#ifdef KG_DEBUG_RCU
+	kg_rcu_depth++;
+#endif
 }
 
-static inline void lf_read_unlock(void)
+static __attribute__((noinline)) void lf_read_unlock(void)
 {
+#ifdef KG_DEBUG_RCU
+	if (--kg_rcu_depth < 0)
+		kg_throw("lf_read_unlock: not in a read-side section");
+#endif
 	urcu_memb_read_unlock();
 }
 

@@ -476,6 +476,19 @@ static inline uint64_t kg_deadline(uint64_t now, uint64_t ns)
 	return now + ns < now ? UINT64_MAX - 1 : now + ns;
 }
 
+/*
+ * Debug builds (KG_DEBUG, on in sanitizer builds) count the read-side
+ * sections the channel code holds on each worker and throw if a
+ * coroutine switch happens inside one: a section must never span a
+ * switch (the coroutine may resume on another thread, and a parked
+ * coroutine would hold back every grace period).
+ */
+#if defined(KG_DEBUG) || defined(__SANITIZE_ADDRESS__) || \
+	defined(__SANITIZE_THREAD__)
+#define KG_DEBUG_RCU 1
+extern __thread int kg_rcu_depth KG_TLS;
+#endif
+
 /* A cheap random number for the calling thread (select's poll order). */
 uint64_t kg_fastrand(void);
 

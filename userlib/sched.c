@@ -726,6 +726,11 @@ static struct kg_worker *switch_to(struct kg_worker *w, struct kg_co *next)
 {
 	struct kg_co *self = w->cur;
 
+#ifdef KG_DEBUG_RCU
+	if (kg_unlikely(kg_rcu_depth))
+		kg_throw("switch_to: coroutine %ld switches inside an RCU "
+			 "read-side section", self->id);
+#endif
 	atomic_store_explicit(&next->state, KG_CO_RUNNING, memory_order_relaxed);
 	w->cur = next;
 	w->from = self;
