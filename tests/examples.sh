@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${KG_EXAMPLES_DIR:-$here/../examples}
 
 echo "TAP version 13"
-echo "1..2"
+echo "1..10"
 fail=0
 
 # demo: 100000 coroutines (fewer under sanitizers); it checks its result
@@ -41,4 +41,72 @@ else
 		fail=1
 	fi
 fi
+
+# The Go tutorials: each checks its own results (exit status) and prints
+# the lines its Go original would; check those too.
+#   example NAME [COUNT REGEX]...
+# COUNT: how many output lines must match the extended REGEX ("+": at least
+# one); a REGEX starting with "@" is matched against the whole output with
+# its lines joined by ";", to check their order.
+t=2
+tmo=""
+command -v timeout >/dev/null 2>&1 &&
+	tmo="timeout $((30 * ${KG_TEST_TIMEOUT_MULT:-1}))"
+example() {
+	name=$1
+	shift
+	t=$((t + 1))
+	if [ ! -x "$dir/$name" ]; then
+		echo "not ok $t $name (no $dir/$name: not built)"
+		fail=1
+		return
+	fi
+	out=$($tmo "$dir/$name" 2>&1)
+	rc=$?
+	why=""
+	[ $rc -eq 0 ] || why="exit $rc"
+	joined=$(printf '%s\n' "$out" | tr '\n' ';')
+	while [ $# -ge 2 ]; do
+		want=$1 re=$2
+		shift 2
+		case $re in
+		@*)
+			printf '%s\n' "$joined" | grep -Eq -- "${re#@}" ||
+				why="${why:+$why; }output not in the order /${re#@}/" ;;
+		*)
+			n=$(printf '%s\n' "$out" | grep -Ec -- "$re")
+			if [ "$want" = + ]; then
+				[ "$n" -ge 1 ] || why="${why:+$why; }no line /$re/"
+			elif [ "$n" -ne "$want" ]; then
+				why="${why:+$why; }$n lines /$re/, expected $want"
+			fi ;;
+		esac
+	done
+	if [ -z "$why" ]; then
+		echo "ok $t $name"
+	else
+		printf '%s\n' "$out" | sed 's/^/# /'
+		echo "not ok $t $name ($why)"
+		fail=1
+	fi
+}
+
+example goroutine 5 '^hello$' 5 '^world$' 1 '^hello x5, world x5$'
+example channels 1 '^(-5 17|17 -5) 12$' 1 '^len 2 cap 2$' \
+	1 '@;1;2;Washington Tripoli London Beijing Tokyo ;$'
+example directions 1 '^passed message$' 5 '^ping [13579]$' \
+	5 '^pong (2|4|6|8|10)$' 1 '^ping hit 5, pong hit 5$'
+example worker_pool 5 '^worker [123] started  job [1-5]$' \
+	1 'finished job 1$' 1 'finished job 2$' 1 'finished job 3$' \
+	1 'finished job 4$' 1 'finished job 5$' \
+	5 '^worker [123] finished job [1-5]$' \
+	1 '^5 jobs done by 3 workers in [0-9]+ ms'
+example fanin + '^Joe 0$' + '^Ann 0$' \
+	1 "^You're both boring; I'm leaving\.$" \
+	1 '^heard Joe [1-9][0-9]* times, Ann [1-9][0-9]* times$'
+example pipeline 1 '@^16;81;(4;9|9;4);' \
+	1 '^sum of squares 1\.\.100 on 4 workers: 338350$'
+example mutex_counter 1 '^somekey = 2000$'
+example waitgroup 5 '^Worker [1-5] starting$' 5 '^Worker [1-5] done$' \
+	1 '^all 5 workers done$'
 exit $fail

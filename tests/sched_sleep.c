@@ -20,6 +20,7 @@ static uint64_t early[16];
 struct sleeper {
 	int idx;
 	uint64_t ns;
+	uint64_t until;		/* absolute deadline, when set */
 };
 
 static struct sleeper sl[16];
@@ -27,12 +28,18 @@ static struct sleeper sl[16];
 static void sleeper(void *p)
 {
 	struct sleeper *s = p;
-	uint64_t t0 = kg_now_ns(), dt;
+	uint64_t t0 = kg_now_ns(), dt, ns = s->ns;
 
-	CO_CHECK(kg_sleep(s->ns) == 0, "kg_sleep");
+	/*
+	 * With an absolute deadline, a slow start (sanitizers, a loaded
+	 * machine) cannot reorder the deadlines the test compares.
+	 */
+	if (s->until)
+		ns = s->until > t0 ? s->until - t0 : 0;
+	CO_CHECK(kg_sleep(ns) == 0, "kg_sleep");
 	dt = kg_now_ns() - t0;
-	if (dt < s->ns)
-		early[s->idx] = s->ns - dt;
+	if (dt < ns)
+		early[s->idx] = ns - dt;
 	woke[atomic_fetch_add(&nwoke, 1)] = s->idx;
 	kg_wg_done(&wg);
 }
@@ -40,6 +47,7 @@ static void sleeper(void *p)
 static void order_main(void *p)
 {
 	int i, n = 8;
+	uint64_t t0 = kg_now_ns();
 
 	(void)p;
 	kg_wg_add(&wg, n);
@@ -47,6 +55,7 @@ static void order_main(void *p)
 	for (i = 0; i < n; i++) {
 		sl[i].idx = i;
 		sl[i].ns = (uint64_t)(n - i) * 15 * MS;
+		sl[i].until = t0 + 100 * MS + sl[i].ns;
 		kg_go(sleeper, &sl[i]);
 	}
 	kg_wg_wait(&wg);
