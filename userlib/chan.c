@@ -80,6 +80,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+/*
+ * liburcu's small read-side fast paths inline into the callers (they are
+ * a few lines each; liburcu is LGPL-2.1 and permits this for
+ * LGPL-compatible code such as this MIT library).
+ */
+#define _LGPL_SOURCE
 #include <urcu/urcu-memb.h>
 
 #include "internal.h"
@@ -459,6 +465,23 @@ static bool resolve(struct kg_worker *w, _Atomic uintptr_t *cell,
 /* ------------------------------------------------------------------ */
 
 /*
+ * Park case k in the cell, which holds *st (EMPTY or EB). The cell's
+ * reference to k's op is taken first; release: k's setup (and a sender's
+ * value in the cell) before the pointer. False (st reloaded) if the cell
+ * changed meanwhile.
+ */
+static bool install(_Atomic uintptr_t *cell, uintptr_t *st, struct lf_case *k)
+{
+	op_get(k->op);
+	if (atomic_compare_exchange_strong_explicit(cell, st, W_OF(k),
+						    memory_order_acq_rel,
+						    memory_order_acquire))
+		return true;
+	op_put(k->op);
+	return false;
+}
+
+/*
  * The buffer moved past cell e = r + cap: let its sender buffer. A parked
  * sender is resumed with its value staying in the cell.
  */
@@ -558,13 +581,8 @@ static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
 						return lazy ? R_NOMEM : R_AGAIN;
 					continue;
 				}
-				op_get(k->op);
-				if (atomic_compare_exchange_strong_explicit(
-					    cell, &st, W_OF(k),
-					    memory_order_acq_rel,
-					    memory_order_acquire))
+				if (install(cell, &st, k))
 					return R_INSTALLED;
-				op_put(k->op);
 				continue;
 			}
 			if (st == C_RESUMING) {
@@ -664,13 +682,8 @@ static int lf_recv(kg_chan_t *c, void *out, struct lf_case *k,
 						break;	/* retry: sees closed */
 					return R_AGAIN;
 				}
-				op_get(k->op);
-				if (atomic_compare_exchange_strong_explicit(
-					    cell, &st, W_OF(k),
-					    memory_order_acq_rel,
-					    memory_order_acquire))
+				if (install(cell, &st, k))
 					return R_INSTALLED;
-				op_put(k->op);
 				continue;
 			}
 			if (st == C_RESUMING) {

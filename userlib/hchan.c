@@ -509,31 +509,6 @@ static int select_validate(struct kg_hcase *cases, size_t n, int64_t timeout)
 	return 0;
 }
 
-static void unlock_none(void *arg)
-{
-	(void)arg;
-}
-
-/* Nothing can ever be ready: wait out the timeout (or forever). */
-static int select_none(int64_t timeout)
-{
-	struct kg_parker pk;
-	uint64_t deadline;
-	int r;
-
-	if (timeout == 0)
-		return -EAGAIN;
-	deadline = timeout < 0 ? UINT64_MAX :
-				 kg_deadline(kg_now_ns(), (uint64_t)timeout);
-	kg_parker_init(&pk);
-	r = kg_parker_arm(&pk, deadline);
-	if (r)
-		return r;
-	kg_co_waiting(pk.co, "select (no cases)", NULL);
-	kg_parker_wait(&pk, unlock_none, NULL, deadline);
-	return -ETIMEDOUT;
-}
-
 int kg_hselect(struct kg_hcase *cases, size_t n, int64_t timeout)
 {
 	uint32_t stack_order[2 * SELECT_STACK_CASES];
@@ -552,8 +527,8 @@ int kg_hselect(struct kg_hcase *cases, size_t n, int64_t timeout)
 		return r;
 	for (i = 0; i < n; i++)
 		nact += cases[i].ch != NULL;
-	if (!nact)
-		return select_none(timeout);
+	if (!nact)	/* nothing can be ready: wait as the real one does */
+		return kg_select(NULL, 0, timeout);
 	if (nact > SELECT_STACK_CASES) {
 		pollorder = malloc(2 * nact * sizeof(*pollorder));
 		sgs = malloc(nact * sizeof(*sgs));

@@ -306,8 +306,20 @@ extern _Atomic long kg_foreign_threads;
 extern _Atomic uint64_t kg_foreign_wakes;
 /* Count the calling plain thread as a possible waker (once). */
 void kg_foreign_note(void);
-/* Every public channel and sync call: kg_foreign_note() if not a worker. */
-void kg_note_caller(void);
+/*
+ * Every public channel and sync call: a plain thread (not a worker) counts
+ * from now on as a possible waker for the deadlock watch, until it exits.
+ * Initial-exec TLS is read through %fs (tpidr_el0) at each access, so a
+ * coroutine reads the worker it runs on now; callers read it before any
+ * switch of theirs anyway.
+ */
+extern __thread struct kg_worker *kg_tls_worker KG_TLS;
+void kg_note_caller_slow(void);
+static inline void kg_note_caller(void)
+{
+	if (kg_unlikely(!kg_tls_worker))
+		kg_note_caller_slow();
+}
 /* kg_run's thread: stop counting it while it is a worker; resume after. */
 bool kg_foreign_pause(void);
 void kg_foreign_resume(bool was);
@@ -373,6 +385,11 @@ const char *kg_co_entry_name(struct kg_co *co);
  * through a post-switch action that releases it (the park commit).
  */
 typedef struct { _Atomic uint32_t v; } kg_lock_t;
+
+/* Private futex wait until *addr != val, a wake, or deadline (kg_now_ns
+ * clock; UINT64_MAX: none); and wake n waiters. */
+void kg_futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline);
+void kg_futex_wake(_Atomic uint32_t *addr, int n);
 
 void kg_lock_slow(kg_lock_t *l);
 void kg_unlock_slow(kg_lock_t *l);

@@ -67,7 +67,8 @@
 #include "context.h"
 #include "internal.h"
 
-static __thread struct kg_worker *tls_worker KG_TLS;
+__thread struct kg_worker *kg_tls_worker KG_TLS;
+#define tls_worker kg_tls_worker
 static _Atomic(struct kg_rt *) cur_rt;
 static _Atomic int rt_running;
 static _Atomic long next_co_id;
@@ -119,15 +120,10 @@ __attribute__((noinline)) struct kg_worker *kg_worker_self(void)
 	return tls_worker;
 }
 
-/*
- * A kgreen object is used: a plain thread (not a worker) counts from now
- * on as a possible waker for the deadlock watch, until it exits. Out of
- * line, so that a coroutine reads the TLS of the thread it runs on now.
- */
-__attribute__((noinline)) void kg_note_caller(void)
+/* kg_note_caller's rare path: a plain thread uses a kgreen object. */
+void kg_note_caller_slow(void)
 {
-	if (!tls_worker)
-		kg_foreign_note();
+	kg_foreign_note();
 }
 
 struct kg_rt *kg_rt_current(void)
@@ -153,28 +149,6 @@ uint64_t kg_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
-}
-
-static void futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline)
-{
-	struct timespec ts, *tsp = NULL;
-
-	if (deadline != UINT64_MAX) {
-		uint64_t now = kg_now_ns();
-		uint64_t rel = deadline > now ? deadline - now : 0;
-
-		if (!rel)
-			return;
-		ts.tv_sec = (time_t)(rel / 1000000000ull);
-		ts.tv_nsec = (long)(rel % 1000000000ull);
-		tsp = &ts;
-	}
-	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
-}
-
-static void futex_wake(_Atomic uint32_t *addr, int n)
-{
-	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -569,7 +543,7 @@ static void wake_worker(struct kg_worker *w, struct kg_proc *p, bool spinning)
 	w->spinning = spinning;
 	/* release: nextp and spinning are visible once wake reads 1 */
 	atomic_store_explicit(&w->wake, KG_WAKE_HANDOFF, memory_order_release);
-	futex_wake(&w->wake, 1);
+	kg_futex_wake(&w->wake, 1);
 }
 
 void kg_kick_watcher(struct kg_worker *w)
@@ -577,7 +551,7 @@ void kg_kick_watcher(struct kg_worker *w)
 	uint32_t expect = KG_WAKE_PARKED;
 
 	if (atomic_compare_exchange_strong(&w->wake, &expect, KG_WAKE_KICK))
-		futex_wake(&w->wake, 1);
+		kg_futex_wake(&w->wake, 1);
 }
 
 static void *worker_thread(void *arg);
@@ -1156,7 +1130,7 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 			}
 			continue;
 		}
-		futex_wait(&w->wake, KG_WAKE_PARKED, deadline);
+		kg_futex_wait(&w->wake, KG_WAKE_PARKED, deadline);
 	}
 	if (watcher) {
 		atomic_store(&rt->timer_watch_until, UINT64_MAX);

@@ -40,8 +40,7 @@
 
 #define LOCK_SPINS 128
 
-static void futex_wait_abs(_Atomic uint32_t *addr, uint32_t val,
-			   uint64_t deadline)
+void kg_futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline)
 {
 	struct timespec ts, *tsp = NULL;
 
@@ -58,9 +57,9 @@ static void futex_wait_abs(_Atomic uint32_t *addr, uint32_t val,
 	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
 }
 
-static void futex_wake1(_Atomic uint32_t *addr)
+void kg_futex_wake(_Atomic uint32_t *addr, int n)
 {
-	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, 1, NULL, NULL, 0);
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
 }
 
 /* ------------------------------------------------------------------ */
@@ -86,12 +85,12 @@ void kg_lock_slow(kg_lock_t *l)
 	 * it from 0. acquire: pairs with the release exchange in kg_unlock.
 	 */
 	while (atomic_exchange_explicit(&l->v, 2, memory_order_acquire) != 0)
-		futex_wait_abs(&l->v, 2, UINT64_MAX);
+		kg_futex_wait(&l->v, 2, UINT64_MAX);
 }
 
 void kg_unlock_slow(kg_lock_t *l)
 {
-	futex_wake1(&l->v);
+	kg_futex_wake(&l->v, 1);
 }
 
 /* ------------------------------------------------------------------ */
@@ -182,7 +181,7 @@ void kg_parker_wake(struct kg_worker *w, struct kg_parker *pk)
 		/* release: the value moved before is seen by the thread */
 		atomic_store_explicit(&pk->state, KG_PK_WOKEN,
 				      memory_order_release);
-		futex_wake1(&pk->state);
+		kg_futex_wake(&pk->state, 1);
 		return;
 	}
 	/* acq_rel: pairs with the commit's CAS PARKING -> PARKED */
@@ -278,6 +277,6 @@ void kg_parker_wait(struct kg_parker *pk, void (*unlock)(void *), void *arg,
 			deadline = UINT64_MAX;	/* claimed: a wake comes */
 			continue;
 		}
-		futex_wait_abs(&pk->state, KG_PK_PARKING, deadline);
+		kg_futex_wait(&pk->state, KG_PK_PARKING, deadline);
 	}
 }
