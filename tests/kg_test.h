@@ -11,6 +11,7 @@
 #define KG_TEST_H
 
 #include <errno.h>
+#include <sched.h>
 #include <kgreen.h>
 #include <stdatomic.h>
 #include <stdio.h>
@@ -143,6 +144,26 @@ static inline long count_maps(void)
 		n += c == '\n';
 	fclose(f);
 	return n;
+}
+
+/* A small seeded generator for test schedules. */
+static inline uint64_t xorshift(uint64_t *s)
+{
+	uint64_t x = *s;
+
+	x ^= x << 13;
+	x ^= x >> 7;
+	x ^= x << 17;
+	return *s = x;
+}
+
+/* Let others run: yield a coroutine, or the thread outside the runtime. */
+static inline void pause_any(void)
+{
+	if (kg_self())
+		kg_yield();
+	else
+		sched_yield();
 }
 
 #endif /* KG_TEST_H */

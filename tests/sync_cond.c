@@ -26,24 +26,6 @@ static void reset(void)
 	gate = (struct thread_gate)THREAD_GATE_INIT;
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
-static void pause_any(void)
-{
-	if (kg_self())
-		kg_yield();
-	else
-		sched_yield();
-}
-
 /*
  * On one proc: five coroutines wait in turn; each signal wakes exactly
  * one, the longest waiting.

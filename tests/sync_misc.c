@@ -16,24 +16,6 @@
 static kg_wg_t wg;
 static struct thread_gate gate;
 
-static uint64_t xorshift(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
-static void pause_any(void)
-{
-	if (kg_self())
-		kg_yield();
-	else
-		sched_yield();
-}
-
 /* ---------------------------------------------------------------- */
 /* Once                                                              */
 /* ---------------------------------------------------------------- */

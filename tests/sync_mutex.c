@@ -26,16 +26,6 @@ static void reset(void)
 	atomic_store(&inside, 0);
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
 /* Enter and leave the critical section, checking nobody else is in. */
 static void enter(void)
 {

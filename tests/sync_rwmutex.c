@@ -27,25 +27,7 @@ static void reset(void)
 	atomic_store(&max_readers, 0);
 }
 
-static uint64_t xorshift(uint64_t *s)
-{
-	uint64_t x = *s;
-
-	x ^= x << 13;
-	x ^= x >> 7;
-	x ^= x << 17;
-	return *s = x;
-}
-
 /* Yield in a coroutine, the CPU in a thread. */
-static void pause_any(void)
-{
-	if (kg_self())
-		kg_yield();
-	else
-		sched_yield();
-}
-
 static void reader_enter(void)
 {
 	int n = atomic_fetch_add(&readers_in, 1) + 1, m;

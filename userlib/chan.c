@@ -83,9 +83,13 @@
 /*
  * liburcu's small read-side fast paths inline into the callers (they are
  * a few lines each; liburcu is LGPL-2.1 and permits this for
- * LGPL-compatible code such as this MIT library).
+ * LGPL-compatible code such as this MIT library). Not under
+ * ThreadSanitizer: liburcu's own protocol (plain accesses ordered by
+ * membarrier) would be instrumented and reported as races.
  */
+#ifndef __SANITIZE_THREAD__
 #define _LGPL_SOURCE
+#endif
 #include <urcu/urcu-memb.h>
 
 #include "internal.h"
@@ -171,13 +175,17 @@ enum { R_DONE, R_CLOSED, R_AGAIN, R_INSTALLED, R_NOMEM };
 /* RCU: every thread that touches segments is a registered reader      */
 /* ------------------------------------------------------------------ */
 
+static __thread struct lf_op *op_spare KG_TLS;	/* see op_new */
 static pthread_key_t rcu_key;
 static pthread_once_t rcu_once = PTHREAD_ONCE_INIT;
 static __thread bool rcu_registered KG_TLS;
 
+static struct lf_op *op_spare_take(void);
+
 static void rcu_thread_exit(void *v)
 {
 	(void)v;
+	free(op_spare_take());
 	urcu_memb_unregister_thread();
 }
 
@@ -349,17 +357,48 @@ static uintptr_t wait_resolved(_Atomic uintptr_t *cell)
 /* Operation records                                                   */
 /* ------------------------------------------------------------------ */
 
-static struct lf_op *op_new(uint32_t ncases, uint32_t claim)
+/*
+ * One spare single-case record per thread: a blocking send or receive
+ * parks with a record that its partner usually frees on another thread,
+ * so a plain malloc/free pair per park would cost more than the rest of
+ * the protocol. Out of line, so that a coroutine reaches the spare of
+ * the thread it runs on now.
+ */
+static __attribute__((noinline)) struct lf_op *op_new(uint32_t ncases,
+						      uint32_t claim)
 {
-	struct lf_op *op = malloc(sizeof(*op) + ncases * sizeof(op->cases[0]));
+	struct lf_op *op = NULL;
 
-	if (!op)
-		return NULL;
+	if (ncases == 1 && op_spare) {
+		op = op_spare;
+		op_spare = NULL;
+	} else {
+		op = malloc(sizeof(*op) + ncases * sizeof(op->cases[0]));
+		if (!op)
+			return NULL;
+	}
 	atomic_store_explicit(&op->refs, 1, memory_order_relaxed);
 	op->ncases = ncases;
 	kg_parker_init(&op->pk);
 	atomic_store_explicit(&op->pk.claim, claim, memory_order_relaxed);
 	return op;
+}
+
+/* The thread's spare, handed over (thread exit). */
+static struct lf_op *op_spare_take(void)
+{
+	struct lf_op *op = op_spare;
+
+	op_spare = NULL;
+	return op;
+}
+
+static __attribute__((noinline)) void op_free(struct lf_op *op)
+{
+	if (op->ncases == 1 && !op_spare)
+		op_spare = op;
+	else
+		free(op);
 }
 
 static inline void op_get(struct lf_op *op)
@@ -371,7 +410,7 @@ static inline void op_put(struct lf_op *op)
 {
 	/* acq_rel: the last holder sees every other holder's accesses */
 	if (atomic_fetch_sub_explicit(&op->refs, 1, memory_order_acq_rel) == 1)
-		free(op);
+		op_free(op);
 }
 
 static void case_init(struct lf_case *k, struct lf_op *op, uint32_t idx,
