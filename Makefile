@@ -112,7 +112,10 @@ check: deps
 		EXTRA_CFLAGS="$(SAN_FLAGS) $(OPT)" EXTRA_LDFLAGS="$(SAN_FLAGS)"
 
 # The aarch64 context switch, cross-built and run under qemu-user. The
-# suites run scaled down (emulation is slow); scripts are not run.
+# suites run scaled down (emulation is slow); scripts are not run. The
+# runtime loader and libc are Debian's arm64 multiarch ones (-L /, which
+# liburcu-dev:arm64 brings in): mixing them with the cross toolchain's
+# copies under /usr/aarch64-linux-gnu hangs forked children.
 AARCH64_OUT := $(SRCDIR)/.output/aarch64
 check-aarch64:
 	$(Q)tools/install-deps build cross
@@ -120,7 +123,7 @@ check-aarch64:
 		CC=aarch64-linux-gnu-gcc OUT=$(AARCH64_OUT)
 	$(Q)$(MAKE) --no-print-directory -C tests run_tests \
 		CC=aarch64-linux-gnu-gcc OUT=$(AARCH64_OUT) KG_TEST_SCALE=20 \
-		CROSS_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+		CROSS_RUNNER="qemu-aarch64 -L /"
 
 demo: deps
 	$(Q)$(MAKE) --no-print-directory lib examples
