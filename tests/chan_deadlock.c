@@ -15,37 +15,6 @@
 
 #define MS 1000000ull
 
-/* Run fn under kg_run with stderr captured; return kg_run's result. */
-static int run_captured(void (*fn)(void *), void *arg, unsigned int procs,
-			char *out, size_t len, uint64_t *ms)
-{
-	FILE *tmp = tmpfile();
-	int saved = dup(2), r;
-	uint64_t t0;
-	size_t n;
-
-	fflush(stderr);
-	dup2(fileno(tmp), 2);
-	t0 = kg_now_ns();
-	r = run_kg(fn, arg, procs);
-	*ms = (kg_now_ns() - t0) / MS;
-	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
-	rewind(tmp);
-	n = fread(out, 1, len - 1, tmp);
-	out[n] = 0;
-	fclose(tmp);
-	/* show what was said, as TAP comments */
-	for (char *l = out, *e; *l; l = e + 1) {
-		e = strchrnul(l, '\n');
-		fprintf(stderr, "# | %.*s\n", (int)(e - l), l);
-		if (!*e)
-			break;
-	}
-	return r;
-}
-
 static kg_chan_t *ch;
 
 static void stuck_sender(void *p)
@@ -68,12 +37,12 @@ TEST(reported_with_where_each_waits)
 {
 	static char out[8192];
 	unsigned int procs[] = { 1, 2 };
-	uint64_t ms;
+	uint64_t ms = 0;
 	int i;
 
 	for (i = 0; i < 2; i++) {
 		ch = kg_chan_make(0, 0);
-		ASSERT_EQ(-EDEADLK, run_captured(simple_main, NULL, procs[i],
+		ASSERT_EQ(-EDEADLK, run_kg_captured(simple_main, NULL, procs[i],
 						  out, sizeof(out), &ms));
 		ASSERT_NONNULL(strstr(out, "all coroutines are asleep - deadlock!"));
 		ASSERT_NONNULL(strstr(out, "\"main\" [chan recv"));
@@ -103,13 +72,13 @@ static void select_and_wg_main(void *p)
 TEST(select_and_waitgroup_deadlocks)
 {
 	static char out[8192];
-	uint64_t ms;
+	uint64_t ms = 0;
 	int sel;
 
 	for (sel = 0; sel < 2; sel++) {
 		ch = kg_chan_make(0, 0);
 		wg = (kg_wg_t)KG_WG_INIT;
-		ASSERT_EQ(-EDEADLK, run_captured(select_and_wg_main, &sel, 2,
+		ASSERT_EQ(-EDEADLK, run_kg_captured(select_and_wg_main, &sel, 2,
 						  out, sizeof(out), &ms));
 		ASSERT_NONNULL(strstr(out, "deadlock!"));
 		if (sel)
@@ -126,9 +95,9 @@ static void empty_select_main(void *p)
 TEST(empty_select_forever_is_a_deadlock)
 {
 	static char out[4096];
-	uint64_t ms;
+	uint64_t ms = 0;
 
-	ASSERT_EQ(-EDEADLK, run_captured(empty_select_main, NULL, 1, out,
+	ASSERT_EQ(-EDEADLK, run_kg_captured(empty_select_main, NULL, 1, out,
 					  sizeof(out), &ms));
 	ASSERT_NONNULL(strstr(out, "select (no cases)"));
 }
@@ -241,10 +210,10 @@ static void ok_main(void *p)
 TEST(runtime_restarts_after_deadlock)
 {
 	static char out[4096];
-	uint64_t ms;
+	uint64_t ms = 0;
 
 	ch = kg_chan_make(0, 0);
-	ASSERT_EQ(-EDEADLK, run_captured(simple_main, NULL, 2, out,
+	ASSERT_EQ(-EDEADLK, run_kg_captured(simple_main, NULL, 2, out,
 					  sizeof(out), &ms));
 	ASSERT_EQ(0, run_kg(ok_main, NULL, 2));
 }

@@ -166,4 +166,44 @@ static inline void pause_any(void)
 		sched_yield();
 }
 
+/*
+ * Run fn(arg) under kg_run on procs procs with stderr captured into out
+ * (len bytes, NUL-terminated) and echoed as TAP comments; *ms (may be
+ * NULL) gets the wall time. Returns kg_run's result, or -errno if the
+ * capture could not be set up.
+ */
+static inline int run_kg_captured(void (*fn)(void *), void *arg,
+				  unsigned int procs, char *out, size_t len,
+				  uint64_t *ms)
+{
+	FILE *tmp = tmpfile();
+	int saved, r;
+	uint64_t t0;
+	size_t n;
+
+	if (!tmp)
+		return -errno;
+	fflush(stderr);
+	saved = dup(2);
+	dup2(fileno(tmp), 2);
+	t0 = kg_now_ns();
+	r = run_kg(fn, arg, procs);
+	if (ms)
+		*ms = (kg_now_ns() - t0) / 1000000;
+	fflush(stderr);
+	dup2(saved, 2);
+	close(saved);
+	rewind(tmp);
+	n = fread(out, 1, len - 1, tmp);
+	out[n] = 0;
+	fclose(tmp);
+	for (char *l = out, *e; *l; l = e + 1) {
+		e = strchrnul(l, '\n');
+		fprintf(stderr, "# | %.*s\n", (int)(e - l), l);
+		if (!*e)
+			break;
+	}
+	return r;
+}
+
 #endif /* KG_TEST_H */

@@ -586,29 +586,6 @@ static void deadlock_main(void *p)
 	}
 }
 
-/* Run one case under kg_run with stderr captured into out. */
-static int run_captured(int which, char *out, size_t len)
-{
-	FILE *tmp = tmpfile();
-	int saved, r;
-	size_t n;
-
-	if (!tmp)
-		return -errno;
-	fflush(stderr);
-	saved = dup(2);
-	dup2(fileno(tmp), 2);
-	r = run_kg(deadlock_main, (void *)(intptr_t)which, 2);
-	fflush(stderr);
-	dup2(saved, 2);
-	close(saved);
-	rewind(tmp);
-	n = fread(out, 1, len - 1, tmp);
-	out[n] = 0;
-	fclose(tmp);
-	return r;
-}
-
 TEST(deadlock_names_the_wait)
 {
 	static const char *const want[] = {
@@ -623,7 +600,9 @@ TEST(deadlock_names_the_wait)
 		dl_rw = (kg_rwmutex_t)KG_RWMUTEX_INIT;
 		dl_cv = (kg_cond_t)KG_COND_INIT;
 		dl_sem = (kg_sem_t)KG_SEM_INIT(0);
-		ASSERT_EQ(-EDEADLK, run_captured(i, out, sizeof(out)))
+		ASSERT_EQ(-EDEADLK,
+			  run_kg_captured(deadlock_main, (void *)(intptr_t)i,
+					  2, out, sizeof(out), NULL))
 			TH_LOG("case %d said: %s", i, out);
 		ASSERT_NONNULL(strstr(out, "all coroutines are asleep"))
 			TH_LOG("case %d said: %s", i, out);

@@ -504,6 +504,24 @@ static bool resolve(struct kg_worker *w, _Atomic uintptr_t *cell,
 /* ------------------------------------------------------------------ */
 
 /*
+ * Take the cell holding waiter *st (-> RESUMING), and with it the cell's
+ * reference to the waiter's op. False (st reloaded) if the cell changed.
+ * self: the taker's own op, if any: meeting it is a broken invariant
+ * (a select with both directions on one channel polls instead).
+ */
+static bool take_waiter(_Atomic uintptr_t *cell, uintptr_t *st,
+			const struct lf_case *self)
+{
+	if (!atomic_compare_exchange_weak_explicit(cell, st, C_RESUMING,
+						   memory_order_acq_rel,
+						   memory_order_acquire))
+		return false;
+	if (self && W_CASE(*st)->op == self->op)
+		kg_throw("kg_select: a case met its own select");
+	return true;
+}
+
+/*
  * Park case k in the cell, which holds *st (EMPTY or EB). The cell's
  * reference to k's op is taken first; release: k's setup (and a sender's
  * value in the cell) before the pointer. False (st reloaded) if the cell
@@ -556,9 +574,7 @@ static void expand(kg_chan_t *c, struct lf_seg *from, uint64_t e,
 			continue;
 		}
 		if (IS_WAITER(st) && (st & W_SEND)) {
-			if (!atomic_compare_exchange_weak_explicit(
-				    cell, &st, C_RESUMING, memory_order_acq_rel,
-				    memory_order_acquire))
+			if (!take_waiter(cell, &st, NULL))
 				continue;
 			/* the value is in the cell already: it is buffered */
 			resolve(w, cell, W_CASE(st), C_BUFFERED, RES_VALUE,
@@ -631,14 +647,8 @@ static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
 			if (IS_WAITER(st) && !(st & W_SEND)) {
 				struct lf_case *rk = W_CASE(st);
 
-				if (!atomic_compare_exchange_weak_explicit(
-					    cell, &st, C_RESUMING,
-					    memory_order_acq_rel,
-					    memory_order_acquire))
+				if (!take_waiter(cell, &st, k))
 					continue;
-				if (k && rk->op == k->op)
-					kg_throw("kg_select: a case met its own "
-						 "select");
 				/* a receiver waits: give it our value */
 				if (resolve(w, cell, rk, C_DONE, RES_VALUE,
 					    rk->elem, val, c->elem_size))
@@ -732,14 +742,8 @@ static int lf_recv(kg_chan_t *c, void *out, struct lf_case *k,
 			if (IS_WAITER(st) && (st & W_SEND)) {
 				struct lf_case *sk = W_CASE(st);
 
-				if (!atomic_compare_exchange_weak_explicit(
-					    cell, &st, C_RESUMING,
-					    memory_order_acq_rel,
-					    memory_order_acquire))
+				if (!take_waiter(cell, &st, k))
 					continue;
-				if (k && sk->op == k->op)
-					kg_throw("kg_select: a case met its own "
-						 "select");
 				/* a sender waits with its value in the cell */
 				if (resolve(w, cell, sk, C_DONE, RES_VALUE, out,
 					    cell_elem(c, seg, r), c->elem_size))
@@ -925,10 +929,7 @@ int kg_chan_close(kg_chan_t *c)
 				continue;
 			}
 			if (IS_WAITER(st)) {
-				if (!atomic_compare_exchange_weak_explicit(
-					    cell, &st, C_RESUMING,
-					    memory_order_acq_rel,
-					    memory_order_acquire))
+				if (!take_waiter(cell, &st, NULL))
 					continue;
 				resolve(NULL, cell, W_CASE(st), C_BROKEN,
 					RES_CLOSED, NULL, NULL, 0);

@@ -509,6 +509,27 @@ static int select_validate(struct kg_hcase *cases, size_t n, int64_t timeout)
 	return 0;
 }
 
+/*
+ * Pass 1 of select, every channel locked: the first case in poll order
+ * that can proceed now does, its index is returned and *r holds its
+ * __try_ result; -1 if none can.
+ */
+static int __select_poll(struct kg_hcase *cases, const uint32_t *pollorder,
+			 uint32_t nact, struct kg_sudog **wake, int *r)
+{
+	uint32_t i;
+
+	for (i = 0; i < nact; i++) {
+		struct kg_hcase *k = &cases[pollorder[i]];
+
+		*r = k->op == KG_SEND ? __try_send(k->ch, k->elem, wake) :
+					__try_recv(k->ch, k->elem, wake);
+		if (*r)
+			return (int)pollorder[i];
+	}
+	return -1;
+}
+
 int kg_hselect(struct kg_hcase *cases, size_t n, int64_t timeout)
 {
 	uint32_t stack_order[2 * SELECT_STACK_CASES];
@@ -563,17 +584,9 @@ int kg_hselect(struct kg_hcase *cases, size_t n, int64_t timeout)
 	for (;;) {
 		select_lock(&s);
 		/* pass 1: the first ready case in poll order */
-		for (i = 0; i < nact; i++) {
-			struct kg_hcase *k = &cases[pollorder[i]];
-
-			r = k->op == KG_SEND ?
-				    __try_send(k->ch, k->elem, &wake) :
-				    __try_recv(k->ch, k->elem, &wake);
-			if (r) {
-				chosen = (int)pollorder[i];
-				goto done;
-			}
-		}
+		chosen = __select_poll(cases, pollorder, nact, &wake, &r);
+		if (chosen >= 0)
+			goto done;
 		if (deadline == 0) {
 			r = -EAGAIN;
 			goto done;
@@ -590,17 +603,10 @@ int kg_hselect(struct kg_hcase *cases, size_t n, int64_t timeout)
 		if (!pk.co) {
 			select_lock(&s);
 			/* a thread times out by itself: poll once more */
-			for (i = 0; i < nact; i++) {
-				struct kg_hcase *k = &cases[pollorder[i]];
-
-				r = k->op == KG_SEND ?
-					    __try_send(k->ch, k->elem, &wake) :
-					    __try_recv(k->ch, k->elem, &wake);
-				if (r) {
-					chosen = (int)pollorder[i];
-					goto done;
-				}
-			}
+			chosen = __select_poll(cases, pollorder, nact, &wake,
+					       &r);
+			if (chosen >= 0)
+				goto done;
 			break;
 		}
 		r = kg_parker_arm(&pk, deadline);
