@@ -52,6 +52,22 @@ CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -g $(OPT) -pthread \
 LIB_CFLAGS := $(CFLAGS_BASE) -fPIC -fvisibility=hidden -I$(SRCDIR)/userlib \
 	$(EXTRA_CFLAGS)
 
+# The BPF backend: built when the target is the build machine's x86_64 and
+# clang, bpftool, libbpf and the running kernel's BTF are there (make deps
+# installs the tools); otherwise libkgreen falls back to sysmon.
+BPF_OUT := $(OUT)/bpf
+ifeq ($(KG_ARCH)-$(BPF),x86_64-)
+BPF := $(shell command -v clang >/dev/null && command -v bpftool >/dev/null && \
+	test -r /usr/include/bpf/libbpf.h && test -r /sys/kernel/btf/vmlinux && \
+	echo y)
+endif
+KG_LIBS := -lurcu-memb -pthread -ldl
+ifeq ($(BPF),y)
+LIB_CFLAGS += -DKG_HAVE_BPF -I$(BPF_OUT)
+KG_LIBS += -lbpf
+endif
+export KG_LIBS
+
 LIB_SRCS := $(wildcard userlib/*.c)
 LIB_ASM := userlib/arch/switch_$(KG_ARCH).S
 LIB_OBJS := $(patsubst userlib/%.c,$(OUT)/userlib/%.o,$(LIB_SRCS)) \
@@ -68,6 +84,25 @@ export OUT CC SAN
 all: lib tests examples
 
 lib: $(LIBA) $(LIBSO)
+
+ifeq ($(BPF),y)
+$(BPF_OUT)/vmlinux.h:
+	$(call msg,GEN,$@)
+	@mkdir -p $(@D)
+	$(Q)bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+# -mcpu=v3: 32-bit atomic compare-and-swap
+$(BPF_OUT)/kgreen.bpf.o: bpf/kgreen.bpf.c $(BPF_OUT)/vmlinux.h kmod/include/uapi/kgreen.h
+	$(call msg,BPF,$<)
+	$(Q)clang -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -Wall -Werror \
+		-I$(BPF_OUT) -I$(SRCDIR)/kmod/include -c $< -o $@
+
+$(BPF_OUT)/kgreen.skel.h: $(BPF_OUT)/kgreen.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)bpftool gen skeleton $< name kgreen_bpf > $@.tmp && mv $@.tmp $@
+
+$(OUT)/userlib/bpf.o: $(BPF_OUT)/kgreen.skel.h
+endif
 
 $(OUT)/userlib/%.o: userlib/%.c $(LIB_HDRS)
 	$(call msg,CC,$<)
@@ -89,7 +124,7 @@ $(LIBSO): $(LIB_OBJS) userlib/libkgreen.map
 	@mkdir -p $(@D)
 	$(Q)$(CC) -shared $(SAN_FLAGS) -pthread -Wl,-soname,$(SONAME) \
 		-Wl,--version-script=userlib/libkgreen.map -Wl,-z,noexecstack \
-		-o $@ $(LIB_OBJS) -lurcu-memb -ldl
+		-o $@ $(LIB_OBJS) $(KG_LIBS)
 	$(Q)ln -sf $(notdir $@) $(OUT)/lib/$(SONAME)
 	$(Q)ln -sf $(SONAME) $(OUT)/lib/libkgreen.so
 
@@ -103,7 +138,7 @@ examples: lib
 		EXTRA_CFLAGS="$(SAN_FLAGS)" EXTRA_LDFLAGS="$(SAN_FLAGS)"
 
 deps:
-	$(Q)tools/install-deps build
+	$(Q)tools/install-deps build $(if $(filter x86_64,$(KG_ARCH)),bpf)
 
 # The test command: every suite under prove; its summary is printed last.
 check: deps

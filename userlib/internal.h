@@ -168,20 +168,24 @@ struct kg_timer_heap {
 	uint32_t n, cap;
 	/* earliest deadline, UINT64_MAX if empty: lock-free peek for others */
 	_Atomic uint64_t next;
+	/* the proc slot's timers count (kernel side's work hint), or NULL */
+	__u32 *hint;
 };
 
 struct kg_proc {
-	/* written by thieves and the owner */
-	_Alignas(KG_CACHELINE) _Atomic uint32_t runq_head;
-	/* written only by the owner (release), read by thieves (acquire) */
-	_Alignas(KG_CACHELINE) _Atomic uint32_t runq_tail;
-	_Atomic(struct kg_co *) runnext;
+	/*
+	 * The ring's indices and runnext live in the proc's slot in the
+	 * memory shared with the kernel side (uapi/kgreen.h), so that the
+	 * kernel sees whether the proc has work at no extra cost: head
+	 * (written by thieves and the owner) alone in a line; tail (owner,
+	 * release; thieves acquire) with runnext. Use RQ_HEAD/RQ_TAIL/RQ_NEXT.
+	 */
+	struct kg_proc_slot *slot;
+	uint32_t index;
+	uint32_t schedtick;		/* owner only */
 	_Atomic(struct kg_co *) runq[KG_RUNQ_SIZE];
 
-	_Alignas(KG_CACHELINE) uint32_t index;
-	uint32_t schedtick;		/* owner only */
-	struct kg_proc *idle_next;	/* rt.lock */
-	struct kg_proc_slot *slot;	/* shared with the kernel side */
+	_Alignas(KG_CACHELINE) struct kg_proc *idle_next;	/* rt.lock */
 	struct kg_timer_heap timers;
 	/*
 	 * Coroutines (with their stacks) freed on this proc, reused first;
@@ -200,6 +204,19 @@ struct kg_proc {
 	_Atomic uint64_t steals, timer_steals, spawned;
 	_Atomic int64_t live;
 };
+
+/*
+ * The shared slot's plain __u32/__u64 fields, used as C11 atomics (same
+ * size and alignment on every supported target).
+ */
+#define RQ_HEAD(p) ((_Atomic uint32_t *)&(p)->slot->runq_head)
+#define RQ_TAIL(p) ((_Atomic uint32_t *)&(p)->slot->runq_tail)
+#define RQ_NEXT(p) ((_Atomic(struct kg_co *) *)&(p)->slot->runnext)
+_Static_assert(sizeof(struct kg_co *) <= sizeof(__u64), "runnext fits");
+_Static_assert(sizeof(struct kg_worker_slot) == 64 &&
+		       sizeof(struct kg_proc_slot) == 128 &&
+		       sizeof(struct kg_shared_hdr) == 64,
+	       "uapi slots are whole cache lines");
 
 /* What a worker does right after switching away from a coroutine. */
 typedef void (*kg_after_fn)(struct kg_worker *w, struct kg_co *prev, void *arg);
@@ -237,6 +254,32 @@ struct kg_worker {
 	stack_t old_altstack;		/* the thread's own, restored at exit */
 	_Atomic uint32_t exited;
 	_Atomic uint64_t switches;	/* single writer (this worker), relaxed */
+	uint32_t tid;			/* registered with the backend, or 0 */
+	/*
+	 * Proc taken while a coroutine ran on this worker: lost_seen counts
+	 * the takes userspace has learnt of (the standby read the kernel's
+	 * record, or sysmon retook it), lost_handled the worker's own
+	 * returns to the scheduler without its proc (lost_proc). While
+	 * seen > handled, the worker is out with a coroutine, blocked: the
+	 * deadlock watch counts it as a possible waker.
+	 */
+	_Atomic uint64_t lost_seen, lost_handled;
+	/*
+	 * sysmon backend: blk is KG_BLK_IN between kg_blocking_begin and
+	 * _end (since: when it began); sysmon moves it IN -> RETAKEN by CAS
+	 * before it takes the proc, and _end's CAS IN -> NONE fails then.
+	 */
+	_Atomic uint32_t blk;
+	_Atomic uint64_t blk_since;
+};
+
+enum { KG_BLK_NONE = 0, KG_BLK_IN = 1, KG_BLK_RETAKEN = 2 };
+
+enum kg_backend_id {
+	KG_BACKEND_NONE = 0,
+	KG_BACKEND_SYSMON,
+	KG_BACKEND_BPF,
+	KG_BACKEND_KMOD,
 };
 
 enum { KG_WAKE_PARKED = 0, KG_WAKE_HANDOFF = 1, KG_WAKE_KICK = 2 };
@@ -245,17 +288,35 @@ struct kg_global_queue {
 	struct kg_co **v;		/* ring, cap entries (power of two) */
 	size_t cap, head, rn;		/* rt.lock; rn: entries in the ring */
 	struct kg_co *ohead, *otail;	/* rt.lock; overflow when v cannot grow */
-	_Atomic uint32_t n;		/* all entries; written under rt.lock,
-					 * peeked without */
 };
+/* All entries of rt's global queue: written under rt.lock, peeked without.
+ * In the shared header, so that the kernel side sees it too. */
+#define GQ_LEN(rt) ((_Atomic uint32_t *)&(rt)->shared->hdr.gq_len)
 
 struct kg_rt {
 	uint32_t nprocs;
 	size_t stack_size;
 	int debug;
 	struct kg_proc *procs;		/* nprocs of them */
-	struct kg_worker_slot *wslots;	/* KG_MAX_WORKERS */
-	struct kg_proc_slot *pslots;	/* nprocs */
+	/*
+	 * The memory shared with the kernel side (uapi/kgreen.h): the BPF
+	 * backend's mmapped map, else our own allocation (shared_owned).
+	 */
+	struct kg_shared *shared;
+	bool shared_owned;
+	uint32_t backend;		/* enum kg_backend_id */
+	/*
+	 * Event backends (bpf): the parked worker that waits for the kernel
+	 * side's handoff records, NULL while there is none (then the next
+	 * worker to park takes the role).
+	 */
+	_Atomic(struct kg_worker *) standby;
+	/* sysmon backend: the monitor thread */
+	pthread_t sysmon;
+	bool sysmon_on;
+	_Atomic uint32_t sysmon_stop;	/* futex word: 1 = stop */
+	/* handoff latency (kernel record to proc taken), relaxed sums */
+	_Atomic uint64_t hlat_sum, hlat_max;
 
 	/*
 	 * rt.lock protects: the global run queue, the idle proc and idle
@@ -324,6 +385,9 @@ static inline void kg_note_caller(void)
 bool kg_foreign_pause(void);
 void kg_foreign_resume(bool was);
 
+/* Debug level (KGREEN_DEBUG / kg_config.debug) of the runtime. */
+int kg_debug_level(void);
+
 /* The worker running on this thread, NULL outside the runtime. */
 struct kg_worker *kg_worker_self(void);
 struct kg_rt *kg_rt_current(void);
@@ -339,6 +403,29 @@ void kg_kick_watcher(struct kg_worker *w);
 void kg_wakep(struct kg_rt *rt);
 uint64_t kg_rand(struct kg_worker *w);
 uint64_t kg_live(struct kg_rt *rt);
+
+/*
+ * Hand proc p (detached from its blocked worker) to a parked worker, or a
+ * new one. sysmon.c's retake.
+ */
+void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p);
+/* The calling coroutine's worker lost its proc: go through lost_proc now. */
+void kg_sched_lost(struct kg_worker *w);
+
+/* bpf.c: the BPF backend (a stub failing with -ENODEV without libbpf) */
+int kg_bpf_open(struct kg_shared **shared, char *why, size_t whylen);
+int kg_bpf_worker_add(uint32_t tid, uint32_t index);
+void kg_bpf_worker_del(uint32_t tid, uint32_t index);
+/* Take up to max pending handoff records (non-blocking); how many. */
+int kg_bpf_events(struct kg_handoff_event *out, int max);
+/* Sleep until a record is pending, a kick, or deadline (kg_now_ns). */
+void kg_bpf_wait(uint64_t deadline);
+void kg_bpf_kick(void);
+int kg_bpf_worker_stats(uint32_t index, struct kg_worker_stats *out);
+
+/* sysmon.c: the backend without kernel help */
+int kg_sysmon_start(struct kg_rt *rt);
+void kg_sysmon_stop(struct kg_rt *rt);
 
 /* timer.c */
 int kg_timers_init(struct kg_timer_heap *h);

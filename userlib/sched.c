@@ -73,6 +73,11 @@ static _Atomic(struct kg_rt *) cur_rt;
 static _Atomic int rt_running;
 static _Atomic long next_co_id;
 static int kg_debug_on;
+
+int kg_debug_level(void)
+{
+	return kg_debug_on;
+}
 _Atomic uint64_t kg_foreign_wakes;
 
 #define SPIN_NS 20000		/* how long an idle worker looks before parking */
@@ -244,7 +249,7 @@ static void __gq_push(struct kg_rt *rt, struct kg_co *co)
 			q->ohead = co;
 		q->otail = co;
 	}
-	kg_store_relaxed(&q->n, kg_load_relaxed(&q->n) + 1);
+	kg_store_relaxed(GQ_LEN(rt), kg_load_relaxed(GQ_LEN(rt)) + 1);
 }
 
 static struct kg_co *__gq_pop(struct kg_rt *rt)
@@ -264,7 +269,7 @@ static struct kg_co *__gq_pop(struct kg_rt *rt)
 	} else {
 		return NULL;
 	}
-	kg_store_relaxed(&q->n, kg_load_relaxed(&q->n) - 1);
+	kg_store_relaxed(GQ_LEN(rt), kg_load_relaxed(GQ_LEN(rt)) - 1);
 	return co;
 }
 
@@ -277,8 +282,8 @@ static void gq_put(struct kg_rt *rt, struct kg_co *co)
 
 static uint32_t runq_len(struct kg_proc *p)
 {
-	uint32_t h = atomic_load_explicit(&p->runq_head, memory_order_acquire);
-	uint32_t t = atomic_load_explicit(&p->runq_tail, memory_order_acquire);
+	uint32_t h = atomic_load_explicit(RQ_HEAD(p), memory_order_acquire);
+	uint32_t t = atomic_load_explicit(RQ_TAIL(p), memory_order_acquire);
 
 	return t - h;
 }
@@ -286,7 +291,7 @@ static uint32_t runq_len(struct kg_proc *p)
 static bool runq_empty(struct kg_proc *p)
 {
 	return runq_len(p) == 0 &&
-	       !atomic_load_explicit(&p->runnext, memory_order_acquire);
+	       !atomic_load_explicit(RQ_NEXT(p), memory_order_acquire);
 }
 
 /*
@@ -303,7 +308,7 @@ static bool runq_put_slow(struct kg_rt *rt, struct kg_proc *p,
 		batch[i] = atomic_load_explicit(&p->runq[(h + i) % KG_RUNQ_SIZE],
 						memory_order_relaxed);
 	/* release: the slots we read are given back for the owner to reuse */
-	if (!atomic_compare_exchange_strong_explicit(&p->runq_head, &h, h + n,
+	if (!atomic_compare_exchange_strong_explicit(RQ_HEAD(p), &h, h + n,
 						     memory_order_release,
 						     memory_order_relaxed))
 		return false;
@@ -324,16 +329,16 @@ static inline __attribute__((always_inline)) void runq_put(struct kg_rt *rt, str
 {
 	if (next) {
 		/* thieves may take runnext concurrently: exchange, not store */
-		co = atomic_exchange_explicit(&p->runnext, co,
+		co = atomic_exchange_explicit(RQ_NEXT(p), co,
 					      memory_order_acq_rel);
 		if (!co)
 			return;
 	}
 	for (;;) {
 		/* acquire: pairs with thieves' release CAS on head */
-		uint32_t h = atomic_load_explicit(&p->runq_head,
+		uint32_t h = atomic_load_explicit(RQ_HEAD(p),
 						  memory_order_acquire);
-		uint32_t t = atomic_load_explicit(&p->runq_tail,
+		uint32_t t = atomic_load_explicit(RQ_TAIL(p),
 						  memory_order_relaxed);
 
 		if (t - h < KG_RUNQ_SIZE) {
@@ -344,7 +349,7 @@ static inline __attribute__((always_inline)) void runq_put(struct kg_rt *rt, str
 			 * saved context; pairs with the acquire in
 			 * runq_get/runq_grab.
 			 */
-			atomic_store_explicit(&p->runq_tail, t + 1,
+			atomic_store_explicit(RQ_TAIL(p), t + 1,
 					      memory_order_release);
 			return;
 		}
@@ -378,17 +383,17 @@ static __attribute__((noinline)) void runq_prefetch(struct kg_proc *p,
 /* Owner's dequeue: runnext first, then the ring's head. */
 static inline __attribute__((always_inline)) struct kg_co *runq_get(struct kg_proc *p)
 {
-	struct kg_co *co = atomic_load_explicit(&p->runnext,
+	struct kg_co *co = atomic_load_explicit(RQ_NEXT(p),
 						memory_order_relaxed);
 
 	if (co && atomic_compare_exchange_strong_explicit(
-			  &p->runnext, &co, NULL, memory_order_acquire,
+			  RQ_NEXT(p), &co, NULL, memory_order_acquire,
 			  memory_order_relaxed))
 		return co;
 	for (;;) {
-		uint32_t h = atomic_load_explicit(&p->runq_head,
+		uint32_t h = atomic_load_explicit(RQ_HEAD(p),
 						  memory_order_acquire);
-		uint32_t t = atomic_load_explicit(&p->runq_tail,
+		uint32_t t = atomic_load_explicit(RQ_TAIL(p),
 						  memory_order_relaxed);
 
 		if (t == h)
@@ -397,7 +402,7 @@ static inline __attribute__((always_inline)) struct kg_co *runq_get(struct kg_pr
 					  memory_order_relaxed);
 		/* acquire pairs with the release store of tail/runnext */
 		if (atomic_compare_exchange_strong_explicit(
-			    &p->runq_head, &h, h + 1, memory_order_acq_rel,
+			    RQ_HEAD(p), &h, h + 1, memory_order_acq_rel,
 			    memory_order_relaxed)) {
 			if (kg_unlikely(t - h > 2))
 				runq_prefetch(p, h, t);
@@ -411,10 +416,10 @@ static uint32_t runq_grab(struct kg_proc *p, struct kg_co **batch,
 			  bool with_next)
 {
 	for (;;) {
-		uint32_t h = atomic_load_explicit(&p->runq_head,
+		uint32_t h = atomic_load_explicit(RQ_HEAD(p),
 						  memory_order_acquire);
 		/* acquire: pairs with the owner's release store of tail */
-		uint32_t t = atomic_load_explicit(&p->runq_tail,
+		uint32_t t = atomic_load_explicit(RQ_TAIL(p),
 						  memory_order_acquire);
 		uint32_t n = t - h, i;
 
@@ -424,10 +429,10 @@ static uint32_t runq_grab(struct kg_proc *p, struct kg_co **batch,
 
 			if (!with_next)
 				return 0;
-			co = atomic_load_explicit(&p->runnext,
+			co = atomic_load_explicit(RQ_NEXT(p),
 						  memory_order_acquire);
 			if (co && atomic_compare_exchange_strong_explicit(
-					  &p->runnext, &co, NULL,
+					  RQ_NEXT(p), &co, NULL,
 					  memory_order_acq_rel,
 					  memory_order_relaxed)) {
 				batch[0] = co;
@@ -442,7 +447,7 @@ static uint32_t runq_grab(struct kg_proc *p, struct kg_co **batch,
 				&p->runq[(h + i) % KG_RUNQ_SIZE],
 				memory_order_relaxed);
 		if (atomic_compare_exchange_strong_explicit(
-			    &p->runq_head, &h, h + n, memory_order_acq_rel,
+			    RQ_HEAD(p), &h, h + n, memory_order_acq_rel,
 			    memory_order_relaxed))
 			return n;
 	}
@@ -471,10 +476,10 @@ static struct kg_co *gq_get(struct kg_worker *w, uint32_t max)
 	struct kg_co *co, *first;
 	uint32_t n;
 
-	if (!kg_load_relaxed(&rt->gq.n))
+	if (!kg_load_relaxed(GQ_LEN(rt)))
 		return NULL;
 	pthread_mutex_lock(&rt->lock);
-	n = kg_load_relaxed(&rt->gq.n);
+	n = kg_load_relaxed(GQ_LEN(rt));
 	if (n > n / rt->nprocs + 1)
 		n = n / rt->nprocs + 1;
 	if (max && n > max)
@@ -536,14 +541,28 @@ static bool __widle_remove(struct kg_rt *rt, struct kg_worker *w)
 	return false;
 }
 
+/*
+ * A parked worker sleeps on its futex, or, as the standby, in the
+ * backend's event wait: wake both ways. seq_cst: the store of wake before
+ * the load of rt.standby here, against the standby's CAS of rt.standby
+ * before its load of wake (park_worker): one side sees the other.
+ */
+static void wake_parked(struct kg_worker *w)
+{
+	kg_futex_wake(&w->wake, 1);
+	if (atomic_load(&w->rt->standby) == w)
+		kg_bpf_kick();
+}
+
 /* Hand a popped parked worker its proc (maybe NULL) and wake it. */
 static void wake_worker(struct kg_worker *w, struct kg_proc *p, bool spinning)
 {
 	w->nextp = p;
 	w->spinning = spinning;
-	/* release: nextp and spinning are visible once wake reads 1 */
-	atomic_store_explicit(&w->wake, KG_WAKE_HANDOFF, memory_order_release);
-	kg_futex_wake(&w->wake, 1);
+	/* seq_cst (release at least: nextp and spinning are visible once
+	 * wake reads HANDOFF; seq_cst for wake_parked) */
+	atomic_store(&w->wake, KG_WAKE_HANDOFF);
+	wake_parked(w);
 }
 
 void kg_kick_watcher(struct kg_worker *w)
@@ -551,7 +570,7 @@ void kg_kick_watcher(struct kg_worker *w)
 	uint32_t expect = KG_WAKE_PARKED;
 
 	if (atomic_compare_exchange_strong(&w->wake, &expect, KG_WAKE_KICK))
-		kg_futex_wake(&w->wake, 1);
+		wake_parked(w);
 }
 
 static void *worker_thread(void *arg);
@@ -568,7 +587,7 @@ static struct kg_worker *worker_new(struct kg_rt *rt)
 		return NULL;
 	w->rt = rt;
 	w->index = idx;
-	w->slot = &rt->wslots[idx];
+	w->slot = &rt->shared->workers[idx];
 	w->slot->proc = KG_PROC_NONE;
 	w->rand = 0x9E3779B97F4A7C15ull * (idx + 1) ^ kg_now_ns();
 	w->cur = &w->g0;
@@ -579,35 +598,46 @@ static struct kg_worker *worker_new(struct kg_rt *rt)
 }
 
 /*
+ * Start a new worker thread that takes proc p (NULL: none; it looks for
+ * an idle proc, else parks as a spare). Caller holds rt->lock.
+ */
+static bool __new_worker(struct kg_rt *rt, struct kg_proc *p, bool spinning)
+{
+	struct kg_worker *w = worker_new(rt);
+	pthread_attr_t attr;
+	int err;
+
+	if (!w)
+		return false;
+	w->nextp = p;
+	w->spinning = spinning;
+	pthread_attr_init(&attr);
+	err = pthread_create(&w->thread, &attr, worker_thread, w);
+	pthread_attr_destroy(&attr);
+	if (!err)
+		return true;
+	rt->workers[w->index] = NULL;
+	atomic_fetch_sub(&rt->nworkers, 1);
+	free(w);
+	return false;
+}
+
+/*
  * Start a worker on proc p: a parked one if any, else a new thread.
  * Caller holds rt->lock. On failure p goes back to the idle list.
  */
 static void __startm(struct kg_rt *rt, struct kg_proc *p, bool spinning)
 {
 	struct kg_worker *w = rt->idle_workers;
-	pthread_attr_t attr;
 
 	if (w) {
 		rt->idle_workers = w->idle_next;
 		wake_worker(w, p, spinning);
 		return;
 	}
-	w = worker_new(rt);
-	if (w) {
-		w->nextp = p;
-		w->spinning = spinning;
-		pthread_attr_init(&attr);
-		if (pthread_create(&w->thread, &attr, worker_thread, w) == 0) {
-			pthread_attr_destroy(&attr);
-			return;
-		}
-		pthread_attr_destroy(&attr);
-		rt->workers[w->index] = NULL;
-		atomic_fetch_sub(&rt->nworkers, 1);
-		free(w);
-		kg_debug("cannot start a worker thread; proc %u stays idle",
-			 p->index);
-	}
+	if (__new_worker(rt, p, spinning))
+		return;
+	kg_debug("cannot start a worker thread; proc %u stays idle", p->index);
 	__pidle_put(rt, p);
 	if (spinning)
 		atomic_fetch_sub(&rt->nspinning, 1);
@@ -731,19 +761,37 @@ static void after_gq_put(struct kg_worker *w, struct kg_co *prev, void *arg)
 	kg_wakep(w->rt);
 }
 
+/* The kernel side (or sysmon) took w's proc while its coroutine blocked. */
+static inline bool proc_lost(struct kg_worker *w)
+{
+	return *(volatile __u32 *)&w->slot->proc == KG_PROC_NONE;
+}
+
+/* Let go of the lost proc (once per loss): w runs its coroutine without one. */
+static void forget_proc(struct kg_worker *w)
+{
+	if (w->proc) {
+		w->proc = NULL;
+		atomic_fetch_add(&w->lost_handled, 1);
+	}
+}
+
 /*
  * The worker's proc was detached by the kernel side while the coroutine
  * blocked (slot->proc == NONE). Take an idle proc if there is one; else
  * put the coroutine on the global queue and let this worker become a
  * spare. Returns the worker the coroutine runs on afterwards, holding a
- * proc and in scheduler mode.
+ * proc and in scheduler mode. Only for entries where the coroutine holds
+ * no kgreen lock (yield, spawn, exit, kg_blocking_end): a coroutine queued
+ * with a lock held would wait for a proc that the lock's waiters, blocked
+ * in the kernel, may be holding.
  */
 static __attribute__((noinline)) struct kg_worker *
 lost_proc(struct kg_worker *w)
 {
 	struct kg_proc *p;
 
-	w->proc = NULL;
+	forget_proc(w);
 	p = pidle_get(w->rt);
 	if (p) {
 		acquire_proc(w, p);
@@ -753,13 +801,35 @@ lost_proc(struct kg_worker *w)
 	return switch_to(w, &w->g0);
 }
 
-/* Entry into scheduler code from a coroutine. */
+/* Entry into scheduler code from a coroutine that holds no kgreen lock. */
 static inline struct kg_worker *sched_enter_co(struct kg_worker *w)
 {
 	sched_enter(w);
-	if (kg_unlikely(*(volatile __u32 *)&w->slot->proc == KG_PROC_NONE))
+	if (kg_unlikely(proc_lost(w)))
 		w = lost_proc(w);
 	return w;
+}
+
+/*
+ * Entry from a coroutine that may hold a channel's or sync object's lock
+ * (a wake-up, a park whose commit releases the lock): it must not be
+ * queued while holding it. A lost proc is only forgotten: a wake-up goes
+ * to the global queue, a park switches to g0, which finds a proc or parks
+ * the worker as a spare once the commit has released the lock.
+ */
+static inline struct kg_worker *sched_enter_locked(struct kg_worker *w)
+{
+	sched_enter(w);
+	if (kg_unlikely(proc_lost(w)))
+		forget_proc(w);
+	return w;
+}
+
+void kg_sched_lost(struct kg_worker *w)
+{
+	*(volatile __u32 *)&w->slot->proc = KG_PROC_NONE;
+	w = sched_enter_co(w);
+	sched_leave(w);
 }
 
 /*
@@ -778,7 +848,7 @@ void kg_wake(struct kg_co *co)
 			kg_ready(w, co, true);
 			return;
 		}
-		w = sched_enter_co(w);
+		w = sched_enter_locked(w);
 		kg_ready(w, co, true);
 		sched_leave(w);
 		return;
@@ -831,14 +901,14 @@ static struct kg_worker *park(struct kg_worker *w, kg_after_fn commit,
 			      memory_order_relaxed);
 	w->after = commit;
 	w->after_arg = arg;
-	if (!rt_done(w->rt))
+	if (w->proc && !rt_done(w->rt))
 		next = find_local(w);
 	return switch_to(w, next ? next : &w->g0);
 }
 
 void kg_sched_park(kg_after_fn commit, void *arg)
 {
-	struct kg_worker *w = sched_enter_co(kg_worker_self());
+	struct kg_worker *w = sched_enter_locked(kg_worker_self());
 
 	w = park(w, commit, arg);
 	sched_leave(w);
@@ -1044,12 +1114,121 @@ static bool any_work(struct kg_rt *rt)
 {
 	uint32_t i;
 
-	if (kg_load_relaxed(&rt->gq.n))
+	if (kg_load_relaxed(GQ_LEN(rt)))
 		return true;
 	for (i = 0; i < rt->nprocs; i++)
 		if (!runq_empty(&rt->procs[i]))
 			return true;
 	return false;
+}
+
+/* ------------------------------------------------------------------ */
+/* The standby spare (event backends)                                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * With the bpf backend the kernel side detaches a blocked worker's proc
+ * and leaves a record in a ring buffer; it cannot start a thread. So one
+ * parked worker, the standby, waits on the ring (epoll) instead of its
+ * futex, and another parked worker is kept in reserve, so that when the
+ * standby takes a proc, its replacement is a futex wake away rather than
+ * a thread creation. The role is a pointer claimed by CAS; any worker
+ * that parks while it is vacant takes it.
+ */
+static bool standby_claim(struct kg_worker *w)
+{
+	struct kg_rt *rt = w->rt;
+	struct kg_worker *expect = NULL, *iw;
+
+	if (rt->backend != KG_BACKEND_BPF ||
+	    !atomic_compare_exchange_strong(&rt->standby, &expect, w))
+		return false;
+	/* keep one more parked worker in reserve (off the critical path) */
+	pthread_mutex_lock(&rt->lock);
+	for (iw = rt->idle_workers; iw && iw == w; iw = iw->idle_next)
+		;
+	if (!iw && !rt_done(rt) && !__new_worker(rt, NULL, false))
+		kg_debug("cannot start a reserve spare worker");
+	pthread_mutex_unlock(&rt->lock);
+	return true;
+}
+
+/* w leaves the role (it is off the idle list): wake a parked one to take it. */
+static void standby_vacate(struct kg_worker *w)
+{
+	struct kg_rt *rt = w->rt;
+	struct kg_worker *expect = w;
+
+	atomic_compare_exchange_strong(&rt->standby, &expect, NULL);
+	if (rt_done(rt))
+		return;
+	pthread_mutex_lock(&rt->lock);
+	if (rt->idle_workers)
+		kg_kick_watcher(rt->idle_workers);
+	else if (!__new_worker(rt, NULL, false))
+		kg_debug("cannot start a standby spare worker");
+	pthread_mutex_unlock(&rt->lock);
+}
+
+/*
+ * The standby w (parked, on the idle list) takes the pending handoff
+ * records: the first detached proc for itself, unless it was popped
+ * meanwhile (a handoff to it is under way), the others for parked or new
+ * workers. Returns true if w now holds a proc.
+ */
+static bool standby_take(struct kg_worker *w)
+{
+	struct kg_handoff_event ev[16];
+	struct kg_rt *rt = w->rt;
+	struct kg_proc *mine = NULL;
+	uint64_t now;
+	int n, i;
+
+	n = kg_bpf_events(ev, 16);
+	if (n <= 0)
+		return false;
+	now = kg_now_ns();
+	for (i = 0; i < n; i++) {
+		struct kg_worker *bw;
+		struct kg_proc *p;
+		uint64_t lat;
+
+		if (ev[i].proc >= rt->nprocs ||
+		    ev[i].worker >= atomic_load(&rt->nworkers) ||
+		    !(bw = rt->workers[ev[i].worker])) {
+			kg_debug("bad handoff record: proc %u worker %u",
+				 ev[i].proc, ev[i].worker);
+			continue;
+		}
+		p = &rt->procs[ev[i].proc];
+		atomic_fetch_add(&bw->lost_seen, 1);
+		atomic_fetch_add_explicit(&rt->handoffs, 1,
+					  memory_order_relaxed);
+		lat = now > ev[i].ts_ns ? now - ev[i].ts_ns : 0;
+		atomic_fetch_add_explicit(&rt->hlat_sum, lat,
+					  memory_order_relaxed);
+		if (lat > atomic_load_explicit(&rt->hlat_max,
+					       memory_order_relaxed))
+			atomic_store_explicit(&rt->hlat_max, lat,
+					      memory_order_relaxed);
+		pthread_mutex_lock(&rt->lock);
+		if (!mine && !rt_done(rt) && __widle_remove(rt, w))
+			mine = p;
+		else
+			__startm(rt, p, false);
+		pthread_mutex_unlock(&rt->lock);
+	}
+	if (!mine)
+		return false;
+	acquire_proc(w, mine);
+	return true;
+}
+
+void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p)
+{
+	pthread_mutex_lock(&rt->lock);
+	__startm(rt, p, false);
+	pthread_mutex_unlock(&rt->lock);
 }
 
 /*
@@ -1062,7 +1241,7 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 	struct kg_worker *expect = NULL;
 	uint32_t expect_state;
 	uint64_t deadline;
-	bool watcher = false;
+	bool watcher = false, standby = false;
 
 	pthread_mutex_lock(&rt->lock);
 	if (rt_done(rt)) {
@@ -1087,10 +1266,15 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 		deadline = until;
 	atomic_fetch_add_explicit(&rt->parks, 1, memory_order_relaxed);
 	for (;;) {
-		uint32_t state = atomic_load_explicit(&w->wake,
-						      memory_order_acquire);
+		uint32_t state;
 
+		/* claim before reading wake: see wake_parked */
+		if (!standby)
+			standby = standby_claim(w);
+		state = atomic_load(&w->wake);
 		if (state == KG_WAKE_HANDOFF)
+			break;
+		if (standby && standby_take(w))
 			break;
 		if (state == KG_WAKE_KICK) {
 			expect_state = KG_WAKE_KICK;
@@ -1130,8 +1314,13 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 			}
 			continue;
 		}
-		kg_futex_wait(&w->wake, KG_WAKE_PARKED, deadline);
+		if (standby)
+			kg_bpf_wait(deadline);
+		else
+			kg_futex_wait(&w->wake, KG_WAKE_PARKED, deadline);
 	}
+	if (standby)
+		standby_vacate(w);
 	if (watcher) {
 		atomic_store(&rt->timer_watch_until, UINT64_MAX);
 		expect = w;
@@ -1157,9 +1346,25 @@ static void park_worker(struct kg_worker *w, uint64_t until)
  * that has used kgreen objects is alive (it could wake a coroutine).
  * A worker blocked in a system call holds its proc, so it counts as busy.
  */
+/* Some worker runs a coroutine without its proc (taken while it blocked). */
+static bool workers_out(struct kg_rt *rt)
+{
+	uint32_t i, n = atomic_load(&rt->nworkers);
+
+	for (i = 0; i < n; i++) {
+		struct kg_worker *w = rt->workers[i];
+
+		if (w && atomic_load(&w->lost_seen) >
+				 atomic_load(&w->lost_handled))
+			return true;
+	}
+	return false;
+}
+
 static bool deadlock_suspect(struct kg_rt *rt)
 {
 	return atomic_load(&rt->npidle) == rt->nprocs && !any_work(rt) &&
+	       !workers_out(rt) &&
 	       kg_timers_next_all(rt) == UINT64_MAX &&
 	       atomic_load(&kg_foreign_threads) == 0 && kg_live(rt) > 0;
 }
@@ -1386,6 +1591,26 @@ static void g0_init(struct kg_worker *w)
 #endif
 }
 
+/* Tell the backend which thread w is (the kernel side looks workers up). */
+static void worker_register(struct kg_worker *w)
+{
+	if (w->rt->backend != KG_BACKEND_BPF)
+		return;
+	w->tid = (uint32_t)gettid();
+	if (kg_bpf_worker_add(w->tid, w->index)) {
+		kg_debug("worker %u: cannot register with the BPF backend; "
+			 "its blocks will not hand off", w->index);
+		w->tid = 0;
+	}
+}
+
+static void worker_unregister(struct kg_worker *w)
+{
+	if (w->tid)
+		kg_bpf_worker_del(w->tid, w->index);
+	w->tid = 0;
+}
+
 static void *worker_thread(void *arg)
 {
 	struct kg_worker *w = arg;
@@ -1393,6 +1618,7 @@ static void *worker_thread(void *arg)
 	tls_worker = w;
 	g0_init(w);
 	kg_altstack_setup(w);
+	worker_register(w);
 	pthread_mutex_lock(&w->rt->lock);	/* pairs with __startm */
 	pthread_mutex_unlock(&w->rt->lock);
 	if (w->nextp) {
@@ -1400,6 +1626,7 @@ static void *worker_thread(void *arg)
 		w->nextp = NULL;
 	}
 	worker_loop(w);
+	worker_unregister(w);
 	kg_altstack_teardown(w);
 	tls_worker = NULL;
 	atomic_store(&w->exited, 1);
@@ -1480,15 +1707,66 @@ static int config(struct kg_rt *rt, const struct kg_config *cfg)
 
 	if (!backend)
 		backend = getenv("KGREEN_BACKEND");
-	if (backend && *backend && strcmp(backend, "auto") != 0) {
-		if (strcmp(backend, "kmod") && strcmp(backend, "bpf") &&
-		    strcmp(backend, "sysmon"))
-			return -EINVAL;
-		fprintf(stderr,
-			"kgreen: backend '%s' is not available in this build\n",
-			backend);
+	if (!backend || !*backend || !strcmp(backend, "auto"))
+		rt->backend = KG_BACKEND_NONE;	/* auto: decided in rt_init */
+	else if (!strcmp(backend, "sysmon"))
+		rt->backend = KG_BACKEND_SYSMON;
+	else if (!strcmp(backend, "bpf"))
+		rt->backend = KG_BACKEND_BPF;
+	else if (!strcmp(backend, "kmod"))
+		rt->backend = KG_BACKEND_KMOD;
+	else
+		return -EINVAL;
+	return 0;
+}
+
+static const char *const backend_names[] = {
+	[KG_BACKEND_NONE] = "none",
+	[KG_BACKEND_SYSMON] = "sysmon",
+	[KG_BACKEND_BPF] = "bpf",
+	[KG_BACKEND_KMOD] = "kmod",
+};
+
+/*
+ * Pick the backend (rt->backend: the one asked for, NONE for auto) and set
+ * up the shared state. auto: bpf if it loads, else sysmon, saying why on
+ * stderr (once per process and reason). A backend asked for by name that
+ * cannot serve fails with -ENODEV and the reason.
+ */
+static int backend_init(struct kg_rt *rt)
+{
+	static char last_why[200];
+	char why[200];
+	bool want_auto = rt->backend == KG_BACKEND_NONE;
+	int err;
+
+	if (rt->backend == KG_BACKEND_KMOD) {
+		fprintf(stderr, "kgreen: backend kmod is not available: this "
+			"libkgreen has no kernel module backend\n");
 		return -ENODEV;
 	}
+	if (want_auto || rt->backend == KG_BACKEND_BPF) {
+		err = kg_bpf_open(&rt->shared, why, sizeof(why));
+		if (!err) {
+			rt->backend = KG_BACKEND_BPF;
+			return 0;
+		}
+		if (!want_auto) {
+			fprintf(stderr, "kgreen: backend bpf is not available: "
+				"%s\n", why);
+			return -ENODEV;
+		}
+		if (strcmp(why, last_why)) {
+			snprintf(last_why, sizeof(last_why), "%s", why);
+			fprintf(stderr, "kgreen: BPF backend unavailable (%s); "
+				"using sysmon\n", why);
+		}
+	}
+	rt->backend = KG_BACKEND_SYSMON;
+	rt->shared = aligned_alloc(KG_CACHELINE, sizeof(*rt->shared));
+	if (!rt->shared)
+		return -ENOMEM;
+	rt->shared_owned = true;
 	return 0;
 }
 
@@ -1508,8 +1786,8 @@ static void rt_free(struct kg_rt *rt)
 		free(rt->workers[i]);
 	free(rt->gq.v);
 	free(rt->procs);
-	free(rt->wslots);
-	free(rt->pslots);
+	if (rt->shared_owned)
+		free(rt->shared);
 	pthread_mutex_destroy(&rt->lock);
 	free(rt);
 }
@@ -1529,21 +1807,30 @@ static int rt_init(struct kg_rt *rt)
 {
 	uint32_t i;
 
+	int err = backend_init(rt);
+
+	if (err)
+		return err;
+	/* no worker of ours is registered: the kernel side ignores it all */
+	memset(rt->shared, 0, sizeof(*rt->shared));
+	rt->shared->hdr.version = KG_ABI_VERSION;
+	rt->shared->hdr.nprocs = rt->nprocs;
+	for (i = 0; i < KG_MAX_WORKERS; i++)
+		rt->shared->workers[i].proc = KG_PROC_NONE;
 	rt->procs = aligned_alloc(KG_CACHELINE,
 				  sizeof(struct kg_proc) * rt->nprocs);
-	rt->wslots = calloc(KG_MAX_WORKERS, sizeof(*rt->wslots));
-	rt->pslots = calloc(rt->nprocs, sizeof(*rt->pslots));
-	if (!rt->procs || !rt->wslots || !rt->pslots)
+	if (!rt->procs)
 		return -ENOMEM;
 	memset(rt->procs, 0, sizeof(struct kg_proc) * rt->nprocs);
 	for (i = 0; i < rt->nprocs; i++) {
 		struct kg_proc *p = &rt->procs[i];
 
 		p->index = i;
-		p->slot = &rt->pslots[i];
+		p->slot = &rt->shared->procs[i];
 		p->slot->owner = KG_OWNER_DETACHED;
 		if (kg_timers_init(&p->timers))
 			return -ENOMEM;
+		p->timers.hint = &p->slot->timers;
 	}
 	return kg_stacks_init(rt);
 }
@@ -1607,7 +1894,7 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 		return err;
 	}
 	kg_debug("runtime starting: %u procs, backend %s, stack guards %s",
-		 rt->nprocs, "none",
+		 rt->nprocs, backend_names[rt->backend],
 		 rt->guard_mode == KG_GUARD_MADVISE ? "madvise" :
 		 rt->guard_mode == KG_GUARD_MPROTECT ? "mprotect" : "canary");
 
@@ -1615,6 +1902,9 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	tls_worker = w;
 	g0_init(w);
 	kg_altstack_setup(w);
+	worker_register(w);
+	if (rt->backend == KG_BACKEND_SYSMON && (err = kg_sysmon_start(rt)))
+		goto out;
 	for (i = rt->nprocs; i-- > 1;)
 		__pidle_put(rt, &rt->procs[i]);
 	acquire_proc(w, &rt->procs[0]);
@@ -1636,12 +1926,21 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	runq_put(rt, w->proc, co, false);
 	atomic_store_explicit(&cur_rt, rt, memory_order_release);
 
+	if (rt->backend == KG_BACKEND_BPF) {
+		/* the standby: a parked worker for the kernel side to wake */
+		pthread_mutex_lock(&rt->lock);
+		if (!__new_worker(rt, NULL, false))
+			kg_debug("cannot start the standby spare worker");
+		pthread_mutex_unlock(&rt->lock);
+	}
 	worker_loop(w);
 	if (rt->deadlock)
 		err = -EDEADLK;
 
 out:
 	atomic_store_explicit(&cur_rt, NULL, memory_order_release);
+	kg_sysmon_stop(rt);
+	worker_unregister(w);
 	kg_altstack_teardown(w);
 	tls_worker = NULL;
 	if (rt->debug && kg_live(rt))
@@ -1661,7 +1960,9 @@ out:
 
 const char *kg_backend_name(void)
 {
-	return "none";
+	struct kg_rt *rt = kg_rt_current();
+
+	return rt ? backend_names[rt->backend] : "none";
 }
 
 int kg_stats(struct kg_stats *out)
@@ -1691,6 +1992,11 @@ int kg_stats(struct kg_stats *out)
 			out->switches += kg_load_relaxed(&rt->workers[i]->switches);
 	out->parks = atomic_load(&rt->parks);
 	out->handoffs = atomic_load(&rt->handoffs);
+	out->handoff_ns_sum = atomic_load(&rt->hlat_sum);
+	out->handoff_ns_max = atomic_load(&rt->hlat_max);
+	for (i = 0; i < KG_MAX_WORKERS; i++)
+		out->blocks += __atomic_load_n(&rt->shared->workers[i].blocks,
+					       __ATOMIC_RELAXED);
 	out->stack_bytes = kg_stack_bytes(rt);
 	return 0;
 }

@@ -32,6 +32,7 @@ int kg_timers_init(struct kg_timer_heap *h)
 		return -ENOMEM;
 	h->v = NULL;
 	h->n = h->cap = 0;
+	h->hint = NULL;
 	atomic_store(&h->next, UINT64_MAX);
 	return 0;
 }
@@ -86,6 +87,10 @@ static void sift_down(struct kg_timer_heap *h, uint32_t i)
 static void publish_next(struct kg_timer_heap *h)
 {
 	atomic_store(&h->next, h->n ? h->v[0]->when : UINT64_MAX);
+	/* the kernel side reads it at a blocking switch; relaxed suffices:
+	 * a stale value only costs one needless (or late) handoff */
+	if (h->hint)
+		__atomic_store_n(h->hint, h->n, __ATOMIC_RELAXED);
 }
 
 /* Grow the heap so one more timer fits; caller holds h->lock. */

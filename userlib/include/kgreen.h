@@ -111,6 +111,20 @@ KG_API int kg_sleep(uint64_t ns);
 /* kg_now_ns - CLOCK_MONOTONIC in nanoseconds; the runtime's clock. */
 KG_API uint64_t kg_now_ns(void);
 
+/*
+ * kg_blocking_begin / kg_blocking_end - bracket a call that may block in
+ * the kernel (read on a pipe, fsync, a lock held by a plain thread...).
+ * Only the sysmon backend needs them: its monitor thread hands the proc of
+ * a coroutine that stays inside such a region for more than 20 us to
+ * another worker, so the coroutines queued behind it run meanwhile. The
+ * bpf and kmod backends see every block in the kernel, annotated or not,
+ * and make these no-ops. Outside a coroutine they do nothing. Between the
+ * two calls, call nothing of kgreen's; regions do not nest (the inner end
+ * ends the region).
+ */
+KG_API void kg_blocking_begin(void);
+KG_API void kg_blocking_end(void);
+
 /* kg_backend_name - "sysmon", "bpf" or "kmod" while running; "none" otherwise. */
 KG_API const char *kg_backend_name(void);
 
@@ -135,7 +149,12 @@ struct kg_stats {
 	uint64_t parks;		/* times an idle worker parked on its futex */
 	uint64_t handoffs;	/* procs taken from blocked workers */
 	uint64_t stack_bytes;	/* virtual bytes reserved for stacks */
-	uint64_t __reserved[8];
+	/* bpf/kmod: blocking switches of workers the kernel side saw */
+	uint64_t blocks;
+	/* bpf/kmod: from the kernel's detach to a spare holding the proc */
+	uint64_t handoff_ns_sum;	/* divide by handoffs for the mean */
+	uint64_t handoff_ns_max;
+	uint64_t __reserved[5];
 };
 
 /*

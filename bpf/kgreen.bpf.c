@@ -1,0 +1,279 @@
+// SPDX-License-Identifier: Dual BSD/GPL
+/*
+ * kgreen.bpf.c - the BPF backend's kernel side of the handoff protocol
+ * (Documentation/architecture.md, "The handoff protocol").
+ *
+ * At the blocking context switch of a registered worker thread (a
+ * sched_switch whose previous task is not TASK_RUNNING and was not
+ * preempted), on that worker's own CPU: if the worker is not in scheduler
+ * code, holds a proc, and the proc has work queued, detach the proc with a
+ * compare-and-swap on the shared state (the mmapable array map kg_shared)
+ * and tell userspace through the ring buffer kg_events, where the standby
+ * spare waits.
+ *
+ * Cost for other tasks: every program first compares the task's tgid with
+ * the one kgreen process it serves (a constant set at load time), so a
+ * task of another process pays one load and one compare per switch or
+ * system call. Worker lookup is O(1): the worker index is cached in task
+ * local storage, revalidated against kg_gen (bumped by userspace whenever
+ * the set of workers changes) from the small hash kg_tids.
+ */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+
+#include "uapi/kgreen.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* The process served; set by userspace before loading. */
+const volatile __u32 kg_tgid = 0;
+/*
+ * Generation of kg_tids, bumped by userspace (through the mmapped .data)
+ * after every insert or delete. Starts at 1, so that fresh task storage
+ * (zeroed) is never taken as up to date.
+ */
+__u32 kg_gen = 1;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__uint(map_flags, BPF_F_MMAPABLE);
+	__type(key, __u32);
+	__type(value, struct kg_shared);
+} kg_shared SEC(".maps");
+
+/* thread id -> worker index, maintained by userspace */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KG_MAX_WORKERS);
+	__type(key, __u32);
+	__type(value, __u32);
+} kg_tids SEC(".maps");
+
+struct kg_task_info {
+	__u32 worker;		/* worker index, or KG_PROC_NONE: not one */
+	__u32 gen;		/* kg_gen when worker was looked up */
+	__u64 sys_start;	/* ns at sys_enter, 0 outside a syscall */
+	__s64 sys_nr;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, struct kg_task_info);
+} kg_task SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, KG_MAX_WORKERS);
+	__type(key, __u32);
+	__type(value, struct kg_worker_stats);
+} kg_wstats SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 512);
+	__type(key, __u32);
+	__type(value, struct kg_syslat);
+} kg_syslat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 256 * 1024);
+} kg_events SEC(".maps");
+
+#define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
+#define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+
+/*
+ * The worker index of t, or KG_PROC_NONE. Only tasks of kg_tgid get here.
+ * The storage is created at the task's first system call (never here:
+ * sched_switch runs under the runqueue lock, where nothing may allocate).
+ * kg_gen is read before kg_tids, so a lookup that raced with an update is
+ * cached under the older generation and redone.
+ */
+static __always_inline __u32 worker_of(struct task_struct *t)
+{
+	struct kg_task_info *ti = bpf_task_storage_get(&kg_task, t, 0, 0);
+	__u32 gen, tid, *w;
+
+	if (!ti)
+		return KG_PROC_NONE;
+	gen = READ_ONCE(kg_gen);
+	if (ti->gen != gen) {
+		tid = t->pid;
+		w = bpf_map_lookup_elem(&kg_tids, &tid);
+		ti->worker = w ? *w : KG_PROC_NONE;
+		ti->gen = gen;
+	}
+	return ti->worker;
+}
+
+/* prev, a worker, leaves its CPU to sleep: detach its proc if that pays. */
+static __always_inline void on_block(struct task_struct *prev, __u64 now)
+{
+	__u32 zero = 0, wi = worker_of(prev), p;
+	struct kg_handoff_event *ev;
+	struct kg_worker_stats *st;
+	struct kg_worker_slot *ws;
+	struct kg_proc_slot *ps;
+	struct kg_shared *sh;
+
+	if (wi >= KG_MAX_WORKERS)
+		return;
+	sh = bpf_map_lookup_elem(&kg_shared, &zero);
+	if (!sh)
+		return;
+	ws = &sh->workers[wi];
+	/* single writer: only this worker's own switches write these */
+	WRITE_ONCE(ws->state, KG_WORKER_BLOCKED);
+	WRITE_ONCE(ws->blocked_at_ns, now);
+	WRITE_ONCE(ws->blocks, ws->blocks + 1);
+	st = bpf_map_lookup_elem(&kg_wstats, &wi);
+	if (st)
+		__sync_fetch_and_add(&st->blocks, 1);
+
+	/*
+	 * The worker wrote in_sched and proc itself, on this CPU, before
+	 * this switch: program order makes them current here.
+	 */
+	if (READ_ONCE(ws->in_sched))
+		return;
+	p = READ_ONCE(ws->proc);
+	if (p >= KG_MAX_PROCS)
+		return;
+	ps = &sh->procs[p];
+	if (!kg_proc_has_work(sh, ps)) {
+		if (st)
+			__sync_fetch_and_add(&st->idle_blocks, 1);
+		return;
+	}
+	/* reserve first: never detach a proc nobody would hear about */
+	ev = bpf_ringbuf_reserve(&kg_events, sizeof(*ev), 0);
+	if (!ev)
+		return;
+	/* full barrier; pairs with userspace's CAS in acquire/release */
+	if (__sync_val_compare_and_swap(&ps->owner, wi, KG_OWNER_DETACHED) !=
+	    wi) {
+		bpf_ringbuf_discard(ev, 0);
+		return;
+	}
+	WRITE_ONCE(ws->proc, KG_PROC_NONE);
+	ev->proc = p;
+	ev->worker = wi;
+	ev->ts_ns = now;
+	/* the standby sleeps in epoll: wake it now, not at the next batch */
+	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
+	if (st)
+		__sync_fetch_and_add(&st->handoffs, 1);
+}
+
+/* next, maybe a worker, gets a CPU: end its block, if it was one. */
+static __always_inline void on_run(struct task_struct *next, __u64 now)
+{
+	__u32 zero = 0, wi = worker_of(next);
+	struct kg_worker_stats *st;
+	struct kg_worker_slot *ws;
+	struct kg_shared *sh;
+
+	if (wi >= KG_MAX_WORKERS)
+		return;
+	sh = bpf_map_lookup_elem(&kg_shared, &zero);
+	if (!sh)
+		return;
+	ws = &sh->workers[wi];
+	if (READ_ONCE(ws->state) != KG_WORKER_BLOCKED)
+		return;
+	WRITE_ONCE(ws->state, KG_WORKER_RUNNING);
+	st = bpf_map_lookup_elem(&kg_wstats, &wi);
+	if (st)
+		__sync_fetch_and_add(&st->blocked_ns,
+				     now - READ_ONCE(ws->blocked_at_ns));
+}
+
+SEC("tp_btf/sched_switch")
+int BPF_PROG(kg_sched_switch, bool preempt, struct task_struct *prev,
+	     struct task_struct *next, unsigned int prev_state)
+{
+	__u32 tgid = kg_tgid;
+	bool block = prev->tgid == tgid && !preempt && prev_state != 0;
+	bool run = next->tgid == tgid;
+	__u64 now;
+
+	if (!block && !run)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (block)
+		on_block(prev, now);
+	if (run)
+		on_run(next, now);
+	return 0;
+}
+
+SEC("tp_btf/sys_enter")
+int BPF_PROG(kg_sys_enter, struct pt_regs *regs, long id)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct kg_task_info *ti;
+
+	if (t->tgid != kg_tgid)
+		return 0;
+	ti = bpf_task_storage_get(&kg_task, t, 0,
+				  BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (!ti)
+		return 0;
+	ti->sys_nr = id;
+	ti->sys_start = bpf_ktime_get_ns();
+	return 0;
+}
+
+static __always_inline __u32 log2_u64(__u64 v)
+{
+	__u32 r = 0;
+
+	if (v >> 32) { v >>= 32; r += 32; }
+	if (v >> 16) { v >>= 16; r += 16; }
+	if (v >> 8) { v >>= 8; r += 8; }
+	if (v >> 4) { v >>= 4; r += 4; }
+	if (v >> 2) { v >>= 2; r += 2; }
+	if (v >> 1) r += 1;
+	return r;
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(kg_sys_exit, struct pt_regs *regs, long ret)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct kg_syslat *h, zero = {};
+	struct kg_task_info *ti;
+	__u64 d, slot;
+	__u32 nr;
+
+	if (t->tgid != kg_tgid)
+		return 0;
+	ti = bpf_task_storage_get(&kg_task, t, 0, 0);
+	if (!ti || !ti->sys_start || ti->sys_nr < 0)
+		return 0;
+	d = bpf_ktime_get_ns() - ti->sys_start;
+	nr = (__u32)ti->sys_nr;
+	ti->sys_start = 0;
+	h = bpf_map_lookup_elem(&kg_syslat, &nr);
+	if (!h) {
+		bpf_map_update_elem(&kg_syslat, &nr, &zero, BPF_NOEXIST);
+		h = bpf_map_lookup_elem(&kg_syslat, &nr);
+		if (!h)
+			return 0;
+	}
+	slot = log2_u64(d);
+	if (slot >= KG_SYSLAT_SLOTS)
+		slot = KG_SYSLAT_SLOTS - 1;
+	__sync_fetch_and_add(&h->count, 1);
+	__sync_fetch_and_add(&h->total_ns, d);
+	__sync_fetch_and_add(&h->log2_ns[slot], 1);
+	/* a racy maximum is good enough for a histogram */
+	if (d > READ_ONCE(h->max_ns))
+		WRITE_ONCE(h->max_ns, d);
+	return 0;
+}

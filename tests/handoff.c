@@ -1,0 +1,514 @@
+// SPDX-License-Identifier: MIT
+/*
+ * handoff.c - a worker that blocks in the kernel loses its proc to another
+ * worker, so that the coroutines queued behind it run meanwhile.
+ *
+ * With 1 proc, coroutine A blocks in a plain system call or library call
+ * while coroutine B waits in the same run queue. The bpf backend sees the
+ * block in the kernel; sysmon sees it only when A marks the call with
+ * kg_blocking_begin/end, and otherwise B waits for A (that difference is
+ * what the kernel backends are for, and is tested too).
+ */
+#include "harness.h"
+#include "kg_test.h"
+
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <time.h>
+
+#define MS 1000000ull
+#define RELEASE_AFTER (200 * MS)
+
+enum mode { BPF, SYSMON_MARKED, SYSMON_PLAIN };
+enum kind { K_READ, K_NANOSLEEP, K_FSYNC, K_MUTEX, K_FUTEX };
+
+static const char *const mode_backend[] = { "bpf", "sysmon", "sysmon" };
+
+/* Run fn under backend with procs procs; -ENODEV if it cannot serve. */
+static int run_backend(void (*fn)(void *), void *arg, unsigned int procs,
+		       const char *backend)
+{
+	struct kg_config cfg = { .procs = procs, .backend = backend };
+
+	return kg_run(fn, arg, &cfg);
+}
+
+static void nothing(void *p)
+{
+	(void)p;
+}
+
+/* SKIP (with the runtime's reason on stderr) when bpf cannot load here. */
+#define NEED_BPF()                                                            \
+	do {                                                                  \
+		if (run_backend(nothing, NULL, 1, "bpf") == -ENODEV)          \
+			SKIP(return, "the bpf backend cannot load here "      \
+				     "(reason above)");                        \
+	} while (0)
+
+/* ------------------------------------------------------------------ */
+/* One blocking call, B queued behind it                               */
+/* ------------------------------------------------------------------ */
+
+struct scen {
+	enum mode mode;
+	enum kind kind;
+	int pipefd[2];
+	int filefd;
+	pthread_mutex_t mutex;
+	_Atomic uint32_t futex_word;
+	_Atomic int locked;		/* the releaser holds the mutex */
+	_Atomic uint64_t a_start, a_end, b_ran;
+	kg_wg_t wg;
+};
+
+static void *releaser(void *p)
+{
+	struct scen *s = p;
+	struct timespec ts = { 0, 1000000 };
+
+	if (s->kind == K_MUTEX) {
+		pthread_mutex_lock(&s->mutex);
+		atomic_store(&s->locked, 1);
+	}
+	while (!atomic_load(&s->a_start))
+		nanosleep(&ts, NULL);
+	ts.tv_nsec = (long)RELEASE_AFTER;
+	nanosleep(&ts, NULL);
+	switch (s->kind) {
+	case K_READ:
+		if (write(s->pipefd[1], "x", 1) != 1)
+			abort();
+		break;
+	case K_MUTEX:
+		pthread_mutex_unlock(&s->mutex);
+		break;
+	case K_FUTEX:
+		atomic_store(&s->futex_word, 1);
+		syscall(SYS_futex, &s->futex_word, FUTEX_WAKE_PRIVATE, 1, NULL,
+			NULL, 0);
+		break;
+	default:
+		break;
+	}
+	return NULL;
+}
+
+static void co_a(void *p)
+{
+	struct scen *s = p;
+	struct timespec ts = { 0, (long)RELEASE_AFTER };
+	char c;
+
+	atomic_store(&s->a_start, kg_now_ns());
+	if (s->mode == SYSMON_MARKED)
+		kg_blocking_begin();
+	switch (s->kind) {
+	case K_READ:
+		CO_CHECK(syscall(SYS_read, s->pipefd[0], &c, 1) == 1, "read");
+		break;
+	case K_NANOSLEEP:
+		syscall(SYS_nanosleep, &ts, NULL);
+		break;
+	case K_FSYNC:
+		CO_CHECK(fsync(s->filefd) == 0, "fsync");
+		break;
+	case K_MUTEX:
+		pthread_mutex_lock(&s->mutex);
+		pthread_mutex_unlock(&s->mutex);
+		break;
+	case K_FUTEX:
+		while (!atomic_load(&s->futex_word))
+			syscall(SYS_futex, &s->futex_word, FUTEX_WAIT_PRIVATE,
+				0, NULL, NULL, 0);
+		break;
+	}
+	if (s->mode == SYSMON_MARKED)
+		kg_blocking_end();
+	atomic_store(&s->a_end, kg_now_ns());
+	kg_wg_done(&s->wg);
+}
+
+static void co_b(void *p)
+{
+	struct scen *s = p;
+
+	atomic_store(&s->b_ran, kg_now_ns());
+	kg_wg_done(&s->wg);
+}
+
+static void scen_main(void *p)
+{
+	struct scen *s = p;
+	pthread_t t;
+
+	CO_CHECK(pthread_create(&t, NULL, releaser, s) == 0, "thread");
+	while (s->kind == K_MUTEX && !atomic_load(&s->locked))
+		kg_sleep(MS);
+	kg_wg_add(&s->wg, 2);
+	/* B first: A goes to runnext and runs first, B waits behind it */
+	kg_go(co_b, s);
+	kg_go(co_a, s);
+	kg_wg_wait(&s->wg);
+	pthread_join(t, NULL);
+}
+
+/* Dirty a file so that fsync has to wait for the disk. */
+static int dirty_file(void)
+{
+	static char buf[1 << 20];
+	char path[] = "/var/tmp/kgreen-handoff-XXXXXX";
+	int fd = mkstemp(path), i;
+
+	if (fd < 0)
+		return -1;
+	unlink(path);
+	memset(buf, 'k', sizeof(buf));
+	for (i = 0; i < 32; i++)
+		if (write(fd, buf, sizeof(buf)) != (ssize_t)sizeof(buf))
+			return -1;
+	return fd;
+}
+
+FIXTURE(block) {
+	struct scen s;
+};
+
+FIXTURE_VARIANT(block) {
+	enum kind kind;
+};
+
+FIXTURE_VARIANT_ADD(block, read) { .kind = K_READ };
+FIXTURE_VARIANT_ADD(block, nanosleep) { .kind = K_NANOSLEEP };
+FIXTURE_VARIANT_ADD(block, fsync) { .kind = K_FSYNC };
+FIXTURE_VARIANT_ADD(block, mutex) { .kind = K_MUTEX };
+FIXTURE_VARIANT_ADD(block, futex) { .kind = K_FUTEX };
+
+FIXTURE_SETUP(block)
+{
+	memset(&self->s, 0, sizeof(self->s));
+	self->s.kind = variant->kind;
+	pthread_mutex_init(&self->s.mutex, NULL);
+	ASSERT_EQ(0, pipe(self->s.pipefd));
+	self->s.filefd = -1;
+	if (variant->kind == K_FSYNC) {
+		self->s.filefd = dirty_file();
+		ASSERT_LE(0, self->s.filefd);
+	}
+}
+
+FIXTURE_TEARDOWN(block)
+{
+	close(self->s.pipefd[0]);
+	close(self->s.pipefd[1]);
+	if (self->s.filefd >= 0)
+		close(self->s.filefd);
+}
+
+/* Run the scenario; 1 if the verdict means something, 0 to skip. */
+static int run_scen(struct scen *s, enum mode mode, int *err)
+{
+	uint64_t blocked;
+
+	s->mode = mode;
+	*err = run_backend(scen_main, s, 1, mode_backend[mode]);
+	blocked = s->a_end - s->a_start;
+	TH_LOG("A blocked %.1f ms; B ran %+.3f ms after A began", blocked / 1e6,
+	       ((double)s->b_ran - (double)s->a_start) / 1e6);
+	/* fsync on a fast or caching device may not block at all */
+	return s->kind != K_FSYNC || blocked >= 5 * MS;
+}
+
+TEST_F(block, bpf_transparent)
+{
+	int err;
+
+	NEED_BPF();
+	if (!run_scen(&self->s, BPF, &err))
+		SKIP(return, "fsync did not block on this filesystem");
+	ASSERT_EQ(0, err);
+	ASSERT_EQ(0, co_failures());
+	ASSERT_NE(0ull, self->s.b_ran);
+	/* B ran while A was still blocked */
+	ASSERT_LT(self->s.b_ran, self->s.a_end);
+}
+
+TEST_F(block, sysmon_marked)
+{
+	int err;
+
+	if (!run_scen(&self->s, SYSMON_MARKED, &err))
+		SKIP(return, "fsync did not block on this filesystem");
+	ASSERT_EQ(0, err);
+	ASSERT_EQ(0, co_failures());
+	ASSERT_NE(0ull, self->s.b_ran);
+	ASSERT_LT(self->s.b_ran, self->s.a_end);
+}
+
+TEST_F(block, sysmon_unmarked_stalls)
+{
+	int err;
+
+	if (!run_scen(&self->s, SYSMON_PLAIN, &err))
+		SKIP(return, "fsync did not block on this filesystem");
+	ASSERT_EQ(0, err);
+	ASSERT_EQ(0, co_failures());
+	/* without kernel help nobody sees the block: B waits for A */
+	ASSERT_GE(self->s.b_ran, self->s.a_end);
+}
+
+/* ------------------------------------------------------------------ */
+/* Many coroutines, a third of them blocking                           */
+/* ------------------------------------------------------------------ */
+
+#define MANY 10000
+static kg_chan_t *many_ch;
+static _Atomic uint32_t many_futex;
+static uint64_t many_seed;
+
+static void many_co(void *p)
+{
+	uintptr_t id = (uintptr_t)p;
+	uint64_t r = many_seed ^ (id * 0x9E3779B97F4A7C15ull);
+	struct timespec ts;
+	uint32_t v = (uint32_t)id;
+
+	xorshift(&r);
+	if (xorshift(&r) % 3 == 0) {
+		switch (xorshift(&r) % 4) {
+		case 0:
+			ts.tv_sec = 0;
+			ts.tv_nsec = (long)(xorshift(&r) % 500000);
+			syscall(SYS_nanosleep, &ts, NULL);
+			break;
+		case 1:
+			poll(NULL, 0, 1);
+			break;
+		case 2:
+			ts.tv_sec = 0;
+			ts.tv_nsec = 300000;
+			syscall(SYS_futex, &many_futex, FUTEX_WAIT_PRIVATE, 0,
+				&ts, NULL, 0);
+			break;
+		default:
+			usleep(200);
+			break;
+		}
+	}
+	CO_CHECK(kg_chan_send(many_ch, &v) == 0, "send");
+}
+
+static void many_main(void *p)
+{
+	uint8_t *seen = calloc(MANY, 1);
+	long i, dup = 0, got = 0;
+	uint32_t v;
+
+	(void)p;
+	many_ch = kg_chan_make(sizeof(uint32_t), 64);
+	for (i = 0; i < MANY; i++)
+		CO_CHECK(kg_go(many_co, (void *)(uintptr_t)i) > 0, "go");
+	for (i = 0; i < MANY; i++) {
+		CO_CHECK(kg_chan_recv(many_ch, &v) == 0, "recv");
+		if (v >= MANY)
+			continue;
+		dup += seen[v]++ != 0;
+		got++;
+	}
+	CO_CHECK(got == MANY && dup == 0, "got %ld, duplicates %ld", got, dup);
+	kg_chan_free(many_ch);
+	free(seen);
+}
+
+TEST_TIMEOUT(many_block_bpf, 60)
+{
+	NEED_BPF();
+	many_seed = harness_seed();
+	ASSERT_EQ(0, run_backend(many_main, NULL, 2, "bpf"));
+	ASSERT_EQ(0, co_failures());
+}
+
+TEST_TIMEOUT(many_block_sysmon, 60)
+{
+	many_seed = harness_seed();
+	ASSERT_EQ(0, run_backend(many_main, NULL, 2, "sysmon"));
+	ASSERT_EQ(0, co_failures());
+}
+
+/* ------------------------------------------------------------------ */
+/* When not to hand off; the blocked worker's return; the standby      */
+/* ------------------------------------------------------------------ */
+
+static struct kg_stats stats_end;
+static kg_wg_t idle_wg;
+
+static void sleeper(void *p)
+{
+	struct timespec ts = { 0, 30 * MS };
+
+	(void)p;
+	syscall(SYS_nanosleep, &ts, NULL);
+	kg_wg_done(&idle_wg);
+}
+
+static void idle_main(void *p)
+{
+	(void)p;
+	kg_wg_add(&idle_wg, 1);
+	kg_go(sleeper, NULL);
+	kg_wg_wait(&idle_wg);	/* nothing queued while the sleeper blocks */
+	CO_CHECK(kg_stats(&stats_end) == 0, "stats");
+}
+
+TEST(no_handoff_when_nothing_queued)
+{
+	NEED_BPF();
+	ASSERT_EQ(0, run_backend(idle_main, NULL, 1, "bpf"));
+	ASSERT_EQ(0, co_failures());
+	ASSERT_LT(0ull, stats_end.blocks);
+	ASSERT_EQ(0ull, stats_end.handoffs);
+}
+
+struct rounds {
+	int pipefd[2];
+	_Atomic uint64_t a_start, b_ran;
+	uint64_t worst;
+	kg_chan_t *ping;
+	kg_wg_t wg;
+};
+
+static void *round_writer(void *p)
+{
+	struct rounds *r = p;
+	struct timespec ts = { 0, 50 * MS };
+
+	nanosleep(&ts, NULL);
+	if (write(r->pipefd[1], "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+static void child_co(void *p)
+{
+	kg_wg_t *wg = p;
+
+	kg_yield();
+	kg_wg_done(wg);
+}
+
+/* A: blocks in read, then goes on using the runtime on its new proc. */
+static void round_a(void *p)
+{
+	struct rounds *r = p;
+	kg_wg_t wg = KG_WG_INIT;
+	int i, v = 0;
+	char c;
+
+	atomic_store(&r->a_start, kg_now_ns());
+	CO_CHECK(syscall(SYS_read, r->pipefd[0], &c, 1) == 1, "read");
+	for (i = 0; i < 100; i++)
+		kg_yield();
+	kg_wg_add(&wg, 10);
+	for (i = 0; i < 10; i++)
+		CO_CHECK(kg_go(child_co, &wg) > 0, "go");
+	CO_CHECK(kg_wg_wait(&wg) == 0, "wait");
+	CO_CHECK(kg_chan_send(r->ping, &v) == 0, "send");
+	CO_CHECK(kg_sleep(MS) == 0, "sleep");
+	kg_wg_done(&r->wg);
+}
+
+static void round_b(void *p)
+{
+	struct rounds *r = p;
+	int v;
+
+	atomic_store(&r->b_ran, kg_now_ns());
+	CO_CHECK(kg_chan_recv(r->ping, &v) == 0, "recv");
+	kg_wg_done(&r->wg);
+}
+
+static void rounds_main(void *p)
+{
+	struct rounds *r = p;
+	int round;
+
+	r->ping = kg_chan_make(sizeof(int), 0);
+	for (round = 0; round < 5; round++) {
+		pthread_t t;
+		uint64_t lat;
+
+		atomic_store(&r->b_ran, 0);
+		CO_CHECK(pthread_create(&t, NULL, round_writer, r) == 0, "thr");
+		kg_wg_add(&r->wg, 2);
+		kg_go(round_b, r);
+		kg_go(round_a, r);
+		kg_wg_wait(&r->wg);
+		pthread_join(t, NULL);
+		lat = atomic_load(&r->b_ran) - atomic_load(&r->a_start);
+		if (lat > r->worst)
+			r->worst = lat;
+	}
+	kg_chan_free(r->ping);
+	CO_CHECK(kg_stats(&stats_end) == 0, "stats");
+}
+
+/* Five handoffs in a row: each needs a standby, so each was replaced. */
+TEST(blocked_worker_returns_and_standby_is_replaced)
+{
+	struct rounds r = { .wg = KG_WG_INIT };
+
+	NEED_BPF();
+	ASSERT_EQ(0, pipe(r.pipefd));
+	ASSERT_EQ(0, run_backend(rounds_main, &r, 1, "bpf"));
+	ASSERT_EQ(0, co_failures());
+	TH_LOG("worst time for B to run after A blocked: %.3f ms",
+	       r.worst / 1e6);
+	ASSERT_LE(5ull, stats_end.handoffs);
+	/* well before the 50 ms the writer waits */
+	ASSERT_GT(40 * MS, r.worst);
+	close(r.pipefd[0]);
+	close(r.pipefd[1]);
+}
+
+/* ------------------------------------------------------------------ */
+/* Choosing the backend                                                */
+/* ------------------------------------------------------------------ */
+
+static char backend_seen[16];
+
+static void note_backend(void *p)
+{
+	(void)p;
+	snprintf(backend_seen, sizeof(backend_seen), "%s", kg_backend_name());
+}
+
+TEST(bpf_failure_falls_back_to_sysmon)
+{
+	char out[4096];
+	struct kg_config cfg = { .backend = "bpf" };
+
+	setenv("KGREEN_BPF_FAIL", "1", 1);
+	unsetenv("KGREEN_BACKEND");
+	ASSERT_EQ(0, run_kg_captured(note_backend, NULL, 1, out, sizeof(out),
+				     NULL));
+	ASSERT_STREQ("sysmon", backend_seen);
+	ASSERT_NE(NULL, strstr(out, "using sysmon"));
+	ASSERT_NE(NULL, strstr(out, "simulated load failure"));
+	/* asked for by name, it fails with the reason */
+	ASSERT_EQ(-ENODEV, kg_run(note_backend, NULL, &cfg));
+}
+
+TEST(backend_from_environment)
+{
+	setenv("KGREEN_BACKEND", "sysmon", 1);
+	ASSERT_EQ(0, kg_run(note_backend, NULL, NULL));
+	ASSERT_STREQ("sysmon", backend_seen);
+	setenv("KGREEN_BACKEND", "nonsense", 1);
+	ASSERT_EQ(-EINVAL, kg_run(note_backend, NULL, NULL));
+	unsetenv("KGREEN_BACKEND");
+}
+
+TEST_HARNESS_MAIN

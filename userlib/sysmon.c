@@ -1,0 +1,157 @@
+// SPDX-License-Identifier: MIT
+/*
+ * sysmon.c - the backend without kernel help: Go's sysmon.
+ *
+ * A coroutine marks a call that may block with kg_blocking_begin/end. A
+ * monitor thread wakes every 20 us while there is something to retake and
+ * backs off to 10 ms when there is not (doubling after 50 idle rounds, as
+ * Go's sysmon does); it retakes the proc of a worker that has stayed in a
+ * marked region for 20 us or more while the proc has work, and hands it to
+ * a parked or new worker. Unmarked blocking calls stall their proc: only
+ * the kernel backends see those.
+ *
+ * Why userspace may take the proc here, when the handoff protocol lets only
+ * the kernel side take one: inside a marked region the worker promises not
+ * to touch its proc, and leaving the region is a CAS on w->blk that either
+ * keeps the proc (IN -> NONE) or learns it is gone (RETAKEN). sysmon takes
+ * the proc only after its own CAS IN -> RETAKEN succeeded, so exactly one
+ * side decides.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+
+#include "internal.h"
+
+#define SYSMON_RETAKE_NS (20 * 1000ull)
+#define SYSMON_MIN_NS (20 * 1000ull)
+#define SYSMON_MAX_NS (10 * 1000 * 1000ull)
+#define SYSMON_IDLE_ROUNDS 50
+
+/* The calling coroutine's worker, when the sysmon backend serves it. */
+static struct kg_worker *sysmon_worker(void)
+{
+	struct kg_worker *w = kg_tls_worker;
+
+	if (!w || w->cur == &w->g0 || w->rt->backend != KG_BACKEND_SYSMON)
+		return NULL;
+	return w;
+}
+
+void kg_blocking_begin(void)
+{
+	struct kg_worker *w = sysmon_worker();
+
+	if (!w)
+		return;
+	atomic_store_explicit(&w->blk_since, kg_now_ns(), memory_order_relaxed);
+	/* release: sysmon that sees IN (acquire) sees blk_since too */
+	atomic_store_explicit(&w->blk, KG_BLK_IN, memory_order_release);
+}
+
+void kg_blocking_end(void)
+{
+	struct kg_worker *w = sysmon_worker();
+	uint32_t in = KG_BLK_IN;
+
+	if (!w)
+		return;
+	/* acq_rel: on failure, sysmon's retake happened before; see it */
+	if (atomic_compare_exchange_strong_explicit(&w->blk, &in, KG_BLK_NONE,
+						    memory_order_acq_rel,
+						    memory_order_acquire))
+		return;
+	if (in != KG_BLK_RETAKEN)
+		return;		/* end without begin */
+	atomic_store_explicit(&w->blk, KG_BLK_NONE, memory_order_relaxed);
+	/* the proc went to another worker: take an idle one or requeue */
+	kg_sched_lost(w);
+}
+
+/* One pass: retake the procs of workers blocked too long. How many. */
+static unsigned int retake(struct kg_rt *rt, uint64_t now)
+{
+	uint32_t i, n = atomic_load(&rt->nworkers);
+	unsigned int taken = 0;
+
+	for (i = 0; i < n; i++) {
+		struct kg_worker *w = rt->workers[i];
+		uint32_t in = KG_BLK_IN, pi, expect;
+		struct kg_proc *p;
+
+		if (!w || atomic_load_explicit(&w->blk, memory_order_acquire) !=
+				  KG_BLK_IN)
+			continue;
+		if (now - atomic_load_explicit(&w->blk_since,
+					       memory_order_relaxed) <
+		    SYSMON_RETAKE_NS)
+			continue;
+		/* in a region the worker leaves proc alone: a stable read */
+		pi = __atomic_load_n(&w->slot->proc, __ATOMIC_RELAXED);
+		if (pi >= rt->nprocs)
+			continue;
+		p = &rt->procs[pi];
+		if (!kg_proc_has_work(rt->shared, p->slot))
+			continue;
+		if (!atomic_compare_exchange_strong(&w->blk, &in,
+						    KG_BLK_RETAKEN))
+			continue;	/* it left the region */
+		expect = w->index;
+		if (!__atomic_compare_exchange_n(&p->slot->owner, &expect,
+						 KG_OWNER_DETACHED, false,
+						 __ATOMIC_ACQ_REL,
+						 __ATOMIC_ACQUIRE))
+			kg_throw("sysmon: proc %u owned by %u, not worker %u",
+				 pi, expect, w->index);
+		atomic_fetch_add(&w->lost_seen, 1);
+		atomic_fetch_add_explicit(&rt->handoffs, 1,
+					  memory_order_relaxed);
+		kg_handoff_proc(rt, p);
+		taken++;
+	}
+	return taken;
+}
+
+static void *sysmon_main(void *arg)
+{
+	struct kg_rt *rt = arg;
+	uint64_t delay = SYSMON_MIN_NS;
+	unsigned int idle = 0;
+
+	while (!atomic_load(&rt->sysmon_stop)) {
+		kg_futex_wait(&rt->sysmon_stop, 0, kg_now_ns() + delay);
+		if (atomic_load(&rt->sysmon_stop))
+			break;
+		if (retake(rt, kg_now_ns())) {
+			idle = 0;
+			delay = SYSMON_MIN_NS;
+		} else if (++idle > SYSMON_IDLE_ROUNDS) {
+			delay = delay * 2 > SYSMON_MAX_NS ? SYSMON_MAX_NS
+							  : delay * 2;
+		}
+	}
+	return NULL;
+}
+
+int kg_sysmon_start(struct kg_rt *rt)
+{
+	int err;
+
+	atomic_store(&rt->sysmon_stop, 0);
+	err = pthread_create(&rt->sysmon, NULL, sysmon_main, rt);
+	if (err)
+		return -ENOMEM;	/* kg_run's error for threads it cannot start */
+	rt->sysmon_on = true;
+	return 0;
+}
+
+void kg_sysmon_stop(struct kg_rt *rt)
+{
+	if (!rt->sysmon_on)
+		return;
+	atomic_store(&rt->sysmon_stop, 1);
+	kg_futex_wake(&rt->sysmon_stop, 1);
+	pthread_join(rt->sysmon, NULL);
+	rt->sysmon_on = false;
+}
