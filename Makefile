@@ -165,7 +165,7 @@ demo: deps
 	$(Q)$(OUT)/examples/demo
 
 bench:
-	$(Q)tools/install-deps build bench
+	$(Q)tools/install-deps build bench $(if $(filter x86_64,$(KG_ARCH)),bpf)
 	$(Q)$(MAKE) --no-print-directory lib
 	$(Q)$(MAKE) --no-print-directory -C tests/bench run
 

@@ -13,10 +13,12 @@
  *
  * Cost for other tasks: every program first compares the task's tgid with
  * the one kgreen process it serves (a constant set at load time), so a
- * task of another process pays one load and one compare per switch or
- * system call. Worker lookup is O(1): the worker index is cached in task
- * local storage, revalidated against kg_gen (bumped by userspace whenever
- * the set of workers changes) from the small hash kg_tids.
+ * task of another process pays one load and one compare per switch (or
+ * system call, when the opt-in histogram is attached). Worker lookup is
+ * O(1): the small hash kg_tids (thread id -> worker index), maintained by
+ * userspace. Task local storage would save the hashing, but it can only
+ * be created from a context that may allocate, which sched_switch (under
+ * the runqueue lock) is not, and the histogram's sys_enter is opt-in.
  */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
@@ -28,12 +30,6 @@ char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
 /* The process served; set by userspace before loading. */
 const volatile __u32 kg_tgid = 0;
-/*
- * Generation of kg_tids, bumped by userspace (through the mmapped .data)
- * after every insert or delete. Starts at 1, so that fresh task storage
- * (zeroed) is never taken as up to date.
- */
-__u32 kg_gen = 1;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -51,9 +47,8 @@ struct {
 	__type(value, __u32);
 } kg_tids SEC(".maps");
 
+/* per thread, for the system call histogram */
 struct kg_task_info {
-	__u32 worker;		/* worker index, or KG_PROC_NONE: not one */
-	__u32 gen;		/* kg_gen when worker was looked up */
 	__u64 sys_start;	/* ns at sys_enter, 0 outside a syscall */
 	__s64 sys_nr;
 };
@@ -87,28 +82,12 @@ struct {
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
-/*
- * The worker index of t, or KG_PROC_NONE. Only tasks of kg_tgid get here.
- * The storage is created at the task's first system call (never here:
- * sched_switch runs under the runqueue lock, where nothing may allocate).
- * kg_gen is read before kg_tids, so a lookup that raced with an update is
- * cached under the older generation and redone.
- */
+/* The worker index of t, or KG_PROC_NONE. Only tasks of kg_tgid get here. */
 static __always_inline __u32 worker_of(struct task_struct *t)
 {
-	struct kg_task_info *ti = bpf_task_storage_get(&kg_task, t, 0, 0);
-	__u32 gen, tid, *w;
+	__u32 tid = t->pid, *w = bpf_map_lookup_elem(&kg_tids, &tid);
 
-	if (!ti)
-		return KG_PROC_NONE;
-	gen = READ_ONCE(kg_gen);
-	if (ti->gen != gen) {
-		tid = t->pid;
-		w = bpf_map_lookup_elem(&kg_tids, &tid);
-		ti->worker = w ? *w : KG_PROC_NONE;
-		ti->gen = gen;
-	}
-	return ti->worker;
+	return w ? *w : KG_PROC_NONE;
 }
 
 /* prev, a worker, leaves its CPU to sleep: detach its proc if that pays. */

@@ -41,6 +41,8 @@ static struct {
 	struct kg_shared *shared;	/* mmap of the map kg_shared */
 	size_t shared_len;
 	struct ring_buffer *rb;
+	/* read-only views of the ring's positions, for a cheap peek */
+	unsigned long *cons_pos, *prod_pos;
 	int epfd, kickfd;
 	/* set around ring_buffer__consume by the (single) consumer */
 	struct kg_handoff_event *out;
@@ -74,6 +76,11 @@ static void teardown(void)
 {
 	if (B.rb)
 		ring_buffer__free(B.rb);
+	if (B.cons_pos)
+		munmap(B.cons_pos, (size_t)getpagesize());
+	if (B.prod_pos)
+		munmap(B.prod_pos, (size_t)getpagesize());
+	B.cons_pos = B.prod_pos = NULL;
 	if (B.shared)
 		munmap(B.shared, B.shared_len);
 	if (B.skel)
@@ -112,7 +119,7 @@ static int on_event(void *ctx, void *data, size_t size)
 static int load(void)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
-	const char *sim = getenv("KGREEN_BPF_FAIL");
+	const char *sim = getenv("KGREEN_BPF_FAIL"), *syslat;
 	int err, fd;
 
 	B.lastlog[0] = 0;
@@ -128,6 +135,17 @@ static int load(void)
 		return fail(-ENODEV, "cannot open the BPF object: %s",
 			    strerror(errno));
 	B.skel->rodata->kg_tgid = (__u32)getpid();
+	/*
+	 * The system call histogram puts every task's system calls on the
+	 * kernel's traced path while attached (Documentation/backends.md has
+	 * the cost), so it is opt-in: KGREEN_BPF_SYSLAT=1. The handoff needs
+	 * only sched_switch.
+	 */
+	syslat = getenv("KGREEN_BPF_SYSLAT");
+	if (!syslat || strcmp(syslat, "1")) {
+		bpf_program__set_autoload(B.skel->progs.kg_sys_enter, false);
+		bpf_program__set_autoload(B.skel->progs.kg_sys_exit, false);
+	}
 	err = kgreen_bpf__load(B.skel);
 	if (err) {
 		if (err == -EPERM || err == -EACCES)
@@ -150,6 +168,20 @@ static int load(void)
 	}
 	fd = bpf_map__fd(B.skel->maps.kg_events);
 	B.rb = ring_buffer__new(fd, on_event, NULL, NULL);
+	/* the ring's first page holds the consumer position, the second the
+	 * producer's (the layout of BPF_MAP_TYPE_RINGBUF mappings) */
+	B.cons_pos = mmap(NULL, (size_t)getpagesize(), PROT_READ, MAP_SHARED,
+			  fd, 0);
+	B.prod_pos = mmap(NULL, (size_t)getpagesize(), PROT_READ, MAP_SHARED,
+			  fd, getpagesize());
+	if (B.cons_pos == MAP_FAILED || B.prod_pos == MAP_FAILED) {
+		if (B.cons_pos == MAP_FAILED)
+			B.cons_pos = NULL;
+		if (B.prod_pos == MAP_FAILED)
+			B.prod_pos = NULL;
+		return fail(-ENODEV, "cannot map the event ring: %s",
+			    strerror(errno));
+	}
 	B.epfd = epoll_create1(EPOLL_CLOEXEC);
 	B.kickfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 	if (!B.rb || B.epfd < 0 || B.kickfd < 0)
@@ -189,12 +221,6 @@ int kg_bpf_open(struct kg_shared **shared, char *why, size_t whylen)
 	return err;
 }
 
-static void gen_bump(void)
-{
-	/* after the kg_tids change: programs revalidate their caches */
-	__atomic_add_fetch(&B.skel->data->kg_gen, 1, __ATOMIC_SEQ_CST);
-}
-
 int kg_bpf_worker_add(uint32_t tid, uint32_t index)
 {
 	struct kg_worker_stats st = { .tid = tid };
@@ -207,7 +233,6 @@ int kg_bpf_worker_add(uint32_t tid, uint32_t index)
 		err = bpf_map__update_elem(B.skel->maps.kg_tids, &tid,
 					   sizeof(tid), &index, sizeof(index),
 					   BPF_ANY);
-	gen_bump();
 	pthread_mutex_unlock(&B.lock);
 	return err;
 }
@@ -218,7 +243,6 @@ void kg_bpf_worker_del(uint32_t tid, uint32_t index)
 	bpf_map__delete_elem(B.skel->maps.kg_tids, &tid, sizeof(tid), 0);
 	bpf_map__delete_elem(B.skel->maps.kg_wstats, &index, sizeof(index),
 			     0);
-	gen_bump();
 	pthread_mutex_unlock(&B.lock);
 }
 
@@ -253,6 +277,13 @@ void kg_bpf_wait(uint64_t deadline)
 	if (epoll_pwait2(B.epfd, evs, 2, tsp, NULL) > 0)
 		while (read(B.kickfd, &v, sizeof(v)) == sizeof(v))
 			;
+}
+
+bool kg_bpf_pending(void)
+{
+	/* acquire: pairs with the kernel's release of the producer position */
+	return __atomic_load_n(B.prod_pos, __ATOMIC_ACQUIRE) !=
+	       __atomic_load_n(B.cons_pos, __ATOMIC_ACQUIRE);
 }
 
 void kg_bpf_kick(void)
@@ -307,6 +338,11 @@ void kg_bpf_wait(uint64_t deadline)
 
 void kg_bpf_kick(void)
 {
+}
+
+bool kg_bpf_pending(void)
+{
+	return false;
 }
 
 int kg_bpf_worker_stats(uint32_t index, struct kg_worker_stats *out)

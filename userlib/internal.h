@@ -317,6 +317,7 @@ struct kg_rt {
 	_Atomic uint32_t sysmon_stop;	/* futex word: 1 = stop */
 	/* handoff latency (kernel record to proc taken), relaxed sums */
 	_Atomic uint64_t hlat_sum, hlat_max;
+	_Atomic uint64_t last_handoff;	/* kg_now_ns of the last one seen */
 
 	/*
 	 * rt.lock protects: the global run queue, the idle proc and idle
@@ -421,6 +422,8 @@ int kg_bpf_events(struct kg_handoff_event *out, int max);
 /* Sleep until a record is pending, a kick, or deadline (kg_now_ns). */
 void kg_bpf_wait(uint64_t deadline);
 void kg_bpf_kick(void);
+/* A record is waiting (a cheap peek at the ring's positions). */
+bool kg_bpf_pending(void);
 int kg_bpf_worker_stats(uint32_t index, struct kg_worker_stats *out);
 
 /* sysmon.c: the backend without kernel help */

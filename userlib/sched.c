@@ -1204,6 +1204,8 @@ static bool standby_take(struct kg_worker *w)
 		atomic_fetch_add(&bw->lost_seen, 1);
 		atomic_fetch_add_explicit(&rt->handoffs, 1,
 					  memory_order_relaxed);
+		atomic_store_explicit(&rt->last_handoff, now,
+				      memory_order_relaxed);
 		lat = now > ev[i].ts_ns ? now - ev[i].ts_ns : 0;
 		atomic_fetch_add_explicit(&rt->hlat_sum, lat,
 					  memory_order_relaxed);
@@ -1222,6 +1224,35 @@ static bool standby_take(struct kg_worker *w)
 		return false;
 	acquire_proc(w, mine);
 	return true;
+}
+
+/*
+ * Waking the standby from epoll costs tens of microseconds (the ring's
+ * irq_work, a cross-CPU wake, the thread's return to userspace). While
+ * handoffs are frequent (the last one less than STANDBY_HOT_NS ago), the
+ * standby polls the ring for up to STANDBY_SPIN_NS first: the CPU it
+ * spins on is usually the one the blocked worker just left. Returns true
+ * if a record (or a wake) arrived meanwhile.
+ */
+#define STANDBY_HOT_NS (2 * 1000 * 1000ull)
+#define STANDBY_SPIN_NS (50 * 1000ull)
+
+static bool standby_spin(struct kg_worker *w)
+{
+	struct kg_rt *rt = w->rt;
+	uint64_t now = kg_now_ns(), until;
+
+	if (now - atomic_load_explicit(&rt->last_handoff,
+				       memory_order_relaxed) > STANDBY_HOT_NS)
+		return false;
+	for (until = now + STANDBY_SPIN_NS; kg_now_ns() < until;) {
+		if (kg_bpf_pending() ||
+		    atomic_load_explicit(&w->wake, memory_order_relaxed) !=
+			    KG_WAKE_PARKED)
+			return true;
+		kg_cpu_relax();
+	}
+	return false;
 }
 
 void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p)
@@ -1314,6 +1345,8 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 			}
 			continue;
 		}
+		if (standby && standby_spin(w))
+			continue;
 		if (standby)
 			kg_bpf_wait(deadline);
 		else

@@ -1,0 +1,256 @@
+// SPDX-License-Identifier: MIT
+/*
+ * handoff - what a blocking call costs the coroutines queued behind it.
+ *
+ *  1. Latency, 1 proc: coroutine A makes a raw blocking read on a pipe;
+ *     coroutine B, queued behind A, stamps when it runs (then writes the
+ *     byte that ends A's read). Latency = B's stamp - A's stamp just before
+ *     the read. TRIALS trials (default 300, argv[1]); p50/p99/max in us.
+ *     bpf: the read is not annotated. sysmon: A marks it with
+ *     kg_blocking_begin/end, as Go's syscall.Syscall does. A trial nobody
+ *     hands off ends after 100 ms (a watchdog thread writes the byte).
+ *  2. Mixed, 2 procs: 1000 coroutines each blocking 1 ms in a raw
+ *     nanosleep + 1000 each computing 100 us; wall ms (ideal: 50).
+ *     bpf; sysmon with the sleeps marked; sysmon unmarked.
+ *  3. Cost when nothing blocks: the yield switch (2 coroutines, 1 proc),
+ *     measured before the BPF programs are loaded (sysmon) and after
+ *     (bpf), in this process.
+ * Prints handoff_{p50,p99,max}_us, sysmon_handoff_*, mixed_ms,
+ * mixed_sysmon_ms, mixed_sysmon_plain_ms, switch_sysmon_ns, switch_bpf_ns.
+ * Twin: go/handoff (GOMAXPROCS 1 and 2, syscall.Syscall).
+ */
+#define _GNU_SOURCE
+#include <kgreen.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#define US 1000ull
+#define MS 1000000ull
+
+static long trials = 300;
+static int marked;
+static int pipefd[2];
+static _Atomic uint64_t a_stamp, b_stamp;
+static _Atomic int a_in_read, stop_watch;
+static uint64_t *lat;
+static kg_wg_t wg = KG_WG_INIT;
+
+static void co_a(void *p)
+{
+	char c;
+
+	(void)p;
+	atomic_store(&a_stamp, kg_now_ns());
+	atomic_store(&a_in_read, 1);
+	if (marked)
+		kg_blocking_begin();
+	if (syscall(SYS_read, pipefd[0], &c, 1) != 1)
+		abort();
+	if (marked)
+		kg_blocking_end();
+	atomic_store(&a_in_read, 0);
+	kg_wg_done(&wg);
+}
+
+static void co_b(void *p)
+{
+	(void)p;
+	atomic_store(&b_stamp, kg_now_ns());
+	if (write(pipefd[1], "x", 1) != 1)
+		abort();
+	kg_wg_done(&wg);
+}
+
+/* Ends a trial that nobody handed off: B cannot run to write the byte. */
+static void *watchdog(void *p)
+{
+	struct timespec ts = { 0, 1000000 };
+
+	(void)p;
+	while (!atomic_load(&stop_watch)) {
+		uint64_t t = atomic_load(&a_stamp);
+
+		nanosleep(&ts, NULL);
+		if (atomic_load(&a_in_read) && t == atomic_load(&a_stamp) &&
+		    kg_now_ns() - t > 100 * MS && !atomic_load(&b_stamp)) {
+			if (write(pipefd[1], "x", 1) != 1)
+				abort();
+			atomic_store(&a_in_read, 0);
+		}
+	}
+	return NULL;
+}
+
+static void latency_main(void *p)
+{
+	long i;
+
+	(void)p;
+	for (i = 0; i < trials; i++) {
+		atomic_store(&b_stamp, 0);
+		kg_wg_add(&wg, 2);
+		kg_go(co_b, NULL);	/* queued behind A */
+		kg_go(co_a, NULL);	/* runnext: runs first */
+		kg_wg_wait(&wg);
+		lat[i] = atomic_load(&b_stamp) - atomic_load(&a_stamp);
+	}
+	if (getenv("HANDOFF_DEBUG")) {
+		struct kg_stats st;
+
+		kg_stats(&st);
+		fprintf(stderr, "handoffs %llu, kernel record to proc taken: "
+			"mean %.1f us, max %.1f us\n",
+			(unsigned long long)st.handoffs,
+			st.handoffs ? st.handoff_ns_sum / 1e3 / st.handoffs : 0,
+			st.handoff_ns_max / 1e3);
+	}
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static int latency(const char *backend, const char *prefix)
+{
+	struct kg_config cfg = { .procs = 1, .backend = backend };
+	pthread_t t;
+	int err;
+
+	marked = !strcmp(backend, "sysmon");
+	atomic_store(&stop_watch, 0);
+	pthread_create(&t, NULL, watchdog, NULL);
+	err = kg_run(latency_main, NULL, &cfg);
+	atomic_store(&stop_watch, 1);
+	pthread_join(t, NULL);
+	if (err)
+		return err;
+	qsort(lat, (size_t)trials, sizeof(*lat), cmp_u64);
+	printf("%shandoff_p50_us %.1f\n", prefix, lat[trials / 2] / 1e3);
+	printf("%shandoff_p99_us %.1f\n", prefix, lat[trials * 99 / 100] / 1e3);
+	printf("%shandoff_max_us %.1f\n", prefix, lat[trials - 1] / 1e3);
+	return 0;
+}
+
+/* ---- mixed ---- */
+
+static void blocker(void *p)
+{
+	struct timespec ts = { 0, (long)MS };
+
+	(void)p;
+	if (marked)
+		kg_blocking_begin();
+	syscall(SYS_nanosleep, &ts, NULL);
+	if (marked)
+		kg_blocking_end();
+	kg_wg_done(&wg);
+}
+
+static void computer(void *p)
+{
+	uint64_t t0 = kg_now_ns();
+
+	(void)p;
+	while (kg_now_ns() - t0 < 100 * US)
+		;
+	kg_wg_done(&wg);
+}
+
+static void mixed_main(void *p)
+{
+	int i;
+
+	(void)p;
+	kg_wg_add(&wg, 2000);
+	for (i = 0; i < 1000; i++) {
+		kg_go(blocker, NULL);
+		kg_go(computer, NULL);
+	}
+	kg_wg_wait(&wg);
+}
+
+static int mixed(const char *backend, int mark, const char *key)
+{
+	struct kg_config cfg = { .procs = 2, .backend = backend };
+	uint64_t t0 = kg_now_ns();
+	int err;
+
+	marked = mark;
+	err = kg_run(mixed_main, NULL, &cfg);
+	if (!err)
+		printf("%s %.1f\n", key, (kg_now_ns() - t0) / 1e6);
+	return err;
+}
+
+/* ---- switch ---- */
+
+static long nswitch = 2000000;
+static double switch_ns;
+
+static void yielder(void *p)
+{
+	long i;
+
+	(void)p;
+	for (i = 0; i < nswitch; i++)
+		kg_yield();
+	kg_wg_done(&wg);
+}
+
+static void switch_main(void *p)
+{
+	uint64_t t0;
+
+	(void)p;
+	kg_wg_add(&wg, 2);
+	t0 = kg_now_ns();
+	kg_go(yielder, NULL);
+	kg_go(yielder, NULL);
+	kg_wg_wait(&wg);
+	switch_ns = (double)(kg_now_ns() - t0) / (2.0 * nswitch);
+}
+
+static int switch_cost(const char *backend, const char *key)
+{
+	struct kg_config cfg = { .procs = 1, .backend = backend };
+	int err = kg_run(switch_main, NULL, &cfg);
+
+	if (!err)
+		printf("%s %.2f\n", key, switch_ns);
+	return err;
+}
+
+int main(int argc, char **argv)
+{
+	if (argc > 1)
+		trials = atol(argv[1]);
+	if (trials < 2) {
+		fprintf(stderr, "handoff: need at least 2 trials\n");
+		return 2;
+	}
+	lat = calloc((size_t)trials, sizeof(*lat));
+	if (!lat || pipe(pipefd))
+		return 1;
+	/* sysmon first: the BPF programs, once loaded, stay for the process */
+	if (switch_cost("sysmon", "switch_sysmon_ns") ||
+	    latency("sysmon", "sysmon_") ||
+	    mixed("sysmon", 1, "mixed_sysmon_ms") ||
+	    mixed("sysmon", 0, "mixed_sysmon_plain_ms"))
+		return 1;
+	if (latency("bpf", "") || mixed("bpf", 0, "mixed_ms") ||
+	    switch_cost("bpf", "switch_bpf_ns")) {
+		fprintf(stderr, "handoff: the bpf backend is not available "
+			"here; its figures are missing\n");
+		return 1;
+	}
+	return 0;
+}

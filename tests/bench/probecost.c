@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: MIT
+/*
+ * probecost - what the BPF backend costs programs that are not kgreen's.
+ * Its programs run at every context switch and system call on the
+ * machine; for other processes they stop at one tgid compare. Two
+ * processes bounce a byte over two pipes N times (default 2e5, argv[1]):
+ * every round trip is 4 system calls and 2 blocking switches (plus the
+ * switches to and from idle). Timed twice before this process loads the BPF
+ * programs (kg_run with the bpf backend; they stay attached while it
+ * lives) and twice after; the best of each pair.
+ * Prints pipe_rt_off_ns and pipe_rt_bpf_ns (ns per round trip).
+ */
+#define _GNU_SOURCE
+#include <kgreen.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+static long n = 200000;
+
+static double pingpong(void)
+{
+	int a[2], b[2];
+	uint64_t t0;
+	pid_t pid;
+	long i;
+	char c = 0;
+
+	if (pipe(a) || pipe(b))
+		exit(1);
+	pid = fork();
+	if (pid < 0)
+		exit(1);
+	if (pid == 0) {
+		for (i = 0; i < n; i++)
+			if (read(a[0], &c, 1) != 1 || write(b[1], &c, 1) != 1)
+				_exit(1);
+		_exit(0);
+	}
+	t0 = kg_now_ns();
+	for (i = 0; i < n; i++)
+		if (write(a[1], &c, 1) != 1 || read(b[0], &c, 1) != 1)
+			exit(1);
+	t0 = kg_now_ns() - t0;
+	waitpid(pid, NULL, 0);
+	close(a[0]);
+	close(a[1]);
+	close(b[0]);
+	close(b[1]);
+	return (double)t0 / n;
+}
+
+static void nothing(void *p)
+{
+	(void)p;
+}
+
+int main(int argc, char **argv)
+{
+	struct kg_config cfg = { .procs = 1, .backend = "bpf" };
+	double off = 1e18, on = 1e18, v;
+	int round;
+
+	if (argc > 1)
+		n = atol(argv[1]);
+	if (n < 1)
+		return 2;
+	for (round = 0; round < 2; round++) {
+		v = pingpong();
+		off = v < off ? v : off;
+	}
+	if (kg_run(nothing, NULL, &cfg)) {
+		fprintf(stderr, "probecost: the bpf backend is not available\n");
+		return 1;
+	}
+	for (round = 0; round < 2; round++) {
+		v = pingpong();
+		on = v < on ? v : on;
+	}
+	printf("pipe_rt_off_ns %.1f\n", off);
+	printf("pipe_rt_bpf_ns %.1f\n", on);
+	return 0;
+}
