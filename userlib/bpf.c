@@ -43,12 +43,11 @@ static struct {
 	struct ring_buffer *rb;
 	/* read-only views of the ring's positions, for a cheap peek */
 	unsigned long *cons_pos, *prod_pos;
-	int epfd, kickfd;
 	/* set around ring_buffer__consume by the (single) consumer */
 	struct kg_handoff_event *out;
 	int nout, maxout;
 	char lastlog[160];		/* libbpf's last warning */
-} B = { .lock = PTHREAD_MUTEX_INITIALIZER, .epfd = -1, .kickfd = -1 };
+} B = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* One consumer at a time: the standby (see kg_bpf_events). */
 static pthread_mutex_t consume_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -85,14 +84,9 @@ static void teardown(void)
 		munmap(B.shared, B.shared_len);
 	if (B.skel)
 		kgreen_bpf__destroy(B.skel);
-	if (B.epfd >= 0)
-		close(B.epfd);
-	if (B.kickfd >= 0)
-		close(B.kickfd);
 	B.rb = NULL;
 	B.shared = NULL;
 	B.skel = NULL;
-	B.epfd = B.kickfd = -1;
 }
 
 static int fail(int err, const char *fmt, ...)
@@ -118,7 +112,6 @@ static int on_event(void *ctx, void *data, size_t size)
 
 static int load(void)
 {
-	struct epoll_event ev = { .events = EPOLLIN };
 	const char *sim = getenv("KGREEN_BPF_FAIL"), *syslat;
 	int err, fd;
 
@@ -182,18 +175,8 @@ static int load(void)
 		return fail(-ENODEV, "cannot map the event ring: %s",
 			    strerror(errno));
 	}
-	B.epfd = epoll_create1(EPOLL_CLOEXEC);
-	B.kickfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-	if (!B.rb || B.epfd < 0 || B.kickfd < 0)
+	if (!B.rb)
 		return fail(-ENOMEM, "cannot set up the event ring: %s",
-			    strerror(errno));
-	ev.data.u32 = 0;
-	if (epoll_ctl(B.epfd, EPOLL_CTL_ADD, fd, &ev))
-		return fail(-ENODEV, "cannot poll the event ring: %s",
-			    strerror(errno));
-	ev.data.u32 = 1;
-	if (epoll_ctl(B.epfd, EPOLL_CTL_ADD, B.kickfd, &ev))
-		return fail(-ENOMEM, "cannot poll the kick eventfd: %s",
 			    strerror(errno));
 	B.err = 0;
 	B.why[0] = 0;
@@ -261,7 +244,32 @@ int kg_bpf_events(struct kg_handoff_event *out, int max)
 	return n;
 }
 
-void kg_bpf_wait(uint64_t deadline)
+int kg_bpf_waiter_open(int *epfd, int *kickfd)
+{
+	struct epoll_event ev = { .events = EPOLLIN };
+	int ep = epoll_create1(EPOLL_CLOEXEC);
+	int k = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+
+	ev.data.u32 = 0;
+	if (ep < 0 || k < 0 ||
+	    epoll_ctl(ep, EPOLL_CTL_ADD, bpf_map__fd(B.skel->maps.kg_events),
+		      &ev))
+		goto fail;
+	ev.data.u32 = 1;
+	if (epoll_ctl(ep, EPOLL_CTL_ADD, k, &ev))
+		goto fail;
+	*epfd = ep;
+	*kickfd = k;
+	return 0;
+fail:
+	if (ep >= 0)
+		close(ep);
+	if (k >= 0)
+		close(k);
+	return -ENOMEM;
+}
+
+void kg_bpf_wait(int epfd, int kickfd, uint64_t deadline)
 {
 	struct epoll_event evs[2];
 	struct timespec ts, *tsp = NULL;
@@ -274,8 +282,8 @@ void kg_bpf_wait(uint64_t deadline)
 		ts.tv_nsec = (long)(v % 1000000000u);
 		tsp = &ts;
 	}
-	if (epoll_pwait2(B.epfd, evs, 2, tsp, NULL) > 0)
-		while (read(B.kickfd, &v, sizeof(v)) == sizeof(v))
+	if (epoll_pwait2(epfd, evs, 2, tsp, NULL) > 0)
+		while (read(kickfd, &v, sizeof(v)) == sizeof(v))
 			;
 }
 
@@ -286,11 +294,11 @@ bool kg_bpf_pending(void)
 	       __atomic_load_n(B.cons_pos, __ATOMIC_ACQUIRE);
 }
 
-void kg_bpf_kick(void)
+void kg_bpf_kick(int kickfd)
 {
 	uint64_t one = 1;
 
-	if (write(B.kickfd, &one, sizeof(one)) < 0) {
+	if (write(kickfd, &one, sizeof(one)) < 0) {
 		/* EAGAIN: the counter is saturated, a wake is pending */
 	}
 }
@@ -331,13 +339,23 @@ int kg_bpf_events(struct kg_handoff_event *out, int max)
 	return 0;
 }
 
-void kg_bpf_wait(uint64_t deadline)
+int kg_bpf_waiter_open(int *epfd, int *kickfd)
 {
+	(void)epfd;
+	(void)kickfd;
+	return -ENODEV;
+}
+
+void kg_bpf_wait(int epfd, int kickfd, uint64_t deadline)
+{
+	(void)epfd;
+	(void)kickfd;
 	(void)deadline;
 }
 
-void kg_bpf_kick(void)
+void kg_bpf_kick(int kickfd)
 {
+	(void)kickfd;
 }
 
 bool kg_bpf_pending(void)

@@ -271,6 +271,9 @@ struct kg_worker {
 	 */
 	_Atomic uint32_t blk;
 	_Atomic uint64_t blk_since;
+	/* bpf: 1 while a standby (waits in epoll, not on its futex) */
+	_Atomic uint32_t standby;
+	int ep_fd, kick_fd;		/* its epoll set and eventfd, or -1 */
 };
 
 enum { KG_BLK_NONE = 0, KG_BLK_IN = 1, KG_BLK_RETAKEN = 2 };
@@ -295,6 +298,7 @@ struct kg_global_queue {
 
 struct kg_rt {
 	uint32_t nprocs;
+	uint32_t ncpus;			/* CPUs we may run on */
 	size_t stack_size;
 	int debug;
 	struct kg_proc *procs;		/* nprocs of them */
@@ -306,11 +310,11 @@ struct kg_rt {
 	bool shared_owned;
 	uint32_t backend;		/* enum kg_backend_id */
 	/*
-	 * Event backends (bpf): the parked worker that waits for the kernel
-	 * side's handoff records, NULL while there is none (then the next
-	 * worker to park takes the role).
+	 * Event backends (bpf): parked workers that wait for the kernel
+	 * side's handoff records (at most KG_STANDBYS; a worker that parks
+	 * while there are fewer takes the role).
 	 */
-	_Atomic(struct kg_worker *) standby;
+	_Atomic uint32_t nstandby;
 	/* sysmon backend: the monitor thread */
 	pthread_t sysmon;
 	bool sysmon_on;
@@ -419,9 +423,11 @@ int kg_bpf_worker_add(uint32_t tid, uint32_t index);
 void kg_bpf_worker_del(uint32_t tid, uint32_t index);
 /* Take up to max pending handoff records (non-blocking); how many. */
 int kg_bpf_events(struct kg_handoff_event *out, int max);
+/* A standby's own wait: an epoll set of the ring and an eventfd for kicks. */
+int kg_bpf_waiter_open(int *epfd, int *kickfd);
 /* Sleep until a record is pending, a kick, or deadline (kg_now_ns). */
-void kg_bpf_wait(uint64_t deadline);
-void kg_bpf_kick(void);
+void kg_bpf_wait(int epfd, int kickfd, uint64_t deadline);
+void kg_bpf_kick(int kickfd);
 /* A record is waiting (a cheap peek at the ring's positions). */
 bool kg_bpf_pending(void);
 int kg_bpf_worker_stats(uint32_t index, struct kg_worker_stats *out);

@@ -174,8 +174,36 @@ static inline void sched_enter(struct kg_worker *w)
 
 static inline void sched_leave(struct kg_worker *w)
 {
+#ifdef KG_TSAN
+	/*
+	 * From here the kernel side may detach the proc and a spare take it:
+	 * the owner's writes to the proc happen before, through the kernel's
+	 * compare-and-swap, which ThreadSanitizer cannot see. Say so.
+	 */
+	if (w->proc)
+		__tsan_release(w->proc);
+#endif
 	kg_barrier();
 	*(volatile __u32 *)&w->slot->in_sched = 0;
+}
+
+/*
+ * Debug and sanitizer builds check at every scheduling decision that the
+ * proc the worker uses is still its own: a proc run by two workers at
+ * once (a broken handoff) throws instead of corrupting queues.
+ */
+static inline void check_owner(struct kg_worker *w, struct kg_proc *p)
+{
+#ifdef KG_DEBUG_RCU
+	__u32 owner = __atomic_load_n(&p->slot->owner, __ATOMIC_RELAXED);
+
+	if (kg_unlikely(owner != w->index))
+		kg_throw("proc %u is used by worker %u but owned by %u",
+			 p->index, w->index, owner);
+#else
+	(void)w;
+	(void)p;
+#endif
 }
 
 static void acquire_proc(struct kg_worker *w, struct kg_proc *p)
@@ -188,6 +216,9 @@ static void acquire_proc(struct kg_worker *w, struct kg_proc *p)
 					 __ATOMIC_ACQUIRE))
 		kg_throw("acquire_proc: proc %u owned by worker %u", p->index,
 			 expect);
+#ifdef KG_TSAN
+	__tsan_acquire(p);	/* see sched_leave */
+#endif
 	w->proc = p;
 	*(volatile __u32 *)&w->slot->proc = p->index;
 }
@@ -542,16 +573,16 @@ static bool __widle_remove(struct kg_rt *rt, struct kg_worker *w)
 }
 
 /*
- * A parked worker sleeps on its futex, or, as the standby, in the
- * backend's event wait: wake both ways. seq_cst: the store of wake before
- * the load of rt.standby here, against the standby's CAS of rt.standby
- * before its load of wake (park_worker): one side sees the other.
+ * A parked worker sleeps on its futex, or, as a standby, in the backend's
+ * event wait: wake both ways. seq_cst: the store of wake before the load
+ * of w->standby here, against the standby's store of w->standby before
+ * its load of wake (park_worker): one side sees the other.
  */
 static void wake_parked(struct kg_worker *w)
 {
 	kg_futex_wake(&w->wake, 1);
-	if (atomic_load(&w->rt->standby) == w)
-		kg_bpf_kick();
+	if (atomic_load(&w->standby))
+		kg_bpf_kick(w->kick_fd);
 }
 
 /* Hand a popped parked worker its proc (maybe NULL) and wake it. */
@@ -591,6 +622,7 @@ static struct kg_worker *worker_new(struct kg_rt *rt)
 	w->slot->proc = KG_PROC_NONE;
 	w->rand = 0x9E3779B97F4A7C15ull * (idx + 1) ^ kg_now_ns();
 	w->cur = &w->g0;
+	w->ep_fd = w->kick_fd = -1;
 	atomic_store_explicit(&w->g0.state, KG_CO_RUNNING, memory_order_relaxed);
 	rt->workers[idx] = w;
 	atomic_store(&rt->nworkers, idx + 1);
@@ -867,6 +899,7 @@ static inline struct kg_co *find_local(struct kg_worker *w)
 	struct kg_proc *p = w->proc;
 	struct kg_co *co;
 
+	check_owner(w, p);
 	if (kg_unlikely(atomic_load_explicit(&p->timers.next,
 					     memory_order_relaxed) != UINT64_MAX))
 		kg_timers_run(w, p, kg_now_ns());
@@ -1128,26 +1161,47 @@ static bool any_work(struct kg_rt *rt)
 
 /*
  * With the bpf backend the kernel side detaches a blocked worker's proc
- * and leaves a record in a ring buffer; it cannot start a thread. So one
- * parked worker, the standby, waits on the ring (epoll) instead of its
- * futex, and another parked worker is kept in reserve, so that when the
- * standby takes a proc, its replacement is a futex wake away rather than
- * a thread creation. The role is a pointer claimed by CAS; any worker
- * that parks while it is vacant takes it.
+ * and leaves a record in a ring buffer; it cannot start a thread. So
+ * KG_STANDBYS parked workers, the standbys, wait on the ring (each in its
+ * own epoll set) instead of their futex: when one takes a proc, the other
+ * is already waiting, and the first's replacement (a parked worker kicked
+ * awake, or a new thread) arrives off the critical path. The kernel side
+ * never names a standby: the records wait in the ring for whichever
+ * standby reads them next, so there is no idle-server pointer to go stale.
  */
+#define KG_STANDBYS 2
+
+/* Some parked worker other than w that is not a standby (rt.lock). */
+static struct kg_worker *__idle_plain(struct kg_rt *rt, struct kg_worker *w)
+{
+	struct kg_worker *iw;
+
+	for (iw = rt->idle_workers; iw; iw = iw->idle_next)
+		if (iw != w && !atomic_load(&iw->standby))
+			return iw;
+	return NULL;
+}
+
 static bool standby_claim(struct kg_worker *w)
 {
 	struct kg_rt *rt = w->rt;
-	struct kg_worker *expect = NULL, *iw;
+	uint32_t n = atomic_load(&rt->nstandby);
 
-	if (rt->backend != KG_BACKEND_BPF ||
-	    !atomic_compare_exchange_strong(&rt->standby, &expect, w))
+	if (rt->backend != KG_BACKEND_BPF)
 		return false;
-	/* keep one more parked worker in reserve (off the critical path) */
+	do {
+		if (n >= KG_STANDBYS)
+			return false;
+	} while (!atomic_compare_exchange_weak(&rt->nstandby, &n, n + 1));
+	if (w->ep_fd < 0 && kg_bpf_waiter_open(&w->ep_fd, &w->kick_fd)) {
+		atomic_fetch_sub(&rt->nstandby, 1);
+		return false;
+	}
+	atomic_store(&w->standby, 1);	/* seq_cst: see wake_parked */
+	/* keep one plain parked worker in reserve to replace us */
 	pthread_mutex_lock(&rt->lock);
-	for (iw = rt->idle_workers; iw && iw == w; iw = iw->idle_next)
-		;
-	if (!iw && !rt_done(rt) && !__new_worker(rt, NULL, false))
+	if (!__idle_plain(rt, w) && !rt_done(rt) &&
+	    !__new_worker(rt, NULL, false))
 		kg_debug("cannot start a reserve spare worker");
 	pthread_mutex_unlock(&rt->lock);
 	return true;
@@ -1157,14 +1211,16 @@ static bool standby_claim(struct kg_worker *w)
 static void standby_vacate(struct kg_worker *w)
 {
 	struct kg_rt *rt = w->rt;
-	struct kg_worker *expect = w;
+	struct kg_worker *iw;
 
-	atomic_compare_exchange_strong(&rt->standby, &expect, NULL);
+	atomic_store(&w->standby, 0);
+	atomic_fetch_sub(&rt->nstandby, 1);
 	if (rt_done(rt))
 		return;
 	pthread_mutex_lock(&rt->lock);
-	if (rt->idle_workers)
-		kg_kick_watcher(rt->idle_workers);
+	iw = __idle_plain(rt, w);
+	if (iw)
+		kg_kick_watcher(iw);
 	else if (!__new_worker(rt, NULL, false))
 		kg_debug("cannot start a standby spare worker");
 	pthread_mutex_unlock(&rt->lock);
@@ -1227,12 +1283,12 @@ static bool standby_take(struct kg_worker *w)
 }
 
 /*
- * Waking the standby from epoll costs tens of microseconds (the ring's
+ * Waking a standby from epoll costs tens of microseconds (the ring's
  * irq_work, a cross-CPU wake, the thread's return to userspace). While
- * handoffs are frequent (the last one less than STANDBY_HOT_NS ago), the
- * standby polls the ring for up to STANDBY_SPIN_NS first: the CPU it
- * spins on is usually the one the blocked worker just left. Returns true
- * if a record (or a wake) arrived meanwhile.
+ * handoffs are frequent (the last one less than STANDBY_HOT_NS ago) and a
+ * CPU is free (fewer procs busy than CPUs: spinning must not take a CPU
+ * from running coroutines), a standby polls the ring for up to
+ * STANDBY_SPIN_NS first. Returns true if a record (or a wake) arrived.
  */
 #define STANDBY_HOT_NS (2 * 1000 * 1000ull)
 #define STANDBY_SPIN_NS (50 * 1000ull)
@@ -1243,7 +1299,8 @@ static bool standby_spin(struct kg_worker *w)
 	uint64_t now = kg_now_ns(), until;
 
 	if (now - atomic_load_explicit(&rt->last_handoff,
-				       memory_order_relaxed) > STANDBY_HOT_NS)
+				       memory_order_relaxed) > STANDBY_HOT_NS ||
+	    rt->nprocs - atomic_load(&rt->npidle) >= rt->ncpus)
 		return false;
 	for (until = now + STANDBY_SPIN_NS; kg_now_ns() < until;) {
 		if (kg_bpf_pending() ||
@@ -1348,7 +1405,7 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 		if (standby && standby_spin(w))
 			continue;
 		if (standby)
-			kg_bpf_wait(deadline);
+			kg_bpf_wait(w->ep_fd, w->kick_fd, deadline);
 		else
 			kg_futex_wait(&w->wake, KG_WAKE_PARKED, deadline);
 	}
@@ -1726,7 +1783,7 @@ static int config(struct kg_rt *rt, const struct kg_config *cfg)
 		kg_debug_on = cfg->debug;
 	rt->debug = kg_debug_on;
 
-	rt->nprocs = default_procs();
+	rt->nprocs = rt->ncpus = default_procs();
 	if (env_uint("KGREEN_PROCS", KG_MAX_PROCS, &v) && v)
 		rt->nprocs = (uint32_t)v;
 	if (cfg && cfg->procs)
@@ -1815,8 +1872,13 @@ static void rt_free(struct kg_rt *rt)
 			kg_timers_destroy(&rt->procs[i].timers);
 	}
 	kg_stacks_destroy(rt);
-	for (i = 0; i < KG_MAX_WORKERS; i++)
+	for (i = 0; i < KG_MAX_WORKERS; i++) {
+		if (rt->workers[i] && rt->workers[i]->ep_fd >= 0) {
+			close(rt->workers[i]->ep_fd);
+			close(rt->workers[i]->kick_fd);
+		}
 		free(rt->workers[i]);
+	}
 	free(rt->gq.v);
 	free(rt->procs);
 	if (rt->shared_owned)
