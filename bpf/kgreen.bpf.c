@@ -90,22 +90,36 @@ static __always_inline __u32 worker_of(struct task_struct *t)
 	return w ? *w : KG_PROC_NONE;
 }
 
+/* The shared state and t's worker slot (index *wi), or NULL: not a worker. */
+static __always_inline struct kg_worker_slot *
+slot_of(struct task_struct *t, __u32 *wi, struct kg_shared **shp)
+{
+	__u32 zero = 0, w = worker_of(t);
+	struct kg_shared *sh;
+
+	if (w >= KG_MAX_WORKERS)
+		return NULL;
+	sh = bpf_map_lookup_elem(&kg_shared, &zero);
+	if (!sh)
+		return NULL;
+	*wi = w;
+	*shp = sh;
+	return &sh->workers[w];
+}
+
 /* prev, a worker, leaves its CPU to sleep: detach its proc if that pays. */
 static __always_inline void on_block(struct task_struct *prev, __u64 now)
 {
-	__u32 zero = 0, wi = worker_of(prev), p;
 	struct kg_handoff_event *ev;
 	struct kg_worker_stats *st;
 	struct kg_worker_slot *ws;
 	struct kg_proc_slot *ps;
 	struct kg_shared *sh;
+	__u32 wi, p;
 
-	if (wi >= KG_MAX_WORKERS)
+	ws = slot_of(prev, &wi, &sh);
+	if (!ws)
 		return;
-	sh = bpf_map_lookup_elem(&kg_shared, &zero);
-	if (!sh)
-		return;
-	ws = &sh->workers[wi];
 	/* single writer: only this worker's own switches write these */
 	WRITE_ONCE(ws->state, KG_WORKER_BLOCKED);
 	WRITE_ONCE(ws->blocked_at_ns, now);
@@ -152,17 +166,14 @@ static __always_inline void on_block(struct task_struct *prev, __u64 now)
 /* next, maybe a worker, gets a CPU: end its block, if it was one. */
 static __always_inline void on_run(struct task_struct *next, __u64 now)
 {
-	__u32 zero = 0, wi = worker_of(next);
 	struct kg_worker_stats *st;
 	struct kg_worker_slot *ws;
 	struct kg_shared *sh;
+	__u32 wi;
 
-	if (wi >= KG_MAX_WORKERS)
+	ws = slot_of(next, &wi, &sh);
+	if (!ws)
 		return;
-	sh = bpf_map_lookup_elem(&kg_shared, &zero);
-	if (!sh)
-		return;
-	ws = &sh->workers[wi];
 	if (READ_ONCE(ws->state) != KG_WORKER_BLOCKED)
 		return;
 	WRITE_ONCE(ws->state, KG_WORKER_RUNNING);
