@@ -1910,8 +1910,15 @@ static int rt_init(struct kg_rt *rt)
 	memset(rt->shared, 0, sizeof(*rt->shared));
 	rt->shared->hdr.version = KG_ABI_VERSION;
 	rt->shared->hdr.nprocs = rt->nprocs;
-	for (i = 0; i < KG_MAX_WORKERS; i++)
+	/*
+	 * A worker is in scheduler code from its creation until it first runs
+	 * a coroutine: the kernel side must not detach a proc it is taking
+	 * (kg_run's thread may block in mmap or pthread_create meanwhile).
+	 */
+	for (i = 0; i < KG_MAX_WORKERS; i++) {
 		rt->shared->workers[i].proc = KG_PROC_NONE;
+		rt->shared->workers[i].in_sched = 1;
+	}
 	rt->procs = aligned_alloc(KG_CACHELINE,
 				  sizeof(struct kg_proc) * rt->nprocs);
 	if (!rt->procs)
