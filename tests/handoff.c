@@ -264,7 +264,10 @@ TEST_F(block, sysmon_unmarked_stalls)
 /* Many coroutines, a third of them blocking                           */
 /* ------------------------------------------------------------------ */
 
-#define MANY 10000
+static struct kg_stats stats_end;
+
+/* 10,000; fewer under sanitizers (TSan counts coroutines as threads) */
+#define MANY scaled(10000, 4)
 static kg_chan_t *many_ch;
 static _Atomic uint32_t many_futex;
 static uint64_t many_seed;
@@ -303,22 +306,23 @@ static void many_co(void *p)
 
 static void many_main(void *p)
 {
-	uint8_t *seen = calloc(MANY, 1);
-	long i, dup = 0, got = 0;
+	long n = MANY, i, dup = 0, got = 0;
+	uint8_t *seen = calloc((size_t)n, 1);
 	uint32_t v;
 
 	(void)p;
 	many_ch = kg_chan_make(sizeof(uint32_t), 64);
-	for (i = 0; i < MANY; i++)
+	for (i = 0; i < n; i++)
 		CO_CHECK(kg_go(many_co, (void *)(uintptr_t)i) > 0, "go");
-	for (i = 0; i < MANY; i++) {
+	for (i = 0; i < n; i++) {
 		CO_CHECK(kg_chan_recv(many_ch, &v) == 0, "recv");
-		if (v >= MANY)
+		if (v >= n)
 			continue;
 		dup += seen[v]++ != 0;
 		got++;
 	}
-	CO_CHECK(got == MANY && dup == 0, "got %ld, duplicates %ld", got, dup);
+	CO_CHECK(got == n && dup == 0, "got %ld, duplicates %ld", got, dup);
+	CO_CHECK(kg_stats(&stats_end) == 0, "stats");
 	kg_chan_free(many_ch);
 	free(seen);
 }
@@ -329,6 +333,8 @@ TEST_TIMEOUT(many_block_bpf, 60)
 	many_seed = harness_seed();
 	ASSERT_EQ(0, run_backend(many_main, NULL, 2, "bpf"));
 	ASSERT_EQ(0, co_failures());
+	TH_LOG("%llu handoffs, %u worker threads",
+	       (unsigned long long)stats_end.handoffs, stats_end.workers);
 }
 
 TEST_TIMEOUT(many_block_sysmon, 60)
@@ -342,7 +348,6 @@ TEST_TIMEOUT(many_block_sysmon, 60)
 /* When not to hand off; the blocked worker's return; the standby      */
 /* ------------------------------------------------------------------ */
 
-static struct kg_stats stats_end;
 static kg_wg_t idle_wg;
 
 static void sleeper(void *p)

@@ -629,16 +629,28 @@ static struct kg_worker *worker_new(struct kg_rt *rt)
 	return w;
 }
 
+static inline bool rt_done(struct kg_rt *rt)
+{
+	return atomic_load_explicit(&rt->done, memory_order_acquire) != 0;
+}
+
 /*
  * Start a new worker thread that takes proc p (NULL: none; it looks for
  * an idle proc, else parks as a spare). Caller holds rt->lock.
  */
 static bool __new_worker(struct kg_rt *rt, struct kg_proc *p, bool spinning)
 {
-	struct kg_worker *w = worker_new(rt);
+	struct kg_worker *w;
 	pthread_attr_t attr;
 	int err;
 
+	/*
+	 * Once the runtime is done (set before the shutdown takes rt.lock),
+	 * kg_run is about to join the workers it knows: start no more.
+	 */
+	if (rt_done(rt))
+		return false;
+	w = worker_new(rt);
 	if (!w)
 		return false;
 	w->nextp = p;
@@ -912,11 +924,6 @@ static inline struct kg_co *find_local(struct kg_worker *w)
 	if (co)
 		return co;
 	return gq_get(w, 0);
-}
-
-static inline bool rt_done(struct kg_rt *rt)
-{
-	return atomic_load_explicit(&rt->done, memory_order_acquire) != 0;
 }
 
 /*

@@ -340,7 +340,9 @@ int kg_sleep(uint64_t ns)
 	now = kg_now_ns();
 	deadline = now + ns < now ? UINT64_MAX - 1 : now + ns;
 	do {
-		if (timer_reserve(w->proc))
+		/* after_arm's heap: a coroutine whose proc was taken while
+		 * it held a lock runs without one until it parks */
+		if (timer_reserve(w->proc ? w->proc : &w->rt->procs[0]))
 			return -ENOMEM;
 		w->cur->timer.when = deadline;
 		kg_co_waiting(w->cur, "sleep", NULL);
