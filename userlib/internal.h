@@ -315,6 +315,7 @@ struct kg_rt {
 	 * while there are fewer takes the role).
 	 */
 	_Atomic uint32_t nstandby;
+	_Atomic uint32_t standby_spinning;	/* one standby polls at a time */
 	/* sysmon backend: the monitor thread */
 	pthread_t sysmon;
 	bool sysmon_on;

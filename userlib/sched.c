@@ -1214,15 +1214,19 @@ static bool standby_claim(struct kg_worker *w)
 	return true;
 }
 
-/* w leaves the role (it is off the idle list): wake a parked one to take it. */
+/*
+ * w leaves the role (it is off the idle list). While another standby
+ * waits, the next worker to park (typically the one whose proc was just
+ * taken, back from its system call) fills the role: nothing to do on this
+ * critical path. If none is left, wake a parked worker to take it.
+ */
 static void standby_vacate(struct kg_worker *w)
 {
 	struct kg_rt *rt = w->rt;
 	struct kg_worker *iw;
 
 	atomic_store(&w->standby, 0);
-	atomic_fetch_sub(&rt->nstandby, 1);
-	if (rt_done(rt))
+	if (atomic_fetch_sub(&rt->nstandby, 1) > 1 || rt_done(rt))
 		return;
 	pthread_mutex_lock(&rt->lock);
 	iw = __idle_plain(rt, w);
@@ -1304,19 +1308,25 @@ static bool standby_spin(struct kg_worker *w)
 {
 	struct kg_rt *rt = w->rt;
 	uint64_t now = kg_now_ns(), until;
+	uint32_t idle = 0;
+	bool got = false;
 
 	if (now - atomic_load_explicit(&rt->last_handoff,
 				       memory_order_relaxed) > STANDBY_HOT_NS ||
-	    rt->nprocs - atomic_load(&rt->npidle) >= rt->ncpus)
-		return false;
+	    rt->nprocs - atomic_load(&rt->npidle) >= rt->ncpus ||
+	    !atomic_compare_exchange_strong(&rt->standby_spinning, &idle, 1))
+		return false;	/* one spinner is enough */
 	for (until = now + STANDBY_SPIN_NS; kg_now_ns() < until;) {
 		if (kg_bpf_pending() ||
 		    atomic_load_explicit(&w->wake, memory_order_relaxed) !=
-			    KG_WAKE_PARKED)
-			return true;
+			    KG_WAKE_PARKED) {
+			got = true;
+			break;
+		}
 		kg_cpu_relax();
 	}
-	return false;
+	atomic_store(&rt->standby_spinning, 0);
+	return got;
 }
 
 void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p)
@@ -1513,7 +1523,6 @@ static void report_deadlock(struct kg_rt *rt)
 	fprintf(stderr, "\n(%llu coroutine%s; kg_run returns -EDEADLK)\n",
 		(unsigned long long)r.n, r.n == 1 ? "" : "s");
 	fflush(stderr);
-	rt->deadlock = 1;
 	atomic_store_explicit(&rt->done, 1, memory_order_release);
 	pthread_mutex_lock(&rt->lock);
 	while ((iw = rt->idle_workers)) {
@@ -1547,7 +1556,10 @@ static uint64_t deadlock_watch(struct kg_worker *w)
 	if (!rt->dl_since || rt->dl_progress != prog) {
 		rt->dl_since = now;
 		rt->dl_progress = prog;
-	} else if (now - rt->dl_since >= KG_DEADLOCK_NS && !rt_done(rt)) {
+	} else if (now - rt->dl_since >= KG_DEADLOCK_NS && !rt_done(rt) &&
+		   !rt->deadlock) {
+		/* decided under rt.lock: exactly one worker reports */
+		rt->deadlock = 1;
 		report = true;
 	}
 	until = rt->dl_since + KG_DEADLOCK_NS;
