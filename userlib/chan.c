@@ -21,10 +21,15 @@
  * A sender may leave its value (BUFFERED) without waiting when its
  * partner has arrived (s < R) or when the buffer has room (s < R + cap:
  * the cap cells ahead of the receivers are the buffer). Otherwise it
- * parks in the cell. Every receiver r then "expands the buffer": the
- * sender parked in cell r + cap may now buffer, so it is resumed with its
- * value left in the cell (or, if it has not arrived, the cell is marked
- * EB, buffer granted). A receiver that finds its cell EMPTY while its
+ * parks in the cell. A receiver r then "expands the buffer": the sender
+ * parked in cell r + cap may now buffer, so it is resumed with its value
+ * left in the cell (or, if it has not arrived, the cell is marked EB,
+ * buffer granted). Only senders that found no room can need this, and
+ * they say so first (eb_need): the receivers skip the expansion
+ * otherwise, and a buffered value is taken without reading S, so that
+ * producers and consumers that keep up with each other share no counter
+ * line. A sender checks for room against a past value of R (r_seen)
+ * before reading R itself. A receiver that finds its cell EMPTY while its
  * sender has already taken the index (r < S) breaks the cell (BROKEN)
  * after a short spin, and both sides move on to new indices: no one
  * waits for a thread that may be descheduled.
@@ -47,6 +52,9 @@
  * winner moves the value and wakes the owner, a loser breaks the cell.
  * The owner never touches a cell after parking (its segment may be gone);
  * stale cases are broken by whoever reaches their cell.
+ * A plain send or receive of a coroutine without a deadline has one
+ * possible claimant, whoever takes its cell: it skips the count and the
+ * claim race (struct lf_op, simple).
  *
  * select registers its cases one after another while its claim word says
  * REGISTERING: a party that meets one of them then breaks that cell and
@@ -68,7 +76,9 @@
  * writes and read with seq_cst loads, so that "fetch my index, then read
  * the other counter" on both sides forms a Dekker pair (a receiver that
  * parks because r >= S is seen by the sender whose s == r, and close's
- * bit is seen by every receiver that arrives after close read R). Cell
+ * bit is seen by every receiver that arrives after close read R); so do
+ * a sender's raising of eb_need before it reads R and a receiver's
+ * fetch_add of R before it reads eb_need (may_buffer). Cell
  * states are published with release CAS and read with acquire, ordering
  * the value copy in the cell before BUFFERED and the case setup before
  * the waiter pointer.
@@ -148,24 +158,60 @@ struct lf_case {
 struct lf_op {
 	_Atomic uint32_t refs;		/* owner + cells holding a case */
 	uint32_t ncases;
+	/*
+	 * A single send or receive of a coroutine, without a deadline: the
+	 * party that takes its cell is its only claimant (no other case, no
+	 * timer, nobody else reaches the cell), and it touches the record
+	 * no more once kg_parker_wake has handed the coroutine back. So
+	 * refs is left alone (the owner frees the record after its wake) and
+	 * the claim is stored, not raced for. Plain threads are never
+	 * simple: their waker touches the parker after publishing WOKEN.
+	 */
+	bool simple;
 	struct kg_parker pk;
 	struct lf_case cases[];
 };
 
 struct chan_timer;
 
+/*
+ * Layout: what an operation reads on every call shares one line that is
+ * never written after kg_chan_make; senders write the S line (the
+ * counter, their segment hint, their copy of R), receivers the R line.
+ * Taking a buffered value reads no S; buffering a value reads R only
+ * when r_seen is too old. So a producer and a consumer that keep up meet
+ * in the cells only, not on the counters.
+ */
 struct kg_chan {
-	_Alignas(KG_CACHELINE) _Atomic uint64_t S;	/* sends; CLOSED_BIT */
-	_Alignas(KG_CACHELINE) _Atomic uint64_t R;	/* receives */
-	_Alignas(KG_CACHELINE) _Atomic(struct lf_seg *) send_seg;
-	_Atomic(struct lf_seg *) recv_seg;
-	_Atomic(struct lf_seg *) eb_seg;	/* last buffer expansion's */
-	_Atomic(struct lf_seg *) head;	/* oldest segment not retired */
 	size_t elem_size;
 	size_t cap;
 	size_t seg_bytes;
 	struct chan_timer *timer;	/* kg_after's timer, freed with us */
 	struct rcu_head rcu;
+
+	_Alignas(KG_CACHELINE) _Atomic uint64_t S;	/* sends; CLOSED_BIT */
+	_Atomic(struct lf_seg *) send_seg;
+	/*
+	 * Some value R had (R only grows, so a lower bound of it for ever):
+	 * a sender with s < r_seen + cap may buffer without reading R, whose
+	 * line the receivers write on every operation.
+	 */
+	_Atomic uint64_t r_seen;
+
+	_Alignas(KG_CACHELINE) _Atomic uint64_t R;	/* receives */
+	_Atomic(struct lf_seg *) recv_seg;
+	_Atomic(struct lf_seg *) eb_seg;	/* last buffer expansion's */
+
+	/*
+	 * The highest send index that looked for buffer room in R (see
+	 * may_buffer): receivers r with r + cap <= eb_need expand the
+	 * buffer over cell r + cap, the others need not. Written only by
+	 * senders that find no room in r_seen, so mostly read-only.
+	 */
+	_Alignas(KG_CACHELINE) _Atomic uint64_t eb_need;
+
+	_Alignas(KG_CACHELINE) _Atomic(struct lf_seg *) head;	/* oldest not
+								 * retired */
 };
 
 /* Results of one pass of an operation. */
@@ -259,7 +305,8 @@ static struct lf_seg *seg_new(kg_chan_t *c, uint64_t id)
  * The segment with id, walking forward from start (which a caller loaded
  * before taking its index, so start->id <= id); created if missing.
  */
-static struct lf_seg *seg_find(kg_chan_t *c, struct lf_seg *s, uint64_t id)
+static __attribute__((noinline)) struct lf_seg *
+seg_find_slow(kg_chan_t *c, struct lf_seg *s, uint64_t id)
 {
 	while (s->id < id) {
 		/* acquire: pairs with the release CAS linking a new one */
@@ -294,14 +341,28 @@ static void seg_retire(kg_chan_t *c)
 						   memory_order_acquire)->id;
 		uint64_t m = ms < mr ? ms : mr;
 
-		if (c->cap) {
-			uint64_t me = atomic_load_explicit(
-				&c->eb_seg, memory_order_acquire)->id;
-
-			m = me < m ? me : m;
-		}
 		if (h->id >= m)
 			return;
+		/*
+		 * The expansion hint lags while receivers skip expansions
+		 * (lf_recv): move it off h before h is retired, so that no
+		 * hint ever points at a retired segment. Forward only (a
+		 * failed CAS means another party moved it; look again).
+		 */
+		if (c->cap) {
+			struct lf_seg *e = atomic_load_explicit(
+				&c->eb_seg, memory_order_acquire);
+
+			if (e->id <= h->id) {
+				struct lf_seg *n = atomic_load_explicit(
+					&h->next, memory_order_acquire);
+
+				atomic_compare_exchange_strong_explicit(
+					&c->eb_seg, &e, n, memory_order_acq_rel,
+					memory_order_acquire);
+				continue;
+			}
+		}
 		/* exactly one CAS moves head past h: one call_rcu per segment */
 		if (atomic_compare_exchange_strong_explicit(
 			    &c->head, &h, atomic_load(&h->next),
@@ -326,6 +387,13 @@ static void hint_forward(kg_chan_t *c, _Atomic(struct lf_seg *) *hint,
 	}
 }
 
+/* seg_find's common case, inline: start is already the segment. */
+static inline struct lf_seg *seg_find(kg_chan_t *c, struct lf_seg *s,
+				      uint64_t id)
+{
+	return kg_likely(s->id == id) ? s : seg_find_slow(c, s, id);
+}
+
 static inline char *cell_elem(kg_chan_t *c, struct lf_seg *s, uint64_t i)
 {
 	return s->elems + (i & SEG_MASK) * c->elem_size;
@@ -333,7 +401,12 @@ static inline char *cell_elem(kg_chan_t *c, struct lf_seg *s, uint64_t i)
 
 static inline void copy_elem(void *dst, const void *src, size_t n)
 {
-	if (n && dst)
+	if (!dst)
+		return;
+	/* word-sized elements (the common case) without a call */
+	if (n == sizeof(uint64_t))
+		memcpy(dst, src, sizeof(uint64_t));
+	else if (n)
 		memcpy(dst, src, n);
 }
 
@@ -379,6 +452,7 @@ static __attribute__((noinline)) struct lf_op *op_new(uint32_t ncases,
 	}
 	atomic_store_explicit(&op->refs, 1, memory_order_relaxed);
 	op->ncases = ncases;
+	op->simple = false;
 	kg_parker_init(&op->pk);
 	atomic_store_explicit(&op->pk.claim, claim, memory_order_relaxed);
 	return op;
@@ -425,16 +499,22 @@ static void case_init(struct lf_case *k, struct lf_op *op, uint32_t idx,
 	atomic_store_explicit(&k->rereg, 0, memory_order_relaxed);
 }
 
-/* A single operation about to park: its record, made on demand. */
-static struct lf_case *lazy_case(struct lf_op **lazy, bool is_send,
+/* A single operation's record, made when it is about to park. */
+struct lazy_op {
+	struct lf_op *op;
+	bool untimed;			/* no deadline: may be simple */
+};
+
+static struct lf_case *lazy_case(struct lazy_op *lazy, bool is_send,
 				 void *elem, kg_chan_t *c)
 {
 	struct lf_op *op = op_new(1, 0);
 
 	if (!op)
 		return NULL;
+	op->simple = lazy->untimed && op->pk.co;
 	case_init(&op->cases[0], op, 0, is_send, elem, c);
-	*lazy = op;
+	lazy->op = op;
 	return &op->cases[0];
 }
 
@@ -483,8 +563,14 @@ static bool resolve(struct kg_worker *w, _Atomic uintptr_t *cell,
 		    void *dst, const void *src, size_t n)
 {
 	struct lf_op *op = k->op;
+	bool simple = op->simple;
 
-	if (party_claim(k) != CL_WON) {
+	if (simple) {
+		/* the only claimant; the owner reads the claim after its
+		 * wake, which orders it (the wake's acq_rel exchange) */
+		atomic_store_explicit(&op->pk.claim, k->idx + 1,
+				      memory_order_relaxed);
+	} else if (party_claim(k) != CL_WON) {
 		atomic_store_explicit(cell, C_BROKEN, memory_order_release);
 		op_put(op);
 		return false;
@@ -495,7 +581,9 @@ static bool resolve(struct kg_worker *w, _Atomic uintptr_t *cell,
 	/* release: the value and result before the cell's final state */
 	atomic_store_explicit(cell, final, memory_order_release);
 	kg_parker_wake(w, &op->pk);
-	op_put(op);
+	/* a simple op may be gone (freed by its resumed owner) */
+	if (!simple)
+		op_put(op);
 	return true;
 }
 
@@ -529,12 +617,17 @@ static bool take_waiter(_Atomic uintptr_t *cell, uintptr_t *st,
  */
 static bool install(_Atomic uintptr_t *cell, uintptr_t *st, struct lf_case *k)
 {
-	op_get(k->op);
+	bool simple = k->op->simple;
+
+	/* a simple op keeps no count (see struct lf_op) */
+	if (!simple)
+		op_get(k->op);
 	if (atomic_compare_exchange_strong_explicit(cell, st, W_OF(k),
 						    memory_order_acq_rel,
 						    memory_order_acquire))
 		return true;
-	op_put(k->op);
+	if (!simple)
+		op_put(k->op);
 	return false;
 }
 
@@ -546,17 +639,24 @@ static void expand(kg_chan_t *c, struct lf_seg *from, uint64_t e,
 		   struct kg_worker *w)
 {
 	/*
-	 * Walk from the last expansion's segment (cap cells ahead of the
-	 * receivers, so not from ours), unless a later receiver already
-	 * moved it past e: then from our own segment.
+	 * Walk from the nearest segment at or before e's that a hint knows:
+	 * the last expansion's (it lags while expansions are skipped), the
+	 * senders' (e is behind S here, often in their segment) or our own
+	 * (cap cells behind e). Every one was loaded inside this read-side
+	 * section, so none is freed under us.
 	 */
 	struct lf_seg *h = atomic_load_explicit(&c->eb_seg,
 						memory_order_acquire);
+	struct lf_seg *hs = atomic_load_explicit(&c->send_seg,
+						 memory_order_acquire);
+	uint64_t eid = e >> SEG_SHIFT;
 	struct lf_seg *s;
 
-	if (h->id <= (e >> SEG_SHIFT) && h->id >= from->id)
+	if (h->id <= eid && h->id > from->id)
 		from = h;
-	s = seg_find(c, from, e >> SEG_SHIFT);
+	if (hs->id <= eid && hs->id > from->id)
+		from = hs;
+	s = seg_find(c, from, eid);
 	hint_forward(c, &c->eb_seg, s);
 	_Atomic uintptr_t *cell = &s->cell[e & SEG_MASK];
 	uintptr_t st = atomic_load_explicit(cell, memory_order_acquire);
@@ -586,17 +686,54 @@ static void expand(kg_chan_t *c, struct lf_seg *from, uint64_t e,
 }
 
 /*
+ * May sender s leave its value in the buffer (s < R + cap)? First from
+ * r_seen, a past value of R (R only grows: if it says yes, R does too),
+ * then from R itself (unbuffered: R at once, seq_cst after our fetch_add
+ * of S, the Dekker pair with a receiver's fetch_add of R then load of S).
+ *
+ * Before reading R, a buffered channel's sender raises eb_need to s
+ * (seq_cst): with lf_recv's fetch_add of R then load of eb_need, a Dekker
+ * pair. If our load of R misses receiver s - cap's increment, that
+ * receiver's load of eb_need (later in the total order) sees s, and it
+ * expands the buffer over our cell: a sender that parks for want of room
+ * is always resumed. If our load sees the increment, we buffer here.
+ */
+static inline bool may_buffer(kg_chan_t *c, uint64_t s)
+{
+	uint64_t seen, need, r;
+
+	/* unbuffered: a partner's arrival is news, R is read anyway */
+	if (!c->cap)
+		return s < atomic_load(&c->R);
+	seen = atomic_load_explicit(&c->r_seen, memory_order_relaxed);
+	if (s < seen + c->cap)
+		return true;
+	/* seq_cst max: a value >= s already there serves as well */
+	need = atomic_load(&c->eb_need);
+	while (need < s &&
+	       !atomic_compare_exchange_weak(&c->eb_need, &need, s))
+		;
+	r = atomic_load(&c->R);
+	/* relaxed, unordered with other senders: any value stored is one
+	 * R had, so it stays a lower bound whoever writes last */
+	if (r > seen)
+		atomic_store_explicit(&c->r_seen, r, memory_order_relaxed);
+	return s < r + c->cap;
+}
+
+/*
  * One send: take indices until the value moves (R_DONE), the channel is
  * closed (R_CLOSED), or it would have to wait: with k NULL, R_AGAIN; else
  * k is parked in a cell (R_INSTALLED).
  */
 static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
-		   struct lf_op **lazy, struct kg_worker *w)
+		   struct lazy_op *lazy, struct kg_worker *w)
 {
 	for (;;) {
 		struct lf_seg *seg = atomic_load_explicit(&c->send_seg,
 							  memory_order_acquire);
 		uint64_t s = atomic_fetch_add(&c->S, 1);
+		struct lf_seg *cur;
 		_Atomic uintptr_t *cell;
 		bool stored = false;
 		uintptr_t st;
@@ -606,8 +743,11 @@ static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
 			atomic_fetch_sub(&c->S, 1);
 			return R_CLOSED;
 		}
-		seg = seg_find(c, seg, s >> SEG_SHIFT);
-		hint_forward(c, &c->send_seg, seg);
+		cur = seg_find(c, seg, s >> SEG_SHIFT);
+		/* the hint is at seg already: only a new segment moves it */
+		if (cur != seg)
+			hint_forward(c, &c->send_seg, cur);
+		seg = cur;
 		cell = &seg->cell[s & SEG_MASK];
 		st = atomic_load_explicit(cell, memory_order_acquire);
 		for (;;) {
@@ -617,7 +757,7 @@ static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
 						  c->elem_size);
 					stored = true;
 				}
-				if (st == C_EB || s < atomic_load(&c->R) + c->cap) {
+				if (st == C_EB || may_buffer(c, s)) {
 					/* release: the value before BUFFERED */
 					if (atomic_compare_exchange_weak_explicit(
 						    cell, &st, C_BUFFERED,
@@ -668,26 +808,47 @@ static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
  * closed and drained, R_AGAIN / R_INSTALLED when it would wait.
  */
 static int lf_recv(kg_chan_t *c, void *out, struct lf_case *k,
-		   struct lf_op **lazy, struct kg_worker *w)
+		   struct lazy_op *lazy, struct kg_worker *w)
 {
 	for (;;) {
 		struct lf_seg *seg = atomic_load_explicit(&c->recv_seg,
 							  memory_order_acquire);
 		uint64_t r = atomic_fetch_add(&c->R, 1), sraw, s;
+		uint64_t e = r + c->cap;
+		struct lf_seg *cur;
 		_Atomic uintptr_t *cell;
 		uintptr_t st;
 		int spins = 0;
 
-		sraw = atomic_load(&c->S);
-		s = sraw & ~CLOSED_BIT;
-		seg = seg_find(c, seg, r >> SEG_SHIFT);
-		hint_forward(c, &c->recv_seg, seg);
-		if (c->cap)
-			expand(c, seg, r + c->cap, w);
-		if ((sraw & CLOSED_BIT) && r >= s)
-			return R_CLOSED;	/* no sender will come here */
+		cur = seg_find(c, seg, r >> SEG_SHIFT);
+		/* the hint is at seg already: only a new segment moves it */
+		if (cur != seg)
+			hint_forward(c, &c->recv_seg, cur);
+		seg = cur;
+		/*
+		 * Expand the buffer over cell e = r + cap only if its sender
+		 * may have found no room: it raised eb_need to e before it
+		 * read R (may_buffer; seq_cst, the Dekker pair with our
+		 * fetch_add of R). Otherwise it sees our increment and
+		 * buffers by itself: the cell needs no EB mark.
+		 */
+		if (c->cap && atomic_load(&c->eb_need) >= e)
+			expand(c, seg, e, w);
 		cell = &seg->cell[r & SEG_MASK];
 		st = atomic_load_explicit(cell, memory_order_acquire);
+		/*
+		 * A buffered value needs nothing from S (its sender came:
+		 * r < S), and not reading S on this path keeps S's line with
+		 * the senders. Otherwise S, read after our fetch_add of R
+		 * (seq_cst): the Dekker pair with close's fetch_or of S then
+		 * load of R.
+		 */
+		if (st != C_BUFFERED) {
+			sraw = atomic_load(&c->S);
+			s = sraw & ~CLOSED_BIT;
+			if ((sraw & CLOSED_BIT) && r >= s)
+				return R_CLOSED;	/* no sender comes */
+		}
 		for (;;) {
 			if (st == C_BUFFERED) {
 				copy_elem(out, cell_elem(c, seg, r),
@@ -776,7 +937,8 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 {
 	bool timed = deadline != 0 && deadline != UINT64_MAX;
 	int would_wait = timed ? -ETIMEDOUT : -EAGAIN;
-	struct lf_op *op = NULL;
+	struct lazy_op lazy = { NULL, deadline == UINT64_MAX };
+	struct lf_op *op;
 	uint32_t claim;
 	uint8_t res;
 	int r;
@@ -794,9 +956,15 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 			return (sraw & CLOSED_BIT) ? -EPIPE : would_wait;
 	}
 	lf_read_lock();
-	r = is_send ? lf_send(c, elem, NULL, deadline ? &op : NULL, w) :
-		      lf_recv(c, elem, NULL, deadline ? &op : NULL, w);
+	r = is_send ? lf_send(c, elem, NULL, deadline ? &lazy : NULL, w) :
+		      lf_recv(c, elem, NULL, deadline ? &lazy : NULL, w);
 	lf_read_unlock();
+	/*
+	 * A record made for a park whose install lost its CAS, after which
+	 * the operation finished another way: no cell holds it, only we do.
+	 */
+	if (kg_unlikely(r != R_INSTALLED && lazy.op))
+		op_put(lazy.op);
 	switch (r) {
 	case R_DONE:
 		return 0;
@@ -808,6 +976,7 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 		return -ENOMEM;
 	}
 	/* parked in a cell */
+	op = lazy.op;
 	kg_co_waiting(op->pk.co, is_send ? "chan send" : "chan recv", c);
 	if (kg_parker_arm(&op->pk, deadline) &&
 	    kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT)) {
@@ -817,7 +986,10 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 	kg_parker_wait(&op->pk, unlock_none, NULL, deadline);
 	claim = atomic_load_explicit(&op->pk.claim, memory_order_acquire);
 	res = atomic_load_explicit(&op->cases[0].result, memory_order_relaxed);
-	op_put(op);
+	if (op->simple)
+		op_free(op);	/* the cell's taker is done with it */
+	else
+		op_put(op);
 	if (claim == KG_CLAIM_TIMEOUT)
 		return -ETIMEDOUT;
 	return res == RES_VALUE ? 0 : -EPIPE;
