@@ -4,16 +4,19 @@
  * Its programs run at every context switch and system call on the
  * machine; for other processes they stop at one tgid compare. Two
  * processes bounce a byte over two pipes N times (default 2e5, argv[1]):
- * every round trip is 4 system calls and 2 blocking switches (plus the
- * switches to and from idle). Timed twice before this process loads the BPF
- * programs (kg_run with the bpf backend; they stay attached while it
- * lives) and twice after; the best of each pair.
+ * every round trip is 4 system calls and 2 blocking switches. Both
+ * processes run pinned to one CPU, so that the switches are direct and
+ * the VM's idle wake-ups stay out of the figure. Timed twice before this
+ * process loads the BPF programs (kg_run with the bpf backend; they stay
+ * attached while it lives) and twice after; the best of each pair.
+ * KGREEN_BPF_SYSLAT=1 measures the system call histogram's cost too.
  * Prints pipe_rt_off_ns and pipe_rt_bpf_ns (ns per round trip).
  */
 #define _GNU_SOURCE
 #include <kgreen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -23,12 +26,18 @@ static double pingpong(void)
 {
 	int a[2], b[2];
 	uint64_t t0;
+	cpu_set_t one, all;
 	pid_t pid;
 	long i;
 	char c = 0;
 
+	sched_getaffinity(0, sizeof(all), &all);
+
 	if (pipe(a) || pipe(b))
 		exit(1);
+	CPU_ZERO(&one);
+	CPU_SET(0, &one);
+	sched_setaffinity(0, sizeof(one), &one);	/* the child inherits it */
 	pid = fork();
 	if (pid < 0)
 		exit(1);
@@ -44,6 +53,7 @@ static double pingpong(void)
 			exit(1);
 	t0 = kg_now_ns() - t0;
 	waitpid(pid, NULL, 0);
+	sched_setaffinity(0, sizeof(all), &all);
 	close(a[0]);
 	close(a[1]);
 	close(b[0]);
