@@ -17,6 +17,8 @@
  *     (bpf), in this process.
  * Prints handoff_{p50,p99,max}_us, sysmon_handoff_*, mixed_ms,
  * mixed_sysmon_ms, mixed_sysmon_plain_ms, switch_sysmon_ns, switch_bpf_ns.
+ * HANDOFF_DEBUG=1 also prints, for the bpf latency run, kg_stats' mean
+ * and max time from the kernel's record to a standby holding the proc.
  * Twin: go/handoff (GOMAXPROCS 1 and 2, syscall.Syscall).
  */
 #define _GNU_SOURCE
