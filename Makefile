@@ -9,6 +9,7 @@
 #   make check-aarch64  the suites built for aarch64, run under qemu-user
 #   make deps       install missing Debian packages (tools/install-deps)
 #   SAN=address|thread   sanitizer build, outputs under .output/san-$(SAN)
+#   BPF=n           build without the BPF backend (sysmon only)
 #   V=1             show full commands
 #
 # Everything built goes under .output/.
@@ -174,4 +175,4 @@ clean:
 	$(Q)rm -rf $(SRCDIR)/.output
 
 help:
-	@sed -n '3,13p' Makefile
+	@sed -n '3,14p' Makefile
