@@ -501,7 +501,9 @@ TEST(bpf_failure_falls_back_to_sysmon)
 				     NULL));
 	ASSERT_STREQ("sysmon", backend_seen);
 	ASSERT_NE(NULL, strstr(out, "using sysmon"));
-	ASSERT_NE(NULL, strstr(out, "simulated load failure"));
+	/* the reason: the simulated failure, or a build without BPF */
+	ASSERT_TRUE(strstr(out, "simulated load failure") ||
+		    strstr(out, "built without BPF support"));
 	/* asked for by name, it fails with the reason */
 	ASSERT_EQ(-ENODEV, kg_run(note_backend, NULL, &cfg));
 }
