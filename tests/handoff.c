@@ -478,6 +478,37 @@ TEST(blocked_worker_returns_and_standby_is_replaced)
 	close(r.pipefd[1]);
 }
 
+/*
+ * A forked child loads its own programs (the parent's serve the parent's
+ * tgid only) and its blocks hand off too.
+ */
+TEST(forked_child_hands_off)
+{
+	struct scen s;
+	pid_t pid;
+	int st;
+
+	NEED_BPF();	/* loads the programs in this process first */
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		int err;
+
+		memset(&s, 0, sizeof(s));
+		s.kind = K_READ;
+		pthread_mutex_init(&s.mutex, NULL);
+		if (pipe(s.pipefd))
+			_exit(3);
+		run_scen(&s, BPF, &err);
+		_exit(err ? 2 : co_failures() ? 3 :
+		      s.b_ran && s.b_ran < s.a_end ? 0 : 4);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st));
+	/* 4: B did not run while A was blocked */
+	ASSERT_EQ(0, WEXITSTATUS(st));
+}
+
 /* ------------------------------------------------------------------ */
 /* Choosing the backend                                                */
 /* ------------------------------------------------------------------ */
