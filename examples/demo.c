@@ -66,7 +66,8 @@ static void main_co(void *arg)
 	       (unsigned long long)st.timer_steals);
 	printf("  stack memory    %llu MiB virtual for %ld coroutines\n",
 	       (unsigned long long)(st.stack_bytes >> 20), N);
-	printf("  backend         %s\n", kg_backend_name());
+	printf("  backend         %s (%llu handoffs of blocked workers' procs)\n",
+	       kg_backend_name(), (unsigned long long)st.handoffs);
 	printf("  checksum        %lu (%s)\n", (unsigned long)atomic_load(&total),
 	       atomic_load(&total) == expected_total() ? "ok" : "WRONG");
 }

@@ -634,6 +634,32 @@ static inline bool rt_done(struct kg_rt *rt)
 	return atomic_load_explicit(&rt->done, memory_order_acquire) != 0;
 }
 
+/* Some parked worker other than w that is not a standby (rt.lock). */
+static struct kg_worker *__idle_plain(struct kg_rt *rt, struct kg_worker *w)
+{
+	struct kg_worker *iw;
+
+	for (iw = rt->idle_workers; iw; iw = iw->idle_next)
+		if (iw != w && !atomic_load(&iw->standby))
+			return iw;
+	return NULL;
+}
+
+/* Workers running a coroutine without their proc (taken while blocked). */
+static uint32_t workers_out(struct kg_rt *rt)
+{
+	uint32_t i, n = atomic_load(&rt->nworkers), out = 0;
+
+	for (i = 0; i < n; i++) {
+		struct kg_worker *w = rt->workers[i];
+
+		if (w && atomic_load(&w->lost_seen) >
+				 atomic_load(&w->lost_handled))
+			out++;
+	}
+	return out;
+}
+
 /*
  * Start a new worker thread that takes proc p (NULL: none; it looks for
  * an idle proc, else parks as a spare). Caller holds rt->lock.
@@ -672,10 +698,13 @@ static bool __new_worker(struct kg_rt *rt, struct kg_proc *p, bool spinning)
  */
 static void __startm(struct kg_rt *rt, struct kg_proc *p, bool spinning)
 {
-	struct kg_worker *w = rt->idle_workers;
+	/* a plain parked worker first: standbys stay where they wait */
+	struct kg_worker *w = __idle_plain(rt, NULL);
 
+	if (!w)
+		w = rt->idle_workers;
 	if (w) {
-		rt->idle_workers = w->idle_next;
+		__widle_remove(rt, w);
 		wake_worker(w, p, spinning);
 		return;
 	}
@@ -1178,23 +1207,17 @@ static bool any_work(struct kg_rt *rt)
  */
 #define KG_STANDBYS 2
 
-/* Some parked worker other than w that is not a standby (rt.lock). */
-static struct kg_worker *__idle_plain(struct kg_rt *rt, struct kg_worker *w)
-{
-	struct kg_worker *iw;
-
-	for (iw = rt->idle_workers; iw; iw = iw->idle_next)
-		if (iw != w && !atomic_load(&iw->standby))
-			return iw;
-	return NULL;
-}
-
-static bool standby_claim(struct kg_worker *w)
+/*
+ * w, parking, becomes a standby if fewer than KG_STANDBYS wait. Not the
+ * timer watcher: it wakes at every deadline, and the role would change
+ * hands as often.
+ */
+static bool standby_claim(struct kg_worker *w, bool watcher)
 {
 	struct kg_rt *rt = w->rt;
 	uint32_t n = atomic_load(&rt->nstandby);
 
-	if (rt->backend != KG_BACKEND_BPF)
+	if (rt->backend != KG_BACKEND_BPF || watcher)
 		return false;
 	do {
 		if (n >= KG_STANDBYS)
@@ -1205,10 +1228,16 @@ static bool standby_claim(struct kg_worker *w)
 		return false;
 	}
 	atomic_store(&w->standby, 1);	/* seq_cst: see wake_parked */
-	/* keep one plain parked worker in reserve to replace us */
+	/*
+	 * Keep one worker beyond the procs' and the standbys in reserve, to
+	 * replace a standby that takes a proc. Counted against all workers,
+	 * not the parked ones: workers popped and parked again by the
+	 * scheduler come and go all the time and must not start threads.
+	 */
 	pthread_mutex_lock(&rt->lock);
-	if (!__idle_plain(rt, w) && !rt_done(rt) &&
-	    !__new_worker(rt, NULL, false))
+	if (atomic_load(&rt->nworkers) <
+		    rt->nprocs + KG_STANDBYS + 1 + workers_out(rt) &&
+	    !__new_worker(rt, NULL, false) && !rt_done(rt))
 		kg_debug("cannot start a reserve spare worker");
 	pthread_mutex_unlock(&rt->lock);
 	return true;
@@ -1218,7 +1247,8 @@ static bool standby_claim(struct kg_worker *w)
  * w leaves the role (it is off the idle list). While another standby
  * waits, the next worker to park (typically the one whose proc was just
  * taken, back from its system call) fills the role: nothing to do on this
- * critical path. If none is left, wake a parked worker to take it.
+ * critical path. If none is left, wake a parked worker to take it (no
+ * thread is started here: standby_claim keeps the reserve).
  */
 static void standby_vacate(struct kg_worker *w)
 {
@@ -1232,8 +1262,6 @@ static void standby_vacate(struct kg_worker *w)
 	iw = __idle_plain(rt, w);
 	if (iw)
 		kg_kick_watcher(iw);
-	else if (!__new_worker(rt, NULL, false))
-		kg_debug("cannot start a standby spare worker");
 	pthread_mutex_unlock(&rt->lock);
 }
 
@@ -1379,7 +1407,7 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 
 		/* claim before reading wake: see wake_parked */
 		if (!standby)
-			standby = standby_claim(w);
+			standby = standby_claim(w, watcher);
 		state = atomic_load(&w->wake);
 		if (state == KG_WAKE_HANDOFF)
 			break;
@@ -1457,25 +1485,10 @@ static void park_worker(struct kg_worker *w, uint64_t until)
  * that has used kgreen objects is alive (it could wake a coroutine).
  * A worker blocked in a system call holds its proc, so it counts as busy.
  */
-/* Some worker runs a coroutine without its proc (taken while it blocked). */
-static bool workers_out(struct kg_rt *rt)
-{
-	uint32_t i, n = atomic_load(&rt->nworkers);
-
-	for (i = 0; i < n; i++) {
-		struct kg_worker *w = rt->workers[i];
-
-		if (w && atomic_load(&w->lost_seen) >
-				 atomic_load(&w->lost_handled))
-			return true;
-	}
-	return false;
-}
-
 static bool deadlock_suspect(struct kg_rt *rt)
 {
 	return atomic_load(&rt->npidle) == rt->nprocs && !any_work(rt) &&
-	       !workers_out(rt) &&
+	       workers_out(rt) == 0 &&
 	       kg_timers_next_all(rt) == UINT64_MAX &&
 	       atomic_load(&kg_foreign_threads) == 0 && kg_live(rt) > 0;
 }
