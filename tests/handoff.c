@@ -479,6 +479,41 @@ TEST(blocked_worker_returns_and_standby_is_replaced)
 }
 
 /*
+ * Spare workers are bounded: workers that park and wake all the time (a
+ * timer-driven load, no blocking) start no threads beyond the procs', two
+ * standbys and one in reserve, plus those out with a lost proc.
+ */
+static kg_wg_t bound_wg;
+
+static void bound_sleeper(void *p)
+{
+	kg_sleep((uint64_t)(uintptr_t)p % 5 * MS);
+	kg_wg_done(&bound_wg);
+}
+
+static void bound_main(void *p)
+{
+	long i, n = scaled(20000, 4);
+
+	(void)p;
+	kg_wg_add(&bound_wg, n);
+	for (i = 0; i < n; i++)
+		CO_CHECK(kg_go(bound_sleeper, (void *)(uintptr_t)i) > 0, "go");
+	kg_wg_wait(&bound_wg);
+	CO_CHECK(kg_stats(&stats_end) == 0, "stats");
+}
+
+TEST(spare_workers_are_bounded)
+{
+	NEED_BPF();
+	ASSERT_EQ(0, run_backend(bound_main, NULL, 2, "bpf"));
+	ASSERT_EQ(0, co_failures());
+	TH_LOG("%u workers, %llu handoffs", stats_end.workers,
+	       (unsigned long long)stats_end.handoffs);
+	ASSERT_GE(2 + 3 + stats_end.handoffs, (unsigned long long)stats_end.workers);
+}
+
+/*
  * A forked child loads its own programs (the parent's serve the parent's
  * tgid only) and its blocks hand off too.
  */
