@@ -237,7 +237,14 @@ TEST_TIMEOUT(million_alive, 300)
 {
 	/* TSan counts each fiber as a thread and allows 8128 */
 	long n = scaled(1000000, 250);
+	/* each parked coroutine keeps a page or two: ~8 KiB with slack */
+	unsigned long long need = (unsigned long long)n * 8192;
+	unsigned long long avail = (unsigned long long)sysconf(_SC_AVPHYS_PAGES) *
+				   (unsigned long long)sysconf(_SC_PAGESIZE);
 
+	if (avail < need)
+		SKIP(return, "needs %llu MiB of free memory, %llu MiB free",
+		     need >> 20, avail >> 20);
 	gate = started = ended = (kg_wg_t)KG_WG_INIT;
 	ASSERT_EQ(0, run_kg(million_main, (void *)(intptr_t)n, 2));
 	ASSERT_EQ(0, co_failures());

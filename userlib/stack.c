@@ -256,6 +256,13 @@ static struct kg_co *__carve(struct kg_rt *rt, uint32_t c)
 			free(s);
 			return NULL;
 		}
+		/*
+		 * A coroutine touches a page or two of its stack. Kernels
+		 * with transparent huge pages "always" (Debian's 6.1) would
+		 * back each touch with 2 MiB: 10,000 parked coroutines took
+		 * 890 MB there. Best effort: without THP this fails harmlessly.
+		 */
+		madvise(s->base, s->bytes, MADV_NOHUGEPAGE);
 		s->nstacks = n;
 		s->size_class = c;
 		s->next = a->slabs;
