@@ -82,6 +82,7 @@ _Atomic uint64_t kg_foreign_wakes;
 
 #define SPIN_NS 20000		/* how long an idle worker looks before parking */
 #define STEAL_TRIES 4
+#define RUNNEXT_GRACE_NS 3000	/* before a thief takes a proc's runnext */
 #define GLOBAL_FAIRNESS 61
 
 /* ------------------------------------------------------------------ */
@@ -460,6 +461,19 @@ static uint32_t runq_grab(struct kg_proc *p, struct kg_co **batch,
 
 			if (!with_next)
 				return 0;
+			/*
+			 * runnext holds a coroutine its owner just woke and
+			 * is about to run (ping-pong partners): give the
+			 * owner a few microseconds first, as Go does, or the
+			 * pair bounces between procs on every exchange.
+			 */
+			if (atomic_load_explicit(RQ_NEXT(p),
+						 memory_order_relaxed)) {
+				uint64_t until = kg_now_ns() + RUNNEXT_GRACE_NS;
+
+				while (kg_now_ns() < until)
+					kg_cpu_relax();
+			}
 			co = atomic_load_explicit(RQ_NEXT(p),
 						  memory_order_acquire);
 			if (co && atomic_compare_exchange_strong_explicit(
