@@ -170,7 +170,14 @@ static int run_once(const struct impl *im, const struct program *pg,
 	memset(tr, 0, sizeof(*tr));
 	for (i = 0; i < NCH; i++)
 		r.ch[i] = im->make(sizeof(long), pg->cap[i]);
-	rc = run_kg(model_main, &r, 1);
+	/*
+	 * One coroutine at a time, so that the logical clock orders the
+	 * operations: sysmon, because with a kernel backend a coroutine whose
+	 * proc was taken while it blocked (a page fault) runs on beside the
+	 * proc's new worker until its next scheduler entry.
+	 */
+	rc = kg_run(model_main, &r,
+		    &(struct kg_config){ .procs = 1, .backend = "sysmon" });
 	for (i = 0; i < NCH; i++)
 		im->free_(r.ch[i]);
 	return rc;
