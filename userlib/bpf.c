@@ -44,8 +44,9 @@ static struct {
 	/* read-only views of the ring's positions, for a cheap peek */
 	unsigned long *cons_pos, *prod_pos;
 	/* set around ring_buffer__consume by the (single) consumer */
-	struct kg_handoff_event *out;
-	int nout, maxout;
+	kg_event_fn fn;
+	void *fn_arg;
+	int nevents;
 	char lastlog[160];		/* libbpf's last warning */
 } B = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
@@ -101,12 +102,21 @@ static int fail(int err, const char *fmt, ...)
 	return err;
 }
 
+/*
+ * Each record goes to the consumer's function as it is read: libbpf
+ * consumes a record whatever the callback returns, so none may be held
+ * back (a record dropped would leave its proc detached for good).
+ */
 static int on_event(void *ctx, void *data, size_t size)
 {
+	struct kg_handoff_event ev;
+
 	(void)ctx;
-	if (size < sizeof(struct kg_handoff_event) || B.nout >= B.maxout)
-		return B.nout >= B.maxout ? 1 : 0;	/* 1: stop for now */
-	memcpy(&B.out[B.nout++], data, sizeof(struct kg_handoff_event));
+	if (size < sizeof(ev))
+		return 0;
+	memcpy(&ev, data, sizeof(ev));
+	B.fn(B.fn_arg, &ev);
+	B.nevents++;
 	return 0;
 }
 
@@ -229,17 +239,17 @@ void kg_bpf_worker_del(uint32_t tid, uint32_t index)
 	pthread_mutex_unlock(&B.lock);
 }
 
-int kg_bpf_events(struct kg_handoff_event *out, int max)
+int kg_bpf_events(kg_event_fn fn, void *arg)
 {
 	int n;
 
 	pthread_mutex_lock(&consume_lock);
-	B.out = out;
-	B.nout = 0;
-	B.maxout = max;
+	B.fn = fn;
+	B.fn_arg = arg;
+	B.nevents = 0;
 	ring_buffer__consume(B.rb);
-	n = B.nout;
-	B.out = NULL;
+	n = B.nevents;
+	B.fn = NULL;
 	pthread_mutex_unlock(&consume_lock);
 	return n;
 }
@@ -303,12 +313,6 @@ void kg_bpf_kick(int kickfd)
 	}
 }
 
-int kg_bpf_worker_stats(uint32_t index, struct kg_worker_stats *out)
-{
-	return bpf_map__lookup_elem(B.skel->maps.kg_wstats, &index,
-				    sizeof(index), out, sizeof(*out), 0);
-}
-
 #else /* !KG_HAVE_BPF */
 
 int kg_bpf_open(struct kg_shared **shared, char *why, size_t whylen)
@@ -332,10 +336,10 @@ void kg_bpf_worker_del(uint32_t tid, uint32_t index)
 	(void)index;
 }
 
-int kg_bpf_events(struct kg_handoff_event *out, int max)
+int kg_bpf_events(kg_event_fn fn, void *arg)
 {
-	(void)out;
-	(void)max;
+	(void)fn;
+	(void)arg;
 	return 0;
 }
 
@@ -361,13 +365,6 @@ void kg_bpf_kick(int kickfd)
 bool kg_bpf_pending(void)
 {
 	return false;
-}
-
-int kg_bpf_worker_stats(uint32_t index, struct kg_worker_stats *out)
-{
-	(void)index;
-	(void)out;
-	return -ENODEV;
 }
 
 #endif

@@ -422,8 +422,10 @@ void kg_sched_lost(struct kg_worker *w);
 int kg_bpf_open(struct kg_shared **shared, char *why, size_t whylen);
 int kg_bpf_worker_add(uint32_t tid, uint32_t index);
 void kg_bpf_worker_del(uint32_t tid, uint32_t index);
-/* Take up to max pending handoff records (non-blocking); how many. */
-int kg_bpf_events(struct kg_handoff_event *out, int max);
+/* Hand every pending handoff record to fn (non-blocking); how many. One
+ * consumer at a time; fn may take rt.lock. */
+typedef void (*kg_event_fn)(void *arg, const struct kg_handoff_event *ev);
+int kg_bpf_events(kg_event_fn fn, void *arg);
 /* A standby's own wait: an epoll set of the ring and an eventfd for kicks. */
 int kg_bpf_waiter_open(int *epfd, int *kickfd);
 /* Sleep until a record is pending, a kick, or deadline (kg_now_ns). */
@@ -431,7 +433,6 @@ void kg_bpf_wait(int epfd, int kickfd, uint64_t deadline);
 void kg_bpf_kick(int kickfd);
 /* A record is waiting (a cheap peek at the ring's positions). */
 bool kg_bpf_pending(void);
-int kg_bpf_worker_stats(uint32_t index, struct kg_worker_stats *out);
 
 /* sysmon.c: the backend without kernel help */
 int kg_sysmon_start(struct kg_rt *rt);

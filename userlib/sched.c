@@ -1285,53 +1285,49 @@ static void standby_vacate(struct kg_worker *w)
  * meanwhile (a handoff to it is under way), the others for parked or new
  * workers. Returns true if w now holds a proc.
  */
+struct standby_take {
+	struct kg_worker *w;
+	struct kg_proc *mine;
+	uint64_t now;
+};
+
+static void standby_take_one(void *arg, const struct kg_handoff_event *ev)
+{
+	struct standby_take *t = arg;
+	struct kg_rt *rt = t->w->rt;
+	struct kg_worker *bw;
+	struct kg_proc *p;
+	uint64_t lat;
+
+	if (ev->proc >= rt->nprocs || ev->worker >= atomic_load(&rt->nworkers) ||
+	    !(bw = rt->workers[ev->worker])) {
+		kg_debug("bad handoff record: proc %u worker %u", ev->proc,
+			 ev->worker);
+		return;
+	}
+	p = &rt->procs[ev->proc];
+	atomic_fetch_add(&bw->lost_seen, 1);
+	atomic_fetch_add_explicit(&rt->handoffs, 1, memory_order_relaxed);
+	atomic_store_explicit(&rt->last_handoff, t->now, memory_order_relaxed);
+	lat = t->now > ev->ts_ns ? t->now - ev->ts_ns : 0;
+	atomic_fetch_add_explicit(&rt->hlat_sum, lat, memory_order_relaxed);
+	if (lat > atomic_load_explicit(&rt->hlat_max, memory_order_relaxed))
+		atomic_store_explicit(&rt->hlat_max, lat, memory_order_relaxed);
+	pthread_mutex_lock(&rt->lock);
+	if (!t->mine && !rt_done(rt) && __widle_remove(rt, t->w))
+		t->mine = p;
+	else
+		__startm(rt, p, false);
+	pthread_mutex_unlock(&rt->lock);
+}
+
 static bool standby_take(struct kg_worker *w)
 {
-	struct kg_handoff_event ev[16];
-	struct kg_rt *rt = w->rt;
-	struct kg_proc *mine = NULL;
-	uint64_t now;
-	int n, i;
+	struct standby_take t = { .w = w, .now = kg_now_ns() };
 
-	n = kg_bpf_events(ev, 16);
-	if (n <= 0)
+	if (kg_bpf_events(standby_take_one, &t) <= 0 || !t.mine)
 		return false;
-	now = kg_now_ns();
-	for (i = 0; i < n; i++) {
-		struct kg_worker *bw;
-		struct kg_proc *p;
-		uint64_t lat;
-
-		if (ev[i].proc >= rt->nprocs ||
-		    ev[i].worker >= atomic_load(&rt->nworkers) ||
-		    !(bw = rt->workers[ev[i].worker])) {
-			kg_debug("bad handoff record: proc %u worker %u",
-				 ev[i].proc, ev[i].worker);
-			continue;
-		}
-		p = &rt->procs[ev[i].proc];
-		atomic_fetch_add(&bw->lost_seen, 1);
-		atomic_fetch_add_explicit(&rt->handoffs, 1,
-					  memory_order_relaxed);
-		atomic_store_explicit(&rt->last_handoff, now,
-				      memory_order_relaxed);
-		lat = now > ev[i].ts_ns ? now - ev[i].ts_ns : 0;
-		atomic_fetch_add_explicit(&rt->hlat_sum, lat,
-					  memory_order_relaxed);
-		if (lat > atomic_load_explicit(&rt->hlat_max,
-					       memory_order_relaxed))
-			atomic_store_explicit(&rt->hlat_max, lat,
-					      memory_order_relaxed);
-		pthread_mutex_lock(&rt->lock);
-		if (!mine && !rt_done(rt) && __widle_remove(rt, w))
-			mine = p;
-		else
-			__startm(rt, p, false);
-		pthread_mutex_unlock(&rt->lock);
-	}
-	if (!mine)
-		return false;
-	acquire_proc(w, mine);
+	acquire_proc(w, t.mine);
 	return true;
 }
 
@@ -1343,7 +1339,8 @@ static bool standby_take(struct kg_worker *w)
  * from running coroutines), a standby polls the ring for up to
  * STANDBY_SPIN_NS first, yielding the CPU between polls to any thread
  * that wants it (a busy poll measured a lower median but a ten times
- * worse p99 here: it kept returning workers off the CPU). Returns true if a record (or a wake) arrived.
+ * worse p99 here: it kept returning workers off the CPU). Returns true if
+ * a record (or a wake) arrived.
  */
 #define STANDBY_HOT_NS (2 * 1000 * 1000ull)
 #define STANDBY_SPIN_NS (200 * 1000ull)
