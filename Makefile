@@ -8,6 +8,10 @@
 #   make bench      run the benchmarks beside their Go twins
 #   make check-aarch64  the suites built for aarch64, run under qemu-user
 #   make deps       install missing Debian packages (tools/install-deps)
+#   make kmod       build kmod/kgreen.ko (KDIR: kernel build dir, default
+#                   Debian's linux-headers-amd64)
+#   make vmcheck    boot Debian's kernel in qemu, load kgreen.ko, run the
+#                   kmod and BPF suites there (part of make check)
 #   SAN=address|thread   sanitizer build, outputs under .output/san-$(SAN)
 #   BPF=n           build without the BPF backend (sysmon only)
 #   V=1             show full commands
@@ -80,7 +84,8 @@ LIBSO := $(OUT)/lib/libkgreen.so.$(VERSION_MAJOR).$(VERSION_MINOR)
 
 export OUT CC SAN
 
-.PHONY: all lib tests examples check check-aarch64 demo bench deps clean help
+.PHONY: all lib tests examples check check-aarch64 demo bench deps clean help \
+	kmod vmcheck vmbench
 
 all: lib tests examples
 
@@ -137,6 +142,26 @@ tests: lib
 examples: lib
 	$(Q)$(MAKE) --no-print-directory -C examples all \
 		EXTRA_CFLAGS="$(SAN_FLAGS)" EXTRA_LDFLAGS="$(SAN_FLAGS)"
+
+# The kernel module, built out of tree into $(OUT)/kbuild (a copy of the
+# sources: kbuild writes its objects beside them) against KDIR, by default
+# the newest Debian -amd64 kernel's headers (tools/install-deps vm).
+KVER ?= $(shell ls /lib/modules 2>/dev/null | grep -- '-amd64$$' | sort -V | tail -n1)
+KDIR ?= /lib/modules/$(KVER)/build
+KBUILD_OUT := $(OUT)/kbuild
+KMOD_KO := $(KBUILD_OUT)/kmod/kgreen.ko
+KMOD_SRCS := Kbuild kmod/Kbuild kmod/kgreen.c kmod/include/uapi/kgreen.h
+
+kmod: $(KMOD_KO)
+
+$(KMOD_KO): $(KMOD_SRCS)
+	@test -d $(KDIR) || { echo "make kmod: no kernel build directory $(KDIR)" \
+		"(tools/install-deps vm, or KDIR=...)" >&2; exit 1; }
+	$(call msg,KMOD,$@)
+	@mkdir -p $(KBUILD_OUT)
+	$(Q)tar cf - $(KMOD_SRCS) | tar xf - -C $(KBUILD_OUT)
+	$(Q)$(MAKE) --no-print-directory -C $(KDIR) M=$(KBUILD_OUT) \
+		$(if $(filter 1,$(V)),,-s) modules
 
 deps:
 	$(Q)tools/install-deps build $(if $(filter x86_64,$(KG_ARCH)),bpf)

@@ -22,10 +22,24 @@
 #define MS 1000000ull
 #define RELEASE_AFTER (200 * MS)
 
-enum mode { BPF, SYSMON_MARKED, SYSMON_PLAIN };
+enum mode { KERNEL, SYSMON_MARKED, SYSMON_PLAIN };
 enum kind { K_READ, K_NANOSLEEP, K_FSYNC, K_MUTEX, K_FUTEX };
 
-static const char *const mode_backend[] = { "bpf", "sysmon", "sysmon" };
+/*
+ * The kernel backend under test: bpf, or kmod in the VM
+ * (KG_TEST_KBACKEND=kmod, tools/vmcheck).
+ */
+static const char *kbackend(void)
+{
+	const char *b = getenv("KG_TEST_KBACKEND");
+
+	return b && *b ? b : "bpf";
+}
+
+static const char *mode_backend(enum mode m)
+{
+	return m == KERNEL ? kbackend() : "sysmon";
+}
 
 /* Run fn under backend with procs procs; -ENODEV if it cannot serve. */
 static int run_backend(void (*fn)(void *), void *arg, unsigned int procs,
@@ -41,12 +55,12 @@ static void nothing(void *p)
 	(void)p;
 }
 
-/* SKIP (with the runtime's reason on stderr) when bpf cannot load here. */
-#define NEED_BPF()                                                            \
+/* SKIP (with the runtime's reason on stderr) when it cannot serve here. */
+#define NEED_KERNEL()                                                         \
 	do {                                                                  \
-		if (run_backend(nothing, NULL, 1, "bpf") == -ENODEV)          \
-			SKIP(return, "the bpf backend cannot load here "      \
-				     "(reason above)");                        \
+		if (run_backend(nothing, NULL, 1, kbackend()) == -ENODEV)     \
+			SKIP(return, "the %s backend cannot serve here "      \
+				     "(reason above)", kbackend());           \
 	} while (0)
 
 /* ------------------------------------------------------------------ */
@@ -219,7 +233,7 @@ static int run_scen(struct scen *s, enum mode mode, int *err)
 	uint64_t blocked;
 
 	s->mode = mode;
-	*err = run_backend(scen_main, s, 1, mode_backend[mode]);
+	*err = run_backend(scen_main, s, 1, mode_backend(mode));
 	blocked = s->a_end - s->a_start;
 	TH_LOG("A blocked %.1f ms; B ran %+.3f ms after A began", blocked / 1e6,
 	       ((double)s->b_ran - (double)s->a_start) / 1e6);
@@ -227,12 +241,12 @@ static int run_scen(struct scen *s, enum mode mode, int *err)
 	return s->kind != K_FSYNC || (s->filefd >= 0 && blocked >= 5 * MS);
 }
 
-TEST_F(block, bpf_transparent)
+TEST_F(block, kernel_transparent)
 {
 	int err;
 
-	NEED_BPF();
-	if (!run_scen(&self->s, BPF, &err))
+	NEED_KERNEL();
+	if (!run_scen(&self->s, KERNEL, &err))
 		SKIP(return, "fsync did not block here (or no file to dirty)");
 	ASSERT_EQ(0, err);
 	ASSERT_EQ(0, co_failures());
@@ -332,11 +346,11 @@ static void many_main(void *p)
 	free(seen);
 }
 
-TEST_TIMEOUT(many_block_bpf, 60)
+TEST_TIMEOUT(many_block_kernel, 60)
 {
-	NEED_BPF();
+	NEED_KERNEL();
 	many_seed = harness_seed();
-	ASSERT_EQ(0, run_backend(many_main, NULL, 2, "bpf"));
+	ASSERT_EQ(0, run_backend(many_main, NULL, 2, kbackend()));
 	ASSERT_EQ(0, co_failures());
 	TH_LOG("%llu handoffs, %u worker threads",
 	       (unsigned long long)stats_end.handoffs, stats_end.workers);
@@ -375,8 +389,8 @@ static void idle_main(void *p)
 
 TEST(no_handoff_when_nothing_queued)
 {
-	NEED_BPF();
-	ASSERT_EQ(0, run_backend(idle_main, NULL, 1, "bpf"));
+	NEED_KERNEL();
+	ASSERT_EQ(0, run_backend(idle_main, NULL, 1, kbackend()));
 	ASSERT_EQ(0, co_failures());
 	ASSERT_LT(0ull, stats_end.blocks);
 	ASSERT_EQ(0ull, stats_end.handoffs);
@@ -470,9 +484,9 @@ TEST(blocked_worker_returns_and_standby_is_replaced)
 {
 	struct rounds r = { .wg = KG_WG_INIT };
 
-	NEED_BPF();
+	NEED_KERNEL();
 	ASSERT_EQ(0, pipe(r.pipefd));
-	ASSERT_EQ(0, run_backend(rounds_main, &r, 1, "bpf"));
+	ASSERT_EQ(0, run_backend(rounds_main, &r, 1, kbackend()));
 	ASSERT_EQ(0, co_failures());
 	TH_LOG("worst time for B to run after A blocked: %.3f ms",
 	       r.worst / 1e6);
@@ -510,8 +524,8 @@ static void bound_main(void *p)
 
 TEST(spare_workers_are_bounded)
 {
-	NEED_BPF();
-	ASSERT_EQ(0, run_backend(bound_main, NULL, 2, "bpf"));
+	NEED_KERNEL();
+	ASSERT_EQ(0, run_backend(bound_main, NULL, 2, kbackend()));
 	ASSERT_EQ(0, co_failures());
 	TH_LOG("%u workers, %llu handoffs", stats_end.workers,
 	       (unsigned long long)stats_end.handoffs);
@@ -528,7 +542,7 @@ TEST(forked_child_hands_off)
 	pid_t pid;
 	int st;
 
-	NEED_BPF();	/* loads the programs in this process first */
+	NEED_KERNEL();	/* loads the programs in this process first */
 	pid = fork();
 	ASSERT_LE(0, pid);
 	if (pid == 0) {
@@ -539,7 +553,7 @@ TEST(forked_child_hands_off)
 		pthread_mutex_init(&s.mutex, NULL);
 		if (pipe(s.pipefd))
 			_exit(3);
-		run_scen(&s, BPF, &err);
+		run_scen(&s, KERNEL, &err);
 		_exit(err ? 2 : co_failures() ? 3 :
 		      s.b_ran && s.b_ran < s.a_end ? 0 : 4);
 	}
@@ -577,6 +591,26 @@ TEST(bpf_failure_falls_back_to_sysmon)
 		    strstr(out, "built without BPF support"));
 	/* asked for by name, it fails with the reason */
 	ASSERT_EQ(-ENODEV, kg_run(note_backend, NULL, &cfg));
+}
+
+/* Without /dev/kgreen auto says nothing about it; kmod by name fails. */
+TEST(kmod_absent)
+{
+	char out[4096];
+
+	setenv("KGREEN_KMOD_DEV", "/nonexistent/kgreen", 1);
+	unsetenv("KGREEN_BACKEND");
+	ASSERT_EQ(0, run_kg_captured(note_backend, NULL, 1, out, sizeof(out),
+				     NULL));
+	ASSERT_STRNE("kmod", backend_seen);
+	ASSERT_EQ(NULL, strstr(out, "kmod"));
+	setenv("KGREEN_BACKEND", "kmod", 1);
+	ASSERT_EQ(-ENODEV, run_kg_captured(note_backend, NULL, 1, out,
+					   sizeof(out), NULL));
+	ASSERT_NE(NULL, strstr(out, "backend kmod is not available: no "
+				    "/nonexistent/kgreen"));
+	unsetenv("KGREEN_BACKEND");
+	unsetenv("KGREEN_KMOD_DEV");
 }
 
 TEST(backend_from_environment)

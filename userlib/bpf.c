@@ -193,7 +193,10 @@ static int load(void)
 	return 0;
 }
 
-int kg_bpf_open(struct kg_shared **shared, char *why, size_t whylen)
+static const struct kg_evops bpf_ops;
+
+int kg_bpf_open(struct kg_shared **shared, const struct kg_evops **ops,
+		char *why, size_t whylen)
 {
 	int err;
 
@@ -208,14 +211,17 @@ int kg_bpf_open(struct kg_shared **shared, char *why, size_t whylen)
 	err = B.err;
 	if (err)
 		snprintf(why, whylen, "%s", B.why);
-	else
+	else {
 		*shared = B.shared;
+		*ops = &bpf_ops;
+	}
 	pthread_mutex_unlock(&B.lock);
 	return err;
 }
 
-int kg_bpf_worker_add(uint32_t tid, uint32_t index)
+static int bpf_worker_add(struct kg_worker *w)
 {
+	uint32_t tid = w->tid, index = w->index;
 	struct kg_worker_stats st = { .tid = tid };
 	int err;
 
@@ -230,8 +236,10 @@ int kg_bpf_worker_add(uint32_t tid, uint32_t index)
 	return err;
 }
 
-void kg_bpf_worker_del(uint32_t tid, uint32_t index)
+static void bpf_worker_del(struct kg_worker *w)
 {
+	uint32_t tid = w->tid, index = w->index;
+
 	pthread_mutex_lock(&B.lock);
 	bpf_map__delete_elem(B.skel->maps.kg_tids, &tid, sizeof(tid), 0);
 	bpf_map__delete_elem(B.skel->maps.kg_wstats, &index, sizeof(index),
@@ -239,10 +247,11 @@ void kg_bpf_worker_del(uint32_t tid, uint32_t index)
 	pthread_mutex_unlock(&B.lock);
 }
 
-int kg_bpf_events(kg_event_fn fn, void *arg)
+static int bpf_events(struct kg_worker *w, kg_event_fn fn, void *arg)
 {
 	int n;
 
+	(void)w;
 	pthread_mutex_lock(&consume_lock);
 	B.fn = fn;
 	B.fn_arg = arg;
@@ -254,11 +263,16 @@ int kg_bpf_events(kg_event_fn fn, void *arg)
 	return n;
 }
 
-int kg_bpf_waiter_open(int *epfd, int *kickfd)
+/* A standby's own wait: an epoll set of the ring and an eventfd for kicks. */
+static int bpf_waiter_open(struct kg_worker *w)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
-	int ep = epoll_create1(EPOLL_CLOEXEC);
-	int k = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+	int ep, k;
+
+	if (w->ep_fd >= 0)
+		return 0;
+	ep = epoll_create1(EPOLL_CLOEXEC);
+	k = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 
 	ev.data.u32 = 0;
 	if (ep < 0 || k < 0 ||
@@ -268,8 +282,8 @@ int kg_bpf_waiter_open(int *epfd, int *kickfd)
 	ev.data.u32 = 1;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, k, &ev))
 		goto fail;
-	*epfd = ep;
-	*kickfd = k;
+	w->ep_fd = ep;
+	w->kick_fd = k;
 	return 0;
 fail:
 	if (ep >= 0)
@@ -279,8 +293,9 @@ fail:
 	return -ENOMEM;
 }
 
-void kg_bpf_wait(int epfd, int kickfd, uint64_t deadline)
+static void bpf_wait(struct kg_worker *w, uint64_t deadline)
 {
+	int epfd = w->ep_fd, kickfd = w->kick_fd;
 	struct epoll_event evs[2];
 	struct timespec ts, *tsp = NULL;
 	uint64_t v, now;
@@ -297,74 +312,42 @@ void kg_bpf_wait(int epfd, int kickfd, uint64_t deadline)
 			;
 }
 
-bool kg_bpf_pending(void)
+static bool bpf_pending(void)
 {
 	/* acquire: pairs with the kernel's release of the producer position */
 	return __atomic_load_n(B.prod_pos, __ATOMIC_ACQUIRE) !=
 	       __atomic_load_n(B.cons_pos, __ATOMIC_ACQUIRE);
 }
 
-void kg_bpf_kick(int kickfd)
+static void bpf_kick(struct kg_worker *w)
 {
 	uint64_t one = 1;
 
-	if (write(kickfd, &one, sizeof(one)) < 0) {
+	if (write(w->kick_fd, &one, sizeof(one)) < 0) {
 		/* EAGAIN: the counter is saturated, a wake is pending */
 	}
 }
 
+static const struct kg_evops bpf_ops = {
+	.worker_add = bpf_worker_add,
+	.worker_del = bpf_worker_del,
+	.events = bpf_events,
+	.waiter_open = bpf_waiter_open,
+	.wait = bpf_wait,
+	.kick = bpf_kick,
+	.pending = bpf_pending,
+};
+
 #else /* !KG_HAVE_BPF */
 
-int kg_bpf_open(struct kg_shared **shared, char *why, size_t whylen)
+int kg_bpf_open(struct kg_shared **shared, const struct kg_evops **ops,
+		char *why, size_t whylen)
 {
 	(void)shared;
+	(void)ops;
 	snprintf(why, whylen, "libkgreen was built without BPF support "
 		 "(libbpf, clang or bpftool missing at build time)");
 	return -ENODEV;
-}
-
-int kg_bpf_worker_add(uint32_t tid, uint32_t index)
-{
-	(void)tid;
-	(void)index;
-	return -ENODEV;
-}
-
-void kg_bpf_worker_del(uint32_t tid, uint32_t index)
-{
-	(void)tid;
-	(void)index;
-}
-
-int kg_bpf_events(kg_event_fn fn, void *arg)
-{
-	(void)fn;
-	(void)arg;
-	return 0;
-}
-
-int kg_bpf_waiter_open(int *epfd, int *kickfd)
-{
-	(void)epfd;
-	(void)kickfd;
-	return -ENODEV;
-}
-
-void kg_bpf_wait(int epfd, int kickfd, uint64_t deadline)
-{
-	(void)epfd;
-	(void)kickfd;
-	(void)deadline;
-}
-
-void kg_bpf_kick(int kickfd)
-{
-	(void)kickfd;
-}
-
-bool kg_bpf_pending(void)
-{
-	return false;
 }
 
 #endif

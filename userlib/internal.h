@@ -271,9 +271,13 @@ struct kg_worker {
 	 */
 	_Atomic uint32_t blk;
 	_Atomic uint64_t blk_since;
-	/* bpf: 1 while a standby (waits in epoll, not on its futex) */
+	/* event backends: 1 while a standby (waits for the kernel side's
+	 * records, not on its futex) */
 	_Atomic uint32_t standby;
-	int ep_fd, kick_fd;		/* its epoll set and eventfd, or -1 */
+	int ep_fd, kick_fd;		/* bpf: its epoll set and eventfd, or -1 */
+	/* kmod: a record KG_IOC_WAIT returned, not yet handled (its own) */
+	struct kg_handoff_event kev;
+	bool kev_full;
 };
 
 enum { KG_BLK_NONE = 0, KG_BLK_IN = 1, KG_BLK_RETAKEN = 2 };
@@ -309,6 +313,7 @@ struct kg_rt {
 	struct kg_shared *shared;
 	bool shared_owned;
 	uint32_t backend;		/* enum kg_backend_id */
+	const struct kg_evops *ev;	/* bpf, kmod: the event backend */
 	/*
 	 * Event backends (bpf): parked workers that wait for the kernel
 	 * side's handoff records (at most KG_STANDBYS; a worker that parks
@@ -418,21 +423,39 @@ void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p);
 /* The calling coroutine's worker lost its proc: go through lost_proc now. */
 void kg_sched_lost(struct kg_worker *w);
 
-/* bpf.c: the BPF backend (a stub failing with -ENODEV without libbpf) */
-int kg_bpf_open(struct kg_shared **shared, char *why, size_t whylen);
-int kg_bpf_worker_add(uint32_t tid, uint32_t index);
-void kg_bpf_worker_del(uint32_t tid, uint32_t index);
-/* Hand every pending handoff record to fn (non-blocking); how many. One
- * consumer at a time; fn may take rt.lock. */
+/*
+ * The event backends, bpf.c and kmod.c: a kernel side detaches a blocked
+ * worker's proc and queues a handoff record, which a standby takes.
+ * Loaded once per process (again in a forked child).
+ */
 typedef void (*kg_event_fn)(void *arg, const struct kg_handoff_event *ev);
-int kg_bpf_events(kg_event_fn fn, void *arg);
-/* A standby's own wait: an epoll set of the ring and an eventfd for kicks. */
-int kg_bpf_waiter_open(int *epfd, int *kickfd);
-/* Sleep until a record is pending, a kick, or deadline (kg_now_ns). */
-void kg_bpf_wait(int epfd, int kickfd, uint64_t deadline);
-void kg_bpf_kick(int kickfd);
-/* A record is waiting (a cheap peek at the ring's positions). */
-bool kg_bpf_pending(void);
+struct kg_evops {
+	/* The calling thread, worker w, tells the kernel side who it is /
+	 * that it is leaving (always called by w's own thread). */
+	int (*worker_add)(struct kg_worker *w);
+	void (*worker_del)(struct kg_worker *w);
+	/*
+	 * Hand every pending handoff record to fn (non-blocking), w's own
+	 * first; how many. Called by the standby w; fn may take rt.lock.
+	 */
+	int (*events)(struct kg_worker *w, kg_event_fn fn, void *arg);
+	/* Set up w's wait (idempotent); 0 or -errno. */
+	int (*waiter_open)(struct kg_worker *w);
+	/* Sleep until a record is pending, w is kicked, or deadline
+	 * (kg_now_ns; UINT64_MAX: none). */
+	void (*wait)(struct kg_worker *w, uint64_t deadline);
+	/* End w's current or next wait (from any thread). */
+	void (*kick)(struct kg_worker *w);
+	/* A record is waiting (a cheap peek, for a polling standby). */
+	bool (*pending)(void);
+};
+
+/* bpf.c: the BPF backend (fails with -ENODEV when built without libbpf) */
+int kg_bpf_open(struct kg_shared **shared, const struct kg_evops **ops,
+		char *why, size_t whylen);
+/* kmod.c: the kernel module backend, /dev/kgreen */
+int kg_kmod_open(struct kg_shared **shared, const struct kg_evops **ops,
+		 char *why, size_t whylen);
 
 /* sysmon.c: the backend without kernel help */
 int kg_sysmon_start(struct kg_rt *rt);

@@ -596,7 +596,7 @@ static void wake_parked(struct kg_worker *w)
 {
 	kg_futex_wake(&w->wake, 1);
 	if (atomic_load(&w->standby))
-		kg_bpf_kick(w->kick_fd);
+		w->rt->ev->kick(w);
 }
 
 /* Hand a popped parked worker its proc (maybe NULL) and wake it. */
@@ -1231,13 +1231,14 @@ static bool standby_claim(struct kg_worker *w, bool watcher)
 	struct kg_rt *rt = w->rt;
 	uint32_t n = atomic_load(&rt->nstandby);
 
-	if (rt->backend != KG_BACKEND_BPF || watcher)
+	/* a worker the kernel side does not know could not be woken by it */
+	if (!rt->ev || watcher || !w->tid)
 		return false;
 	do {
 		if (n >= KG_STANDBYS)
 			return false;
 	} while (!atomic_compare_exchange_weak(&rt->nstandby, &n, n + 1));
-	if (w->ep_fd < 0 && kg_bpf_waiter_open(&w->ep_fd, &w->kick_fd)) {
+	if (rt->ev->waiter_open(w)) {
 		atomic_fetch_sub(&rt->nstandby, 1);
 		return false;
 	}
@@ -1325,7 +1326,7 @@ static bool standby_take(struct kg_worker *w)
 {
 	struct standby_take t = { .w = w, .now = kg_now_ns() };
 
-	if (kg_bpf_events(standby_take_one, &t) <= 0 || !t.mine)
+	if (w->rt->ev->events(w, standby_take_one, &t) <= 0 || !t.mine)
 		return false;
 	acquire_proc(w, t.mine);
 	return true;
@@ -1358,7 +1359,7 @@ static bool standby_spin(struct kg_worker *w)
 	    !atomic_compare_exchange_strong(&rt->standby_spinning, &idle, 1))
 		return false;	/* one spinner is enough */
 	for (until = now + STANDBY_SPIN_NS; kg_now_ns() < until;) {
-		if (kg_bpf_pending() ||
+		if (rt->ev->pending() ||
 		    atomic_load_explicit(&w->wake, memory_order_relaxed) !=
 			    KG_WAKE_PARKED) {
 			got = true;
@@ -1465,12 +1466,16 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 		if (standby && standby_spin(w))
 			continue;
 		if (standby)
-			kg_bpf_wait(w->ep_fd, w->kick_fd, deadline);
+			rt->ev->wait(w, deadline);
 		else
 			kg_futex_wait(&w->wake, KG_WAKE_PARKED, deadline);
 	}
-	if (standby)
+	if (standby) {
+		/* a record the wait returned but nobody handled: pass it on */
+		if (w->kev_full)
+			standby_take(w);
 		standby_vacate(w);
+	}
 	if (watcher) {
 		atomic_store(&rt->timer_watch_until, UINT64_MAX);
 		expect = w;
@@ -1731,12 +1736,15 @@ static void g0_init(struct kg_worker *w)
 /* Tell the backend which thread w is (the kernel side looks workers up). */
 static void worker_register(struct kg_worker *w)
 {
-	if (w->rt->backend != KG_BACKEND_BPF)
+	int err;
+
+	if (!w->rt->ev)
 		return;
 	w->tid = (uint32_t)gettid();
-	if (kg_bpf_worker_add(w->tid, w->index)) {
-		kg_debug("worker %u: cannot register with the BPF backend; "
-			 "its blocks will not hand off", w->index);
+	if ((err = w->rt->ev->worker_add(w))) {
+		kg_debug("worker %u: cannot register with the kernel side "
+			 "(%s); its blocks will not hand off", w->index,
+			 strerror(-err));
 		w->tid = 0;
 	}
 }
@@ -1744,7 +1752,7 @@ static void worker_register(struct kg_worker *w)
 static void worker_unregister(struct kg_worker *w)
 {
 	if (w->tid)
-		kg_bpf_worker_del(w->tid, w->index);
+		w->rt->ev->worker_del(w);
 	w->tid = 0;
 }
 
@@ -1866,24 +1874,47 @@ static const char *const backend_names[] = {
 
 /*
  * Pick the backend (rt->backend: the one asked for, NONE for auto) and set
- * up the shared state. auto: bpf if it loads, else sysmon, saying why on
- * stderr (once per process and reason). A backend asked for by name that
+ * up the shared state. auto: kmod if /dev/kgreen is usable, else bpf if it
+ * loads, else sysmon, saying on stderr why a kernel backend could not
+ * serve (once per process and reason; a machine without the module is
+ * the usual case and says nothing). A backend asked for by name that
  * cannot serve fails with -ENODEV and the reason.
  */
+static void say_once(const char *fmt, const char *why)
+{
+	static char last[260];
+	char line[260];
+
+	snprintf(line, sizeof(line), fmt, why);
+	if (strcmp(line, last)) {
+		snprintf(last, sizeof(last), "%s", line);
+		fputs(line, stderr);
+	}
+}
+
 static int backend_init(struct kg_rt *rt)
 {
-	static char last_why[200];
 	char why[200];
 	bool want_auto = rt->backend == KG_BACKEND_NONE;
 	int err;
 
-	if (rt->backend == KG_BACKEND_KMOD) {
-		fprintf(stderr, "kgreen: backend kmod is not available: this "
-			"libkgreen has no kernel module backend\n");
-		return -ENODEV;
+	if (want_auto || rt->backend == KG_BACKEND_KMOD) {
+		err = kg_kmod_open(&rt->shared, &rt->ev, why, sizeof(why));
+		if (!err) {
+			rt->backend = KG_BACKEND_KMOD;
+			return 0;
+		}
+		if (!want_auto) {
+			fprintf(stderr, "kgreen: backend kmod is not available: "
+				"%s\n", why);
+			return -ENODEV;
+		}
+		if (err != -ENOENT)
+			say_once("kgreen: kmod backend unavailable (%s); "
+				 "trying bpf\n", why);
 	}
 	if (want_auto || rt->backend == KG_BACKEND_BPF) {
-		err = kg_bpf_open(&rt->shared, why, sizeof(why));
+		err = kg_bpf_open(&rt->shared, &rt->ev, why, sizeof(why));
 		if (!err) {
 			rt->backend = KG_BACKEND_BPF;
 			return 0;
@@ -1893,13 +1924,11 @@ static int backend_init(struct kg_rt *rt)
 				"%s\n", why);
 			return -ENODEV;
 		}
-		if (strcmp(why, last_why)) {
-			snprintf(last_why, sizeof(last_why), "%s", why);
-			fprintf(stderr, "kgreen: BPF backend unavailable (%s); "
-				"using sysmon\n", why);
-		}
+		say_once("kgreen: BPF backend unavailable (%s); using sysmon\n",
+			 why);
 	}
 	rt->backend = KG_BACKEND_SYSMON;
+	rt->ev = NULL;
 	rt->shared = aligned_alloc(KG_CACHELINE, sizeof(*rt->shared));
 	if (!rt->shared)
 		return -ENOMEM;
@@ -2075,7 +2104,7 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	runq_put(rt, w->proc, co, false);
 	atomic_store_explicit(&cur_rt, rt, memory_order_release);
 
-	if (rt->backend == KG_BACKEND_BPF) {
+	if (rt->ev) {
 		/* the standby: a parked worker for the kernel side to wake */
 		pthread_mutex_lock(&rt->lock);
 		if (!__new_worker(rt, NULL, false))

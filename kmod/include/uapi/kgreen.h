@@ -17,6 +17,7 @@
 /* BPF programs get the types from vmlinux.h */
 #ifndef __VMLINUX_H__
 #include <linux/types.h>
+#include <linux/ioctl.h>
 #endif
 
 #define KG_ABI_VERSION		2
@@ -93,7 +94,14 @@ struct kg_shared_hdr {
 	/* Coroutines on the global run queue (userspace, under its lock). */
 	__u32 gq_len;
 	__u32 flags;		/* must be 0 */
-	__u64 __pad[6];
+	/*
+	 * kmod backend only: handoff records queued in the module and not
+	 * yet taken (KG_IOC_WAIT), written by the module under its event
+	 * lock. A hint for a polling standby; 0 with the other backends.
+	 */
+	__u32 kev_pending;
+	__u32 __pad0;
+	__u64 __pad[5];
 };
 
 /* The whole shared state; 64-byte aligned in every mapping. */
@@ -155,5 +163,87 @@ struct kg_syslat {
 	__u64 max_ns;
 	__u64 log2_ns[KG_SYSLAT_SLOTS];
 };
+
+/*
+ * The kernel module's device, /dev/kgreen (Documentation/kmod.md).
+ *
+ * A process opens it once and mmaps struct kg_shared from offset 0
+ * (MAP_SHARED; the mapping is not inherited by fork). Each worker thread
+ * registers itself; the module then watches that thread's context
+ * switches and, when it blocks holding a proc with work queued, detaches
+ * the proc and queues a struct kg_handoff_event, which a spare worker
+ * takes with KG_IOC_WAIT. Every argument struct starts with its size
+ * (the caller sets it to sizeof); reserved fields and flags must be 0.
+ */
+#define KG_DEV_NAME		"kgreen"
+#define KG_IOC_MAGIC		0xb6
+
+/* KG_IOC_INFO: what the module speaks. */
+struct kg_ioc_info {
+	__u32 size;		/* in: sizeof(struct kg_ioc_info) */
+	__u32 abi_version;	/* out: KG_ABI_VERSION */
+	__u32 shared_size;	/* out: bytes to mmap (page multiple) */
+	__u32 max_workers;	/* out: KG_MAX_WORKERS */
+	__u32 max_procs;	/* out: KG_MAX_PROCS */
+	__u32 __pad;
+};
+
+/*
+ * KG_IOC_REGISTER / KG_IOC_UNREGISTER: the calling thread becomes worker
+ * slot `worker` of this process, or stops being it. Only the thread
+ * itself registers and unregisters; a thread is registered at most once.
+ * A thread that exits (or a process that closes the device) is
+ * unregistered by the module.
+ */
+struct kg_ioc_worker {
+	__u32 size;		/* sizeof(struct kg_ioc_worker) */
+	__u32 worker;		/* slot index, < KG_MAX_WORKERS */
+	__u32 flags;		/* must be 0 */
+	__u32 __pad;
+};
+
+/*
+ * KG_IOC_WAIT: the calling registered worker takes the oldest handoff
+ * record, sleeping for one until deadline_ns (CLOCK_MONOTONIC; 0 = do
+ * not sleep, ~0 = no deadline). Returns 0 with the record in ev;
+ * -EAGAIN if the worker was kicked (KG_IOC_KICK) or deadline_ns is 0 and
+ * nothing is queued; -ETIMEDOUT at the deadline; -EINTR on a signal.
+ */
+struct kg_ioc_wait {
+	__u32 size;		/* sizeof(struct kg_ioc_wait) */
+	__u32 worker;		/* the caller's slot index */
+	__u32 flags;		/* must be 0 */
+	__u32 __pad;
+	__u64 deadline_ns;
+	struct kg_handoff_event ev;	/* out */
+};
+
+/* KG_IOC_KICK: end (or pre-empt) worker's next KG_IOC_WAIT with -EAGAIN. */
+struct kg_ioc_kick {
+	__u32 size;		/* sizeof(struct kg_ioc_kick) */
+	__u32 worker;
+};
+
+/* KG_IOC_STATS: this process's counters (also in debugfs kgreen/stats). */
+struct kg_ioc_stats {
+	__u32 size;		/* sizeof(struct kg_ioc_stats) */
+	__u32 workers;		/* out: threads registered now */
+	__u64 registered;	/* threads ever registered */
+	__u64 blocks;		/* blocking switches of registered workers */
+	__u64 handoffs;		/* blocks that detached the worker's proc */
+	__u64 idle_blocks;	/* blocks with nothing queued: proc kept */
+	__u64 dropped;		/* handoffs skipped: event queue full */
+	__u64 blocked_ns;	/* total time workers spent blocked */
+	__u64 taken;		/* records taken by KG_IOC_WAIT */
+	__u64 wake_ns_sum;	/* detach to KG_IOC_WAIT returning it */
+	__u64 wake_ns_max;
+};
+
+#define KG_IOC_INFO	  _IOWR(KG_IOC_MAGIC, 0x00, struct kg_ioc_info)
+#define KG_IOC_REGISTER	  _IOW(KG_IOC_MAGIC, 0x01, struct kg_ioc_worker)
+#define KG_IOC_UNREGISTER _IOW(KG_IOC_MAGIC, 0x02, struct kg_ioc_worker)
+#define KG_IOC_WAIT	  _IOWR(KG_IOC_MAGIC, 0x03, struct kg_ioc_wait)
+#define KG_IOC_KICK	  _IOW(KG_IOC_MAGIC, 0x04, struct kg_ioc_kick)
+#define KG_IOC_STATS	  _IOWR(KG_IOC_MAGIC, 0x05, struct kg_ioc_stats)
 
 #endif /* _UAPI_LINUX_KGREEN_H */

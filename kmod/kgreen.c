@@ -1,0 +1,806 @@
+// SPDX-License-Identifier: GPL-2.0-only
+/*
+ * kgreen.ko - the kernel module backend of kgreen's handoff protocol
+ * (Documentation/kmod.md, Documentation/architecture.md).
+ *
+ * A kgreen process opens /dev/kgreen once and mmaps its shared state
+ * (struct kg_shared, in pages this module owns). Each worker thread
+ * registers itself with KG_IOC_REGISTER; the module then hangs a preempt
+ * notifier on that thread. When the thread leaves its CPU to sleep (it was
+ * dequeued, not preempted) outside the runtime's scheduler code, holding
+ * a proc with work queued, the notifier detaches the proc with a
+ * compare-and-swap on the shared page and queues a handoff record. An
+ * irq_work, run once the runqueue lock is dropped, wakes a spare worker
+ * sleeping in KG_IOC_WAIT, which returns with the record.
+ *
+ * Nothing here touches user memory from the scheduler path: the shared
+ * state is the module's own vmalloc area, also mapped into the process.
+ * Userspace may write anything into it; the module range-checks every
+ * index it reads there and only ever writes the fields the ABI gives it.
+ *
+ * Lifetimes. A notifier is linked into its task's list, which only that
+ * task may safely change (the scheduler walks it without a lock). So the
+ * module unlinks a notifier only from the task itself: in
+ * KG_IOC_UNREGISTER, or in a task_work queued on the task when the
+ * process closes the device. A task that exits while registered has its
+ * last context switch (TASK_DEAD) seen by the notifier, which hands the
+ * worker to the reaper (irq_work, then a workqueue) to be freed: a dead
+ * task's list is never walked again. The per-process context and its
+ * pages live until the file is released and every worker is reaped, and
+ * each context pins the module, so unloading is refused while any exists.
+ */
+#define pr_fmt(fmt) KBUILD_MODNAME ": " fmt
+
+#include <linux/atomic.h>
+#include <linux/debugfs.h>
+#include <linux/fs.h>
+#include <linux/irq_work.h>
+#include <linux/kref.h>
+#include <linux/llist.h>
+#include <linux/miscdevice.h>
+#include <linux/mm.h>
+#include <linux/module.h>
+#include <linux/mutex.h>
+#include <linux/preempt.h>
+#include <linux/rcupdate.h>
+#include <linux/sched.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
+#include <linux/sched/task.h>
+#include <linux/seq_file.h>
+#include <linux/slab.h>
+#include <linux/spinlock.h>
+#include <linux/task_work.h>
+#include <linux/uaccess.h>
+#include <linux/vmalloc.h>
+#include <linux/wait.h>
+#include <linux/workqueue.h>
+
+#include <uapi/kgreen.h>
+
+#ifndef CONFIG_PREEMPT_NOTIFIERS
+#error "kgreen.ko needs a kernel with CONFIG_PREEMPT_NOTIFIERS (set by KVM)"
+#endif
+
+/*
+ * Handoff records waiting for a spare. A proc is detached at most once
+ * before userspace reattaches it, so a well-behaved process never has
+ * more than KG_MAX_PROCS queued; a full queue means no detach (the proc
+ * stays with its blocked worker), never a lost record.
+ */
+#define KG_EVQ_LEN	KG_MAX_PROCS
+
+struct kg_ctx;
+
+/* One registered worker thread. */
+struct kg_worker {
+	struct preempt_notifier pn;
+	struct kg_ctx *ctx;		/* holds a reference */
+	struct task_struct *task;	/* holds a reference */
+	u32 index;
+	/*
+	 * 1 while pn is on task's list. Cleared exactly once, by the task
+	 * itself (unregister, task_work) or at its TASK_DEAD switch: the one
+	 * that clears it hands the worker to the reaper.
+	 */
+	atomic_t linked;
+	bool kicked;			/* KG_IOC_KICK pending (ctx->wq.lock) */
+	/* the notifier's own state, touched only on the task's switches */
+	bool blocked;
+	u64 blocked_at;
+	struct callback_head twork;
+	struct llist_node reap;
+};
+
+/* One open of /dev/kgreen: one process's workers and shared state. */
+struct kg_ctx {
+	struct kref ref;		/* the file + one per worker */
+	struct mm_struct *mm;		/* the opener's (mmgrab'd): identity */
+	pid_t tgid;			/* for debugfs */
+	struct kg_shared *sh;		/* vmalloc_user, mapped by userspace */
+	bool closed;			/* the file was released */
+
+	/* workers[]: written under lock, read under RCU */
+	struct mutex lock;
+	struct kg_worker __rcu *workers[KG_MAX_WORKERS];
+	u32 nworkers;
+
+	/* the handoff record queue; taken in the scheduler, irqs off */
+	raw_spinlock_t evlock;
+	u32 ev_head, ev_tail;
+	struct kg_handoff_event ev[KG_EVQ_LEN];
+
+	wait_queue_head_t wq;		/* spares in KG_IOC_WAIT */
+	struct irq_work wake_work;	/* wakes them after the switch */
+
+	struct list_head node;		/* kg_ctxs, for debugfs */
+
+	atomic64_t registered, blocks, handoffs, idle_blocks, dropped;
+	atomic64_t blocked_ns, taken, wake_ns_sum, wake_ns_max;
+};
+
+static LIST_HEAD(kg_ctxs);
+static DEFINE_MUTEX(kg_ctxs_lock);
+
+/* Workers to free, from any context; drained by kg_reap_fn. */
+static LLIST_HEAD(kg_reap_list);
+static void kg_reap_fn(struct work_struct *work);
+static DECLARE_WORK(kg_reap_work, kg_reap_fn);
+
+static void kg_reap_irq_fn(struct irq_work *w)
+{
+	schedule_work(&kg_reap_work);
+}
+
+static DEFINE_IRQ_WORK(kg_reap_irq, kg_reap_irq_fn);
+
+static struct dentry *kg_debugfs;
+
+static void kg_ctx_free(struct kref *ref)
+{
+	struct kg_ctx *ctx = container_of(ref, struct kg_ctx, ref);
+
+	/* a notifier may have queued the wake just before its last switch */
+	irq_work_sync(&ctx->wake_work);
+	vfree(ctx->sh);
+	mmdrop(ctx->mm);
+	kvfree(ctx);
+	module_put(THIS_MODULE);
+}
+
+static void kg_max64(atomic64_t *v, u64 x)
+{
+	s64 old = atomic64_read(v);
+
+	while ((u64)old < x && !atomic64_try_cmpxchg(v, &old, x))
+		;
+}
+
+/* Records queued (a racy read; the shared copy is userspace's to spoil). */
+static u32 kg_queued(struct kg_ctx *ctx)
+{
+	return READ_ONCE(ctx->ev_tail) - READ_ONCE(ctx->ev_head);
+}
+
+/*
+ * A registered worker leaves its CPU, dequeued (asleep). Called from the
+ * scheduler with the runqueue lock held and interrupts off: no sleeping,
+ * no wake-ups (the irq_work does that), only the event lock (raw).
+ */
+static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
+{
+	struct kg_shared *sh = ctx->sh;
+	struct kg_worker_slot *ws = &sh->workers[kw->index];
+	struct kg_handoff_event *ev;
+	struct kg_proc_slot *ps;
+	u64 now = ktime_get_ns();
+	u32 p, nprocs;
+
+	kw->blocked = true;
+	kw->blocked_at = now;
+	atomic64_inc(&ctx->blocks);
+	WRITE_ONCE(ws->state, KG_WORKER_BLOCKED);
+	WRITE_ONCE(ws->blocked_at_ns, now);
+	WRITE_ONCE(ws->blocks, READ_ONCE(ws->blocks) + 1);
+
+	/*
+	 * The worker stored in_sched and proc itself, on this CPU, before
+	 * this switch: program order makes them current here (as for rseq).
+	 */
+	if (READ_ONCE(ws->in_sched))
+		return;
+	p = READ_ONCE(ws->proc);
+	nprocs = READ_ONCE(sh->hdr.nprocs);
+	if (p >= nprocs || p >= KG_MAX_PROCS)
+		return;
+	ps = &sh->procs[p];
+	if (!kg_proc_has_work(sh, ps)) {
+		atomic64_inc(&ctx->idle_blocks);
+		return;
+	}
+
+	raw_spin_lock(&ctx->evlock);
+	if (ctx->ev_tail - ctx->ev_head >= KG_EVQ_LEN) {
+		raw_spin_unlock(&ctx->evlock);
+		atomic64_inc(&ctx->dropped);
+		return;
+	}
+	/*
+	 * Full barrier; pairs with userspace's compare-and-swap when it
+	 * acquires or releases the proc: exactly one side wins the owner.
+	 */
+	if (cmpxchg(&ps->owner, kw->index, KG_OWNER_DETACHED) != kw->index) {
+		raw_spin_unlock(&ctx->evlock);
+		return;
+	}
+	WRITE_ONCE(ws->proc, KG_PROC_NONE);
+	ev = &ctx->ev[ctx->ev_tail % KG_EVQ_LEN];
+	ev->proc = p;
+	ev->worker = kw->index;
+	ev->ts_ns = now;
+	WRITE_ONCE(ctx->ev_tail, ctx->ev_tail + 1);
+	WRITE_ONCE(sh->hdr.kev_pending, ctx->ev_tail - ctx->ev_head);
+	raw_spin_unlock(&ctx->evlock);
+	atomic64_inc(&ctx->handoffs);
+	irq_work_queue(&ctx->wake_work);
+}
+
+/* Hand kw, unlinked from its task or on a dead one, to the reaper. */
+static void kg_reap(struct kg_worker *kw)
+{
+	llist_add(&kw->reap, &kg_reap_list);
+}
+
+static void kg_sched_out(struct preempt_notifier *pn, struct task_struct *next)
+{
+	struct kg_worker *kw = container_of(pn, struct kg_worker, pn);
+	struct kg_ctx *ctx = kw->ctx;
+	struct task_struct *t = current;
+
+	/* preempted or yielding: still on the runqueue, not blocked */
+	if (READ_ONCE(t->on_rq))
+		return;
+	if (READ_ONCE(t->__state) == TASK_DEAD) {
+		/* its last switch: the list is never walked again */
+		if (atomic_xchg(&kw->linked, 0)) {
+			kg_reap(kw);
+			irq_work_queue(&kg_reap_irq);
+		}
+		return;
+	}
+	/* after exec the thread runs another program: not ours any more */
+	if (READ_ONCE(ctx->closed) || t->mm != ctx->mm)
+		return;
+	kg_on_block(kw, ctx);
+}
+
+/* Preemption off, interrupts on, no runqueue lock. */
+static void kg_sched_in(struct preempt_notifier *pn, int cpu)
+{
+	struct kg_worker *kw = container_of(pn, struct kg_worker, pn);
+	struct kg_ctx *ctx = kw->ctx;
+
+	if (!kw->blocked)
+		return;
+	kw->blocked = false;
+	atomic64_add(ktime_get_ns() - kw->blocked_at, &ctx->blocked_ns);
+	WRITE_ONCE(ctx->sh->workers[kw->index].state, KG_WORKER_RUNNING);
+}
+
+static struct preempt_ops kg_preempt_ops = {
+	.sched_in = kg_sched_in,
+	.sched_out = kg_sched_out,
+};
+
+static void kg_wake_fn(struct irq_work *w)
+{
+	struct kg_ctx *ctx = container_of(w, struct kg_ctx, wake_work);
+
+	/* one spare per record (several may have queued meanwhile) */
+	wake_up_nr(&ctx->wq, max_t(u32, kg_queued(ctx), 1));
+}
+
+static void kg_reap_fn(struct work_struct *work)
+{
+	struct llist_node *list = llist_del_all(&kg_reap_list);
+	struct kg_worker *kw, *tmp;
+
+	if (!list)
+		return;
+	llist_for_each_entry(kw, list, reap) {
+		struct kg_ctx *ctx = kw->ctx;
+
+		mutex_lock(&ctx->lock);
+		if (rcu_access_pointer(ctx->workers[kw->index]) == kw) {
+			RCU_INIT_POINTER(ctx->workers[kw->index], NULL);
+			ctx->nworkers--;
+		}
+		mutex_unlock(&ctx->lock);
+	}
+	/* KG_IOC_KICK may still be looking at them */
+	synchronize_rcu();
+	llist_for_each_entry_safe(kw, tmp, list, reap) {
+		put_task_struct(kw->task);
+		kref_put(&kw->ctx->ref, kg_ctx_free);
+		kfree(kw);
+	}
+}
+
+/* The task itself unlinks kw. */
+static void kg_unlink_self(struct kg_worker *kw)
+{
+	if (!atomic_xchg(&kw->linked, 0))
+		return;
+	preempt_disable();
+	preempt_notifier_unregister(&kw->pn);
+	preempt_enable();
+	kg_reap(kw);
+	schedule_work(&kg_reap_work);
+}
+
+/* task_work queued by kg_release: the task unlinks itself. */
+static void kg_twork_fn(struct callback_head *head)
+{
+	kg_unlink_self(container_of(head, struct kg_worker, twork));
+}
+
+static int kg_open(struct inode *inode, struct file *file)
+{
+	struct kg_ctx *ctx;
+
+	if (!current->mm)
+		return -EINVAL;
+	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL);
+	if (!ctx)
+		return -ENOMEM;
+	ctx->sh = vmalloc_user(PAGE_ALIGN(sizeof(struct kg_shared)));
+	if (!ctx->sh) {
+		kvfree(ctx);
+		return -ENOMEM;
+	}
+	kref_init(&ctx->ref);
+	mmgrab(current->mm);
+	ctx->mm = current->mm;
+	ctx->tgid = task_tgid_nr(current);
+	mutex_init(&ctx->lock);
+	raw_spin_lock_init(&ctx->evlock);
+	init_waitqueue_head(&ctx->wq);
+	init_irq_work(&ctx->wake_work, kg_wake_fn);
+	/* the context outlives the file while workers remain: pin us */
+	__module_get(THIS_MODULE);
+	mutex_lock(&kg_ctxs_lock);
+	list_add_tail(&ctx->node, &kg_ctxs);
+	mutex_unlock(&kg_ctxs_lock);
+	file->private_data = ctx;
+	return 0;
+}
+
+static int kg_release(struct inode *inode, struct file *file)
+{
+	struct kg_ctx *ctx = file->private_data;
+	struct kg_worker *kw;
+	u32 i;
+
+	mutex_lock(&kg_ctxs_lock);
+	list_del(&ctx->node);
+	mutex_unlock(&kg_ctxs_lock);
+
+	mutex_lock(&ctx->lock);
+	WRITE_ONCE(ctx->closed, true);
+	for (i = 0; i < KG_MAX_WORKERS; i++) {
+		kw = rcu_dereference_protected(ctx->workers[i],
+					       lockdep_is_held(&ctx->lock));
+		if (!kw || !atomic_read(&kw->linked))
+			continue;
+		/*
+		 * The task unlinks itself on its way back to userspace (or
+		 * in do_exit). -ESRCH: it is past exit_task_work, so its
+		 * TASK_DEAD switch reaps it.
+		 */
+		init_task_work(&kw->twork, kg_twork_fn);
+		task_work_add(kw->task, &kw->twork, TWA_RESUME);
+	}
+	mutex_unlock(&ctx->lock);
+	wake_up_all(&ctx->wq);
+	kref_put(&ctx->ref, kg_ctx_free);
+	return 0;
+}
+
+/* The caller must be a thread of the process that opened the device. */
+static int kg_check_owner(struct kg_ctx *ctx)
+{
+	return current->mm == ctx->mm ? 0 : -EPERM;
+}
+
+static int kg_mmap(struct file *file, struct vm_area_struct *vma)
+{
+	struct kg_ctx *ctx = file->private_data;
+	int err = kg_check_owner(ctx);
+
+	if (err)
+		return err;
+	if (vma->vm_pgoff ||
+	    vma->vm_end - vma->vm_start > PAGE_ALIGN(sizeof(struct kg_shared)))
+		return -EINVAL;
+	/* a private mapping would copy on write: the module would not see it */
+	if (!(vma->vm_flags & VM_SHARED))
+		return -EINVAL;
+	/* a forked child gets nothing; the mapping cannot grow */
+	vma->vm_flags |= VM_DONTCOPY | VM_DONTEXPAND | VM_DONTDUMP;
+	return remap_vmalloc_range(vma, ctx->sh, 0);
+}
+
+/*
+ * Copy the argument struct in: its first __u32 must be its size. Unknown
+ * sizes are refused, so a struct can grow in a later ABI version.
+ */
+static int kg_copy_arg(void *dst, size_t size, void __user *src)
+{
+	u32 usize;
+
+	if (get_user(usize, (u32 __user *)src))
+		return -EFAULT;
+	if (usize != size)
+		return -EINVAL;
+	if (copy_from_user(dst, src, size))
+		return -EFAULT;
+	return 0;
+}
+
+static long kg_ioc_info(void __user *uarg)
+{
+	struct kg_ioc_info a;
+	int err = kg_copy_arg(&a, sizeof(a), uarg);
+
+	if (err)
+		return err;
+	if (a.__pad)
+		return -EINVAL;
+	a.abi_version = KG_ABI_VERSION;
+	a.shared_size = PAGE_ALIGN(sizeof(struct kg_shared));
+	a.max_workers = KG_MAX_WORKERS;
+	a.max_procs = KG_MAX_PROCS;
+	return copy_to_user(uarg, &a, sizeof(a)) ? -EFAULT : 0;
+}
+
+static int kg_get_worker_arg(struct kg_ioc_worker *a, void __user *uarg)
+{
+	int err = kg_copy_arg(a, sizeof(*a), uarg);
+
+	if (err)
+		return err;
+	if (a->flags || a->__pad || a->worker >= KG_MAX_WORKERS)
+		return -EINVAL;
+	return 0;
+}
+
+static bool kg_current_registered(void)
+{
+	struct preempt_notifier *pn;
+	bool found = false;
+
+	/* our own list: nobody else changes it, preemption keeps it still */
+	preempt_disable();
+	hlist_for_each_entry(pn, &current->preempt_notifiers, link)
+		if (pn->ops == &kg_preempt_ops)
+			found = true;
+	preempt_enable();
+	return found;
+}
+
+static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
+{
+	struct kg_ioc_worker a;
+	struct kg_worker *kw;
+	int err = kg_get_worker_arg(&a, uarg);
+
+	if (err)
+		return err;
+	/* one registration per thread, in any context */
+	if (kg_current_registered())
+		return -EBUSY;
+	kw = kzalloc(sizeof(*kw), GFP_KERNEL);
+	if (!kw)
+		return -ENOMEM;
+	mutex_lock(&ctx->lock);
+	if (rcu_access_pointer(ctx->workers[a.worker])) {
+		mutex_unlock(&ctx->lock);
+		kfree(kw);
+		return -EBUSY;
+	}
+	kw->ctx = ctx;
+	kref_get(&ctx->ref);
+	kw->task = get_task_struct(current);
+	kw->index = a.worker;
+	atomic_set(&kw->linked, 1);
+	preempt_notifier_init(&kw->pn, &kg_preempt_ops);
+	rcu_assign_pointer(ctx->workers[a.worker], kw);
+	ctx->nworkers++;
+	atomic64_inc(&ctx->registered);
+	preempt_disable();
+	preempt_notifier_register(&kw->pn);
+	preempt_enable();
+	mutex_unlock(&ctx->lock);
+	return 0;
+}
+
+/* The calling thread's worker at index, or NULL. RCU or ctx->lock held. */
+static struct kg_worker *kg_self(struct kg_ctx *ctx, u32 index)
+{
+	struct kg_worker *kw = rcu_dereference_check(ctx->workers[index],
+					lockdep_is_held(&ctx->lock));
+
+	return kw && kw->task == current ? kw : NULL;
+}
+
+static long kg_ioc_unregister(struct kg_ctx *ctx, void __user *uarg)
+{
+	struct kg_ioc_worker a;
+	struct kg_worker *kw;
+	int err = kg_get_worker_arg(&a, uarg);
+
+	if (err)
+		return err;
+	mutex_lock(&ctx->lock);
+	kw = kg_self(ctx, a.worker);
+	if (!kw) {
+		mutex_unlock(&ctx->lock);
+		return -ENOENT;
+	}
+	RCU_INIT_POINTER(ctx->workers[a.worker], NULL);
+	ctx->nworkers--;
+	mutex_unlock(&ctx->lock);
+	kg_unlink_self(kw);
+	return 0;
+}
+
+/* Take the oldest record into *ev. */
+static bool kg_take(struct kg_ctx *ctx, struct kg_handoff_event *ev)
+{
+	bool got = false;
+
+	raw_spin_lock_irq(&ctx->evlock);
+	if (ctx->ev_head != ctx->ev_tail) {
+		*ev = ctx->ev[ctx->ev_head % KG_EVQ_LEN];
+		WRITE_ONCE(ctx->ev_head, ctx->ev_head + 1);
+		WRITE_ONCE(ctx->sh->hdr.kev_pending,
+			   ctx->ev_tail - ctx->ev_head);
+		got = true;
+	}
+	raw_spin_unlock_irq(&ctx->evlock);
+	return got;
+}
+
+/* Put back a record kg_take took (its copy to userspace failed). */
+static void kg_untake(struct kg_ctx *ctx, const struct kg_handoff_event *ev)
+{
+	bool lost = false;
+
+	raw_spin_lock_irq(&ctx->evlock);
+	if (ctx->ev_tail - ctx->ev_head < KG_EVQ_LEN) {
+		WRITE_ONCE(ctx->ev_head, ctx->ev_head - 1);
+		ctx->ev[ctx->ev_head % KG_EVQ_LEN] = *ev;
+		WRITE_ONCE(ctx->sh->hdr.kev_pending,
+			   ctx->ev_tail - ctx->ev_head);
+	} else {
+		lost = true;
+	}
+	raw_spin_unlock_irq(&ctx->evlock);
+	if (lost)
+		atomic64_inc(&ctx->dropped);
+	else
+		wake_up(&ctx->wq);
+}
+
+/* Consume kw's pending kick. */
+static bool kg_kicked(struct kg_ctx *ctx, struct kg_worker *kw)
+{
+	bool k;
+
+	spin_lock_irq(&ctx->wq.lock);
+	k = kw->kicked;
+	kw->kicked = false;
+	spin_unlock_irq(&ctx->wq.lock);
+	return k;
+}
+
+static long kg_wait_event(struct kg_ctx *ctx, struct kg_worker *kw,
+			  u64 deadline, struct kg_handoff_event *ev)
+{
+	DEFINE_WAIT(wait);
+	ktime_t expires = ns_to_ktime(deadline);
+	bool timed_out = false;
+	long ret;
+
+	/* a poll: it must not consume a kick meant for the next wait */
+	if (!deadline)
+		return kg_take(ctx, ev) ? 0 : -EAGAIN;
+	for (;;) {
+		/* exclusive: a record wakes one spare, not all of them */
+		prepare_to_wait_exclusive(&ctx->wq, &wait, TASK_INTERRUPTIBLE);
+		if (kg_take(ctx, ev)) {
+			ret = 0;
+			break;
+		}
+		if (kg_kicked(ctx, kw) || READ_ONCE(ctx->closed)) {
+			ret = -EAGAIN;
+			break;
+		}
+		if (signal_pending(current)) {
+			ret = -EINTR;
+			break;
+		}
+		if (timed_out || (deadline != U64_MAX &&
+				  ktime_get_ns() >= deadline)) {
+			ret = -ETIMEDOUT;
+			break;
+		}
+		if (deadline == U64_MAX)
+			schedule();
+		else if (!schedule_hrtimeout(&expires, HRTIMER_MODE_ABS))
+			timed_out = true;
+	}
+	finish_wait(&ctx->wq, &wait);
+	/* leaving without a record that woke us: pass the wake on */
+	if (ret && kg_queued(ctx))
+		wake_up(&ctx->wq);
+	return ret;
+}
+
+static long kg_ioc_wait(struct kg_ctx *ctx, void __user *uarg)
+{
+	struct kg_ioc_wait a;
+	struct kg_worker *kw;
+	u64 lat;
+	long ret = kg_copy_arg(&a, sizeof(a), uarg);
+
+	if (ret)
+		return ret;
+	if (a.flags || a.__pad || a.worker >= KG_MAX_WORKERS)
+		return -EINVAL;
+	/*
+	 * Only the thread itself unregisters kw, and it is here: kw stays
+	 * valid without RCU for the whole wait.
+	 */
+	rcu_read_lock();
+	kw = kg_self(ctx, a.worker);
+	rcu_read_unlock();
+	if (!kw)
+		return -ENOENT;
+	ret = kg_wait_event(ctx, kw, a.deadline_ns, &a.ev);
+	if (ret)
+		return ret;
+	/* a record lost here would strand its proc: put it back */
+	if (copy_to_user(&((struct kg_ioc_wait __user *)uarg)->ev, &a.ev,
+			 sizeof(a.ev))) {
+		kg_untake(ctx, &a.ev);
+		return -EFAULT;
+	}
+	lat = ktime_get_ns() - a.ev.ts_ns;
+	atomic64_inc(&ctx->taken);
+	atomic64_add(lat, &ctx->wake_ns_sum);
+	kg_max64(&ctx->wake_ns_max, lat);
+	return 0;
+}
+
+static long kg_ioc_kick(struct kg_ctx *ctx, void __user *uarg)
+{
+	struct kg_ioc_kick a;
+	struct kg_worker *kw;
+	int err = kg_copy_arg(&a, sizeof(a), uarg);
+
+	if (err)
+		return err;
+	if (a.worker >= KG_MAX_WORKERS)
+		return -EINVAL;
+	rcu_read_lock();
+	kw = rcu_dereference(ctx->workers[a.worker]);
+	if (kw) {
+		spin_lock_irq(&ctx->wq.lock);
+		kw->kicked = true;
+		spin_unlock_irq(&ctx->wq.lock);
+		/* waiters check their own flag; the others sleep again */
+		wake_up_all(&ctx->wq);
+	}
+	rcu_read_unlock();
+	return kw ? 0 : -ENOENT;
+}
+
+static void kg_fill_stats(struct kg_ctx *ctx, struct kg_ioc_stats *s)
+{
+	s->workers = READ_ONCE(ctx->nworkers);
+	s->registered = atomic64_read(&ctx->registered);
+	s->blocks = atomic64_read(&ctx->blocks);
+	s->handoffs = atomic64_read(&ctx->handoffs);
+	s->idle_blocks = atomic64_read(&ctx->idle_blocks);
+	s->dropped = atomic64_read(&ctx->dropped);
+	s->blocked_ns = atomic64_read(&ctx->blocked_ns);
+	s->taken = atomic64_read(&ctx->taken);
+	s->wake_ns_sum = atomic64_read(&ctx->wake_ns_sum);
+	s->wake_ns_max = atomic64_read(&ctx->wake_ns_max);
+}
+
+static long kg_ioc_stats(struct kg_ctx *ctx, void __user *uarg)
+{
+	struct kg_ioc_stats s;
+	int err = kg_copy_arg(&s, sizeof(s), uarg);
+
+	if (err)
+		return err;
+	kg_fill_stats(ctx, &s);
+	return copy_to_user(uarg, &s, sizeof(s)) ? -EFAULT : 0;
+}
+
+static long kg_ioctl(struct file *file, unsigned int cmd, unsigned long arg)
+{
+	struct kg_ctx *ctx = file->private_data;
+	void __user *uarg = (void __user *)arg;
+	int err = kg_check_owner(ctx);
+
+	if (err)
+		return err;
+	switch (cmd) {
+	case KG_IOC_INFO:
+		return kg_ioc_info(uarg);
+	case KG_IOC_REGISTER:
+		return kg_ioc_register(ctx, uarg);
+	case KG_IOC_UNREGISTER:
+		return kg_ioc_unregister(ctx, uarg);
+	case KG_IOC_WAIT:
+		return kg_ioc_wait(ctx, uarg);
+	case KG_IOC_KICK:
+		return kg_ioc_kick(ctx, uarg);
+	case KG_IOC_STATS:
+		return kg_ioc_stats(ctx, uarg);
+	default:
+		return -ENOTTY;
+	}
+}
+
+static const struct file_operations kg_fops = {
+	.owner = THIS_MODULE,
+	.open = kg_open,
+	.release = kg_release,
+	.mmap = kg_mmap,
+	.unlocked_ioctl = kg_ioctl,
+	.compat_ioctl = compat_ptr_ioctl,
+	.llseek = noop_llseek,
+};
+
+static struct miscdevice kg_dev = {
+	.minor = MISC_DYNAMIC_MINOR,
+	.name = KG_DEV_NAME,
+	.fops = &kg_fops,
+	.mode = 0666,
+};
+
+static int kg_stats_show(struct seq_file *m, void *v)
+{
+	struct kg_ioc_stats s;
+	struct kg_ctx *ctx;
+
+	seq_puts(m, "tgid workers registered blocks handoffs idle_blocks dropped blocked_ns taken wake_ns_sum wake_ns_max\n");
+	mutex_lock(&kg_ctxs_lock);
+	list_for_each_entry(ctx, &kg_ctxs, node) {
+		kg_fill_stats(ctx, &s);
+		seq_printf(m, "%d %u %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+			   ctx->tgid, s.workers, s.registered, s.blocks,
+			   s.handoffs, s.idle_blocks, s.dropped, s.blocked_ns,
+			   s.taken, s.wake_ns_sum, s.wake_ns_max);
+	}
+	mutex_unlock(&kg_ctxs_lock);
+	return 0;
+}
+DEFINE_SHOW_ATTRIBUTE(kg_stats);
+
+static int __init kg_init(void)
+{
+	int err;
+
+	preempt_notifier_inc();
+	err = misc_register(&kg_dev);
+	if (err) {
+		preempt_notifier_dec();
+		return err;
+	}
+	kg_debugfs = debugfs_create_dir(KG_DEV_NAME, NULL);
+	debugfs_create_file("stats", 0444, kg_debugfs, NULL, &kg_stats_fops);
+	return 0;
+}
+
+static void __exit kg_exit(void)
+{
+	debugfs_remove_recursive(kg_debugfs);
+	misc_deregister(&kg_dev);
+	/* every context is gone (each pinned us); let the reaper finish */
+	irq_work_sync(&kg_reap_irq);
+	flush_work(&kg_reap_work);
+	preempt_notifier_dec();
+}
+
+module_init(kg_init);
+module_exit(kg_exit);
+
+MODULE_LICENSE("GPL");
+MODULE_DESCRIPTION("kgreen: hand a blocked worker thread's coroutines to a spare");
+MODULE_AUTHOR("The kgreen authors");
