@@ -81,9 +81,15 @@ struct kg_worker {
 	/*
 	 * 1 while pn is on task's list. Cleared exactly once, by the task
 	 * itself (unregister, task_work) or at its TASK_DEAD switch: the one
-	 * that clears it hands the worker to the reaper.
+	 * that clears it drops the link's reference.
 	 */
 	atomic_t linked;
+	/*
+	 * References: the link, and a task_work queued by kg_release. The
+	 * last one hands the worker to the reaper, which frees it after an
+	 * RCU grace period (KG_IOC_KICK reads workers[] under RCU).
+	 */
+	atomic_t refs;
 	bool kicked;			/* KG_IOC_KICK pending (ctx->wq.lock) */
 	/* the notifier's own state, touched only on the task's switches */
 	bool blocked;
@@ -225,10 +231,20 @@ static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
 	irq_work_queue(&ctx->wake_work);
 }
 
-/* Hand kw, unlinked from its task or on a dead one, to the reaper. */
-static void kg_reap(struct kg_worker *kw)
+/*
+ * Drop a reference to kw; the last hands it to the reaper. in_sched: from
+ * the scheduler (runqueue lock held), where only an irq_work may be
+ * queued.
+ */
+static void kg_put(struct kg_worker *kw, bool in_sched)
 {
+	if (!atomic_dec_and_test(&kw->refs))
+		return;
 	llist_add(&kw->reap, &kg_reap_list);
+	if (in_sched)
+		irq_work_queue(&kg_reap_irq);
+	else
+		schedule_work(&kg_reap_work);
 }
 
 static void kg_sched_out(struct preempt_notifier *pn, struct task_struct *next)
@@ -242,10 +258,8 @@ static void kg_sched_out(struct preempt_notifier *pn, struct task_struct *next)
 		return;
 	if (READ_ONCE(t->__state) == TASK_DEAD) {
 		/* its last switch: the list is never walked again */
-		if (atomic_xchg(&kw->linked, 0)) {
-			kg_reap(kw);
-			irq_work_queue(&kg_reap_irq);
-		}
+		if (atomic_xchg(&kw->linked, 0))
+			kg_put(kw, true);
 		return;
 	}
 	/* after exec the thread runs another program: not ours any more */
@@ -300,6 +314,8 @@ static void kg_reap_fn(struct work_struct *work)
 	/* KG_IOC_KICK may still be looking at them */
 	synchronize_rcu();
 	llist_for_each_entry_safe(kw, tmp, list, reap) {
+		/* its notifier will never fire again (see kg_ioc_register) */
+		preempt_notifier_dec();
 		put_task_struct(kw->task);
 		kref_put(&kw->ctx->ref, kg_ctx_free);
 		kfree(kw);
@@ -314,14 +330,16 @@ static void kg_unlink_self(struct kg_worker *kw)
 	preempt_disable();
 	preempt_notifier_unregister(&kw->pn);
 	preempt_enable();
-	kg_reap(kw);
-	schedule_work(&kg_reap_work);
+	kg_put(kw, false);
 }
 
 /* task_work queued by kg_release: the task unlinks itself. */
 static void kg_twork_fn(struct callback_head *head)
 {
-	kg_unlink_self(container_of(head, struct kg_worker, twork));
+	struct kg_worker *kw = container_of(head, struct kg_worker, twork);
+
+	kg_unlink_self(kw);
+	kg_put(kw, false);	/* the task_work's reference */
 }
 
 static int kg_open(struct inode *inode, struct file *file)
@@ -370,15 +388,18 @@ static int kg_release(struct inode *inode, struct file *file)
 	for (i = 0; i < KG_MAX_WORKERS; i++) {
 		kw = rcu_dereference_protected(ctx->workers[i],
 					       lockdep_is_held(&ctx->lock));
-		if (!kw || !atomic_read(&kw->linked))
+		/* not reaped yet: hold it for the task_work */
+		if (!kw || !atomic_read(&kw->linked) ||
+		    !atomic_inc_not_zero(&kw->refs))
 			continue;
 		/*
 		 * The task unlinks itself on its way back to userspace (or
 		 * in do_exit). -ESRCH: it is past exit_task_work, so its
-		 * TASK_DEAD switch reaps it.
+		 * TASK_DEAD switch drops the link.
 		 */
 		init_task_work(&kw->twork, kg_twork_fn);
-		task_work_add(kw->task, &kw->twork, TWA_RESUME);
+		if (task_work_add(kw->task, &kw->twork, TWA_RESUME))
+			kg_put(kw, false);
 	}
 	mutex_unlock(&ctx->lock);
 	wake_up_all(&ctx->wq);
@@ -454,17 +475,34 @@ static int kg_get_worker_arg(struct kg_ioc_worker *a, void __user *uarg)
 	return 0;
 }
 
+/*
+ * Whether the calling thread is registered (in any context). A
+ * registration made before the thread called exec belongs to another
+ * address space: it is dropped here, by the thread itself, which is what
+ * makes unlinking safe.
+ */
 static bool kg_current_registered(void)
 {
+	struct kg_worker *stale = NULL;
 	struct preempt_notifier *pn;
 	bool found = false;
 
 	/* our own list: nobody else changes it, preemption keeps it still */
 	preempt_disable();
-	hlist_for_each_entry(pn, &current->preempt_notifiers, link)
-		if (pn->ops == &kg_preempt_ops)
+	hlist_for_each_entry(pn, &current->preempt_notifiers, link) {
+		struct kg_worker *kw;
+
+		if (pn->ops != &kg_preempt_ops)
+			continue;
+		kw = container_of(pn, struct kg_worker, pn);
+		if (kw->ctx->mm == current->mm)
 			found = true;
+		else
+			stale = kw;
+	}
 	preempt_enable();
+	if (stale)
+		kg_unlink_self(stale);
 	return found;
 }
 
@@ -493,7 +531,15 @@ static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 	kw->task = get_task_struct(current);
 	kw->index = a.worker;
 	atomic_set(&kw->linked, 1);
+	atomic_set(&kw->refs, 1);
 	preempt_notifier_init(&kw->pn, &kg_preempt_ops);
+	/*
+	 * The scheduler calls notifiers only while the static key counts
+	 * some: one count per worker, dropped when it is reaped. With the
+	 * module loaded but no worker registered, a context switch costs
+	 * exactly what it costs without the module.
+	 */
+	preempt_notifier_inc();
 	rcu_assign_pointer(ctx->workers[a.worker], kw);
 	ctx->nworkers++;
 	atomic64_inc(&ctx->registered);
@@ -523,7 +569,7 @@ static long kg_ioc_unregister(struct kg_ctx *ctx, void __user *uarg)
 		return err;
 	mutex_lock(&ctx->lock);
 	kw = kg_self(ctx, a.worker);
-	if (!kw) {
+	if (!kw || !atomic_read(&kw->linked)) {
 		mutex_unlock(&ctx->lock);
 		return -ENOENT;
 	}
@@ -777,12 +823,9 @@ static int __init kg_init(void)
 {
 	int err;
 
-	preempt_notifier_inc();
 	err = misc_register(&kg_dev);
-	if (err) {
-		preempt_notifier_dec();
+	if (err)
 		return err;
-	}
 	kg_debugfs = debugfs_create_dir(KG_DEV_NAME, NULL);
 	debugfs_create_file("stats", 0444, kg_debugfs, NULL, &kg_stats_fops);
 	return 0;
@@ -795,7 +838,6 @@ static void __exit kg_exit(void)
 	/* every context is gone (each pinned us); let the reaper finish */
 	irq_work_sync(&kg_reap_irq);
 	flush_work(&kg_reap_work);
-	preempt_notifier_dec();
 }
 
 module_init(kg_init);

@@ -581,6 +581,8 @@ TEST(bpf_failure_falls_back_to_sysmon)
 	struct kg_config cfg = { .backend = "bpf" };
 
 	setenv("KGREEN_BPF_FAIL", "1", 1);
+	/* auto would pick the module where it is loaded */
+	setenv("KGREEN_KMOD_DEV", "/nonexistent/kgreen", 1);
 	unsetenv("KGREEN_BACKEND");
 	ASSERT_EQ(0, run_kg_captured(note_backend, NULL, 1, out, sizeof(out),
 				     NULL));
@@ -591,6 +593,7 @@ TEST(bpf_failure_falls_back_to_sysmon)
 		    strstr(out, "built without BPF support"));
 	/* asked for by name, it fails with the reason */
 	ASSERT_EQ(-ENODEV, kg_run(note_backend, NULL, &cfg));
+	unsetenv("KGREEN_KMOD_DEV");
 }
 
 /* Without /dev/kgreen auto says nothing about it; kmod by name fails. */

@@ -1,0 +1,940 @@
+// SPDX-License-Identifier: MIT
+/*
+ * kmod.c - kgreen.ko, tested through its device (Documentation/kmod.md).
+ *
+ * Runs inside the VM (tools/vmcheck) where the module is loaded; every
+ * test SKIPs where /dev/kgreen is missing. The protocol tests drive the
+ * module directly, as libkgreen does, with threads standing in for
+ * workers; the last tests run libkgreen on the kmod backend and compare
+ * its counts with the module's. After each test the kernel log is
+ * checked by the VM runner (a WARNING, BUG or oops fails the run).
+ */
+#include "harness.h"
+#include "kg_test.h"
+
+#include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
+#include <stdatomic.h>
+#include <sys/ioctl.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include <uapi/kgreen.h>
+
+#define DEV "/dev/kgreen"
+#define MS 1000000ull
+
+#define NEED_DEV()                                                            \
+	do {                                                                  \
+		if (access(DEV, R_OK | W_OK))                                 \
+			SKIP(return, DEV " is not here (the module is not "   \
+				     "loaded; tools/vmcheck loads it)");      \
+	} while (0)
+
+static int dev_open(void)
+{
+	return open(DEV, O_RDWR | O_CLOEXEC);
+}
+
+static struct kg_shared *dev_map(int fd)
+{
+	void *p = mmap(NULL, sizeof(struct kg_shared), PROT_READ | PROT_WRITE,
+		       MAP_SHARED, fd, 0);
+
+	return p == MAP_FAILED ? NULL : p;
+}
+
+/* ioctl's result as 0 or -errno */
+static int ioc(int fd, unsigned long cmd, void *arg)
+{
+	return ioctl(fd, cmd, arg) ? -errno : 0;
+}
+
+static int reg(int fd, unsigned int idx)
+{
+	struct kg_ioc_worker a = { .size = sizeof(a), .worker = idx };
+
+	return ioc(fd, KG_IOC_REGISTER, &a);
+}
+
+static int unreg(int fd, unsigned int idx)
+{
+	struct kg_ioc_worker a = { .size = sizeof(a), .worker = idx };
+
+	return ioc(fd, KG_IOC_UNREGISTER, &a);
+}
+
+static int wait_ev(int fd, unsigned int idx, uint64_t deadline,
+		   struct kg_handoff_event *ev)
+{
+	struct kg_ioc_wait a = {
+		.size = sizeof(a), .worker = idx, .deadline_ns = deadline,
+	};
+	int r = ioc(fd, KG_IOC_WAIT, &a);
+
+	if (!r && ev)
+		*ev = a.ev;
+	return r;
+}
+
+static int kick(int fd, unsigned int idx)
+{
+	struct kg_ioc_kick a = { .size = sizeof(a), .worker = idx };
+
+	return ioc(fd, KG_IOC_KICK, &a);
+}
+
+static int stats(int fd, struct kg_ioc_stats *s)
+{
+	memset(s, 0, sizeof(*s));
+	s->size = sizeof(*s);
+	return ioc(fd, KG_IOC_STATS, s);
+}
+
+static uint64_t now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void sleep_ns(uint64_t ns)
+{
+	struct timespec ts = { (time_t)(ns / 1000000000u),
+			       (long)(ns % 1000000000u) };
+
+	syscall(SYS_nanosleep, &ts, NULL);
+}
+
+/* The debugfs line of process pid: 1 found (fields in *s), 0 not. */
+static int debugfs_stats(pid_t pid, struct kg_ioc_stats *s)
+{
+	FILE *f = fopen("/sys/kernel/debug/kgreen/stats", "r");
+	char line[512];
+	int found = 0;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long v[10];
+		int p;
+
+		if (sscanf(line, "%d %llu %llu %llu %llu %llu %llu %llu %llu "
+			   "%llu %llu", &p, &v[0], &v[1], &v[2], &v[3], &v[4],
+			   &v[5], &v[6], &v[7], &v[8], &v[9]) == 11 &&
+		    p == pid) {
+			s->workers = (uint32_t)v[0];
+			s->registered = v[1];
+			s->blocks = v[2];
+			s->handoffs = v[3];
+			s->idle_blocks = v[4];
+			s->dropped = v[5];
+			s->taken = v[7];
+			found = 1;
+		}
+	}
+	fclose(f);
+	return found;
+}
+
+/*
+ * Wait until the module holds no references (every file released and
+ * every context reaped); its count, or -1 if it cannot be read.
+ */
+static int module_refs_settle(void)
+{
+	int i, n = -1;
+
+	for (i = 0; i < 200; i++) {
+		FILE *f = fopen("/sys/module/kgreen/refcnt", "r");
+
+		if (!f || fscanf(f, "%d", &n) != 1)
+			n = -1;
+		if (f)
+			fclose(f);
+		if (n <= 0)
+			return n;
+		sleep_ns(10 * MS);
+	}
+	return n;
+}
+
+/* ------------------------------------------------------------------ */
+/* The ABI: every argument checked                                     */
+/* ------------------------------------------------------------------ */
+
+TEST(info)
+{
+	struct kg_ioc_info info = { .size = sizeof(info) };
+	int fd;
+
+	NEED_DEV();
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, ioc(fd, KG_IOC_INFO, &info));
+	ASSERT_EQ((uint32_t)KG_ABI_VERSION, info.abi_version);
+	ASSERT_LE(sizeof(struct kg_shared), info.shared_size);
+	ASSERT_EQ(0u, info.shared_size % (uint32_t)getpagesize());
+	ASSERT_EQ((uint32_t)KG_MAX_WORKERS, info.max_workers);
+	ASSERT_EQ((uint32_t)KG_MAX_PROCS, info.max_procs);
+	close(fd);
+}
+
+TEST(bad_arguments)
+{
+	struct kg_ioc_worker w = { .size = sizeof(w) };
+	struct kg_ioc_info info = { .size = sizeof(info) - 4 };
+	struct kg_ioc_wait wt = { .size = sizeof(wt) };
+	struct kg_ioc_kick k = { .size = sizeof(k) };
+	void *p;
+	int fd;
+
+	NEED_DEV();
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	/* sizes */
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_INFO, &info));
+	info.size = 0xffffffff;
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_INFO, &info));
+	w.size = sizeof(w) + 8;
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_REGISTER, &w));
+	/* pointers */
+	ASSERT_EQ(-EFAULT, ioc(fd, KG_IOC_INFO, NULL));
+	ASSERT_EQ(-EFAULT, ioc(fd, KG_IOC_REGISTER, (void *)16));
+	ASSERT_EQ(-EFAULT, ioc(fd, KG_IOC_WAIT, (void *)-4096L));
+	/* flags, reserved fields, indices */
+	w.size = sizeof(w);
+	w.flags = 1;
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_REGISTER, &w));
+	w.flags = 0;
+	w.__pad = 1;
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_REGISTER, &w));
+	w.__pad = 0;
+	w.worker = KG_MAX_WORKERS;
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_REGISTER, &w));
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_UNREGISTER, &w));
+	wt.worker = KG_MAX_WORKERS;
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_WAIT, &wt));
+	wt.worker = 0;
+	wt.flags = 2;
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_WAIT, &wt));
+	k.worker = 0xffffffff;
+	ASSERT_EQ(-EINVAL, ioc(fd, KG_IOC_KICK, &k));
+	/* nobody registered */
+	ASSERT_EQ(-ENOENT, unreg(fd, 0));
+	ASSERT_EQ(-ENOENT, wait_ev(fd, 0, 0, NULL));
+	ASSERT_EQ(-ENOENT, kick(fd, 0));
+	/* unknown commands */
+	ASSERT_EQ(-ENOTTY, ioc(fd, _IO(KG_IOC_MAGIC, 0x7f), NULL));
+	ASSERT_EQ(-ENOTTY, ioc(fd, 0x5401 /* TCGETS */, &w));
+	/* mappings: shared only, from 0, no larger than the state */
+	p = mmap(NULL, sizeof(struct kg_shared), PROT_READ | PROT_WRITE,
+		 MAP_PRIVATE, fd, 0);
+	ASSERT_EQ(MAP_FAILED, p);
+	p = mmap(NULL, 4096, PROT_READ, MAP_SHARED, fd, 4096);
+	ASSERT_EQ(MAP_FAILED, p);
+	p = mmap(NULL, sizeof(struct kg_shared) + (1 << 20), PROT_READ,
+		 MAP_SHARED, fd, 0);
+	ASSERT_EQ(MAP_FAILED, p);
+	ASSERT_EQ(EINVAL, errno);
+	close(fd);
+}
+
+static void *register_other(void *arg)
+{
+	int fd = *(int *)arg;
+
+	return (void *)(intptr_t)reg(fd, 3);
+}
+
+TEST(one_registration_per_thread_and_slot)
+{
+	pthread_t t;
+	void *r;
+	int fd, fd2;
+
+	NEED_DEV();
+	fd = dev_open();
+	fd2 = dev_open();
+	ASSERT_LE(0, fd);
+	ASSERT_LE(0, fd2);
+	ASSERT_EQ(0, reg(fd, 3));
+	ASSERT_EQ(-EBUSY, reg(fd, 4));		/* this thread, again */
+	ASSERT_EQ(-EBUSY, reg(fd2, 3));		/* in another context too */
+	ASSERT_EQ(0, pthread_create(&t, NULL, register_other, &fd));
+	pthread_join(t, &r);
+	ASSERT_EQ(-EBUSY, (int)(intptr_t)r);	/* slot 3 is taken */
+	ASSERT_EQ(-ENOENT, unreg(fd, 4));
+	ASSERT_EQ(0, unreg(fd, 3));
+	ASSERT_EQ(-ENOENT, unreg(fd, 3));
+	ASSERT_EQ(0, reg(fd2, 3));		/* free again, anywhere */
+	ASSERT_EQ(0, unreg(fd2, 3));
+	close(fd);
+	close(fd2);
+}
+
+TEST_TIMEOUT(register_unregister_10000, 120)
+{
+	struct kg_ioc_stats s;
+	long i, n = 10000;
+	int fd;
+
+	NEED_DEV();
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	for (i = 0; i < n; i++) {
+		ASSERT_EQ(0, reg(fd, (unsigned int)(i % KG_MAX_WORKERS)));
+		ASSERT_EQ(0, unreg(fd, (unsigned int)(i % KG_MAX_WORKERS)));
+	}
+	ASSERT_EQ(0, stats(fd, &s));
+	ASSERT_EQ((uint64_t)n, s.registered);
+	close(fd);
+}
+
+/* ------------------------------------------------------------------ */
+/* The protocol, driven by hand                                        */
+/* ------------------------------------------------------------------ */
+
+struct blocker {
+	int fd;
+	struct kg_shared *sh;
+	unsigned int idx;
+	uint32_t in_sched;	/* what the slot says while it blocks */
+	uint32_t proc;		/* the proc it says it holds */
+	int reg_err;
+	_Atomic int ready;
+};
+
+/* Worker idx holding b->proc, blocking 20 ms in nanosleep. */
+static void *blocker_thread(void *arg)
+{
+	struct blocker *b = arg;
+	struct kg_worker_slot *ws = &b->sh->workers[b->idx];
+
+	b->reg_err = reg(b->fd, b->idx);
+	ws->in_sched = b->in_sched;
+	ws->proc = b->proc;
+	if (b->proc < KG_MAX_PROCS)
+		__atomic_store_n(&b->sh->procs[b->proc].owner, b->idx,
+				 __ATOMIC_SEQ_CST);
+	atomic_store(&b->ready, 1);
+	sleep_ns(20 * MS);
+	if (!b->reg_err)
+		b->reg_err = unreg(b->fd, b->idx);
+	return NULL;
+}
+
+static void run_blocker(struct blocker *b)
+{
+	pthread_t t;
+
+	pthread_create(&t, NULL, blocker_thread, b);
+	pthread_join(t, NULL);
+}
+
+FIXTURE(proto)
+{
+	int fd;
+	struct kg_shared *sh;
+	struct blocker b;
+};
+
+FIXTURE_VARIANT(proto) {
+	int unused;
+};
+
+FIXTURE_SETUP(proto)
+{
+	self->fd = -1;
+	NEED_DEV();
+	self->fd = dev_open();
+	ASSERT_LE(0, self->fd);
+	self->sh = dev_map(self->fd);
+	ASSERT_NE(NULL, self->sh);
+	self->sh->hdr.version = KG_ABI_VERSION;
+	self->sh->hdr.nprocs = 1;
+	/* the spare (this thread, worker 0) holds nothing; proc 0 is free */
+	self->sh->workers[0].proc = KG_PROC_NONE;
+	self->sh->workers[0].in_sched = 1;
+	self->sh->procs[0].owner = KG_OWNER_DETACHED;
+	self->sh->procs[1].owner = KG_OWNER_DETACHED;
+	self->b = (struct blocker){ .fd = self->fd, .sh = self->sh,
+				    .idx = 1 };
+	/* this thread is worker 0, the spare */
+	ASSERT_EQ(0, reg(self->fd, 0));
+}
+
+FIXTURE_TEARDOWN(proto)
+{
+	if (self->fd >= 0) {
+		unreg(self->fd, 0);
+		close(self->fd);
+	}
+}
+
+TEST_F(proto, blocked_worker_with_work_loses_its_proc)
+{
+	struct kg_handoff_event ev;
+	struct kg_ioc_stats s;
+	uint64_t t0 = now_ns();
+
+	self->sh->procs[0].runq_tail = 1;	/* one coroutine queued */
+	run_blocker(&self->b);
+	ASSERT_EQ(0, self->b.reg_err);
+	ASSERT_EQ(0, wait_ev(self->fd, 0, now_ns() + 1000 * MS, &ev));
+	ASSERT_EQ(0u, ev.proc);
+	ASSERT_EQ(1u, ev.worker);
+	ASSERT_LE(t0, ev.ts_ns);
+	ASSERT_EQ(KG_OWNER_DETACHED, self->sh->procs[0].owner);
+	ASSERT_EQ(KG_PROC_NONE, self->sh->workers[1].proc);
+	ASSERT_LE(1ull, self->sh->workers[1].blocks);
+	/* exactly one record: the proc was detached once */
+	ASSERT_EQ(-EAGAIN, wait_ev(self->fd, 0, 0, &ev));
+	ASSERT_EQ(0u, self->sh->hdr.kev_pending);
+	ASSERT_EQ(0, stats(self->fd, &s));
+	ASSERT_EQ(1ull, s.handoffs);
+	ASSERT_EQ(1ull, s.taken);
+	ASSERT_LE(1ull, s.blocks);
+	ASSERT_LT(0ull, s.blocked_ns);
+}
+
+TEST_F(proto, nothing_queued_means_no_handoff)
+{
+	struct kg_ioc_stats s;
+
+	run_blocker(&self->b);
+	ASSERT_EQ(0, self->b.reg_err);
+	ASSERT_EQ(-EAGAIN, wait_ev(self->fd, 0, 0, NULL));
+	ASSERT_EQ(1u, self->sh->procs[0].owner);
+	ASSERT_EQ(0u, self->sh->workers[1].proc);
+	ASSERT_EQ(0, stats(self->fd, &s));
+	ASSERT_EQ(0ull, s.handoffs);
+	ASSERT_LE(1ull, s.idle_blocks);
+}
+
+TEST_F(proto, scheduler_code_is_never_interrupted)
+{
+	self->sh->procs[0].runq_tail = 1;
+	self->b.in_sched = 1;
+	run_blocker(&self->b);
+	ASSERT_EQ(-EAGAIN, wait_ev(self->fd, 0, 0, NULL));
+	ASSERT_EQ(1u, self->sh->procs[0].owner);
+}
+
+TEST_F(proto, garbage_in_the_shared_state_is_ignored)
+{
+	struct kg_shared *sh = self->sh;
+	struct kg_ioc_stats st;
+	int n = 0;
+
+	/* absurd counts: the module trusts none of them */
+	sh->hdr.nprocs = 0xffffffff;
+	sh->hdr.kev_pending = 12345;
+	sh->hdr.gq_len = 0xffffffff;	/* "work queued" */
+	/* a proc index out of range: no record, no crash */
+	self->b.proc = 0xfffffffe;
+	run_blocker(&self->b);
+	ASSERT_EQ(0, self->b.reg_err);
+	self->b.proc = KG_MAX_PROCS;
+	run_blocker(&self->b);
+	/* in range (nprocs is huge): one real handoff */
+	self->b.proc = 1;
+	run_blocker(&self->b);
+	while (wait_ev(self->fd, 0, 0, NULL) == 0)
+		n++;
+	ASSERT_EQ(1, n);
+	ASSERT_EQ(0, stats(self->fd, &st));
+	ASSERT_EQ(1ull, st.handoffs);
+	ASSERT_EQ(0u, sh->hdr.kev_pending);	/* rewritten by the module */
+}
+
+TEST_F(proto, wait_times_out_and_kicks_end_it)
+{
+	uint64_t t0 = now_ns();
+
+	ASSERT_EQ(-ETIMEDOUT, wait_ev(self->fd, 0, t0 + 30 * MS, NULL));
+	ASSERT_LE(t0 + 30 * MS, now_ns());
+	/* a kick before the wait ends the next wait... */
+	ASSERT_EQ(0, kick(self->fd, 0));
+	/* ...a poll does not consume it... */
+	ASSERT_EQ(-EAGAIN, wait_ev(self->fd, 0, 0, NULL));
+	t0 = now_ns();
+	ASSERT_EQ(-EAGAIN, wait_ev(self->fd, 0, UINT64_MAX, NULL));
+	ASSERT_GT(t0 + 500 * MS, now_ns());
+	/* ...and is consumed by it */
+	ASSERT_EQ(-ETIMEDOUT, wait_ev(self->fd, 0, now_ns() + 5 * MS, NULL));
+}
+
+static void on_alarm(int sig)
+{
+	(void)sig;
+}
+
+TEST_F(proto, a_signal_ends_a_wait)
+{
+	struct sigaction sa = { .sa_handler = on_alarm };
+
+	sigaction(SIGALRM, &sa, NULL);	/* no SA_RESTART */
+	alarm(1);
+	ASSERT_EQ(-EINTR, wait_ev(self->fd, 0, UINT64_MAX, NULL));
+}
+
+/* ------------------------------------------------------------------ */
+/* Teardown in every order                                             */
+/* ------------------------------------------------------------------ */
+
+static void *register_and_exit(void *arg)
+{
+	int fd = *(int *)arg;
+	static _Atomic unsigned int next = 10;
+
+	reg(fd, atomic_fetch_add(&next, 1));
+	sleep_ns(MS);	/* a few switches */
+	return NULL;	/* never unregisters */
+}
+
+/* Wait until the module's worker count for fd reaches want (reaped). */
+static int workers_settle(int fd, uint32_t want)
+{
+	struct kg_ioc_stats s;
+	int i;
+
+	for (i = 0; i < 200; i++) {
+		if (stats(fd, &s) || s.workers == want)
+			return (int)s.workers;
+		sleep_ns(10 * MS);
+	}
+	return (int)s.workers;
+}
+
+TEST(thread_exits_while_registered)
+{
+	pthread_t t[8];
+	int fd, i;
+
+	NEED_DEV();
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	for (i = 0; i < 8; i++)
+		ASSERT_EQ(0, pthread_create(&t[i], NULL, register_and_exit,
+					    &fd));
+	for (i = 0; i < 8; i++)
+		pthread_join(t[i], NULL);
+	ASSERT_EQ(0, workers_settle(fd, 0));
+	close(fd);
+	ASSERT_EQ(0, module_refs_settle());
+}
+
+struct live {
+	int fd;
+	_Atomic int stop, registered;
+};
+
+static void *register_and_live(void *arg)
+{
+	struct live *l = arg;
+	static _Atomic unsigned int next = 40;
+
+	if (!reg(l->fd, atomic_fetch_add(&next, 1)))
+		atomic_fetch_add(&l->registered, 1);
+	while (!atomic_load(&l->stop))
+		sleep_ns(MS);	/* blocks and wakes, after the close too */
+	return NULL;
+}
+
+TEST(file_closed_while_workers_live)
+{
+	struct live l = { 0 };
+	struct kg_shared *sh;
+	pthread_t t[4];
+	int i;
+
+	NEED_DEV();
+	l.fd = dev_open();
+	ASSERT_LE(0, l.fd);
+	sh = dev_map(l.fd);
+	ASSERT_NE(NULL, sh);
+	for (i = 0; i < 4; i++)
+		pthread_create(&t[i], NULL, register_and_live, &l);
+	while (atomic_load(&l.registered) < 4)
+		sleep_ns(MS);
+	sh->hdr.nprocs = 1;
+	sh->procs[0].runq_tail = 1;
+	close(l.fd);		/* the mapping keeps the file open */
+	sleep_ns(20 * MS);
+	munmap(sh, sizeof(*sh));	/* now it is released */
+	sleep_ns(20 * MS);		/* the threads unlink themselves */
+	/* a new context for the same threads' process works */
+	l.fd = dev_open();
+	ASSERT_LE(0, l.fd);
+	ASSERT_EQ(0, reg(l.fd, 0));
+	ASSERT_EQ(0, unreg(l.fd, 0));
+	atomic_store(&l.stop, 1);
+	for (i = 0; i < 4; i++)
+		pthread_join(t[i], NULL);
+	close(l.fd);
+	ASSERT_EQ(0, debugfs_stats(getpid(), &(struct kg_ioc_stats){ 0 }));
+	/* the first context too is gone: its threads unlinked themselves */
+	ASSERT_EQ(0, module_refs_settle());
+}
+
+TEST(forked_child_gets_nothing)
+{
+	struct kg_shared *sh;
+	pid_t pid;
+	int fd, st;
+
+	NEED_DEV();
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	sh = dev_map(fd);
+	ASSERT_NE(NULL, sh);
+	ASSERT_EQ(0, reg(fd, 0));
+	sh->hdr.nprocs = 7;
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		unsigned char vec;
+
+		/* the mapping is not inherited */
+		if (mincore(sh, 4096, &vec) == 0 || errno != ENOMEM)
+			_exit(10);
+		/* the parent's file steers nothing here */
+		if (reg(fd, 1) != -EPERM || unreg(fd, 0) != -EPERM ||
+		    kick(fd, 0) != -EPERM || dev_map(fd))
+			_exit(11);
+		/* the child has its own context, nothing registered */
+		close(fd);
+		fd = dev_open();
+		sh = dev_map(fd);
+		if (fd < 0 || !sh || sh->hdr.nprocs != 0)
+			_exit(12);
+		if (unreg(fd, 0) != -ENOENT || reg(fd, 0) || unreg(fd, 0))
+			_exit(13);
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(0, WEXITSTATUS(st));
+	ASSERT_EQ(7u, sh->hdr.nprocs);
+	ASSERT_EQ(0, unreg(fd, 0));
+	close(fd);
+}
+
+/*
+ * exec with the device open: with O_CLOEXEC the file closes and the
+ * thread unlinks itself; without, the new program inherits a file that
+ * refuses it (another address space) and a notifier that ignores it.
+ */
+TEST(exec_while_registered)
+{
+	int cloexec;
+
+	NEED_DEV();
+	for (cloexec = 0; cloexec < 2; cloexec++) {
+		pid_t pid = fork();
+		int st;
+
+		ASSERT_LE(0, pid);
+		if (pid == 0) {
+			int fd = open(DEV, O_RDWR | (cloexec ? O_CLOEXEC : 0));
+			char arg[16];
+
+			if (fd < 0 || !dev_map(fd) || reg(fd, 0))
+				_exit(20);
+			snprintf(arg, sizeof(arg), "%d", cloexec ? -1 : fd);
+			execl("/proc/self/exe", "kmod", "--exec-check", arg,
+			      (char *)NULL);
+			_exit(21);
+		}
+		ASSERT_EQ(pid, waitpid(pid, &st, 0));
+		ASSERT_TRUE(WIFEXITED(st));
+		ASSERT_EQ(0, WEXITSTATUS(st)) TH_LOG("cloexec %d", cloexec);
+	}
+}
+
+/* The exec'd program: the inherited fd (or -1) must refuse it. */
+static int exec_check(int fd)
+{
+	int i;
+
+	for (i = 0; i < 20; i++)
+		sleep_ns(MS);	/* switches with the old notifier */
+	if (fd >= 0 && (reg(fd, 1) != -EPERM || dev_map(fd)))
+		return 30;
+	fd = dev_open();	/* a fresh context works */
+	if (fd < 0 || reg(fd, 0) || unreg(fd, 0))
+		return 31;
+	return 0;
+}
+
+/* A child that works the protocol with 3 threads until it is killed. */
+static void churn_child(void)
+{
+	struct blocker b[3];
+	struct kg_shared *sh;
+	pthread_t t;
+	int fd = dev_open(), i;
+
+	sh = fd >= 0 ? dev_map(fd) : NULL;
+	if (!sh || reg(fd, 0))
+		_exit(1);
+	sh->hdr.nprocs = 1;
+	sh->workers[0].proc = KG_PROC_NONE;
+	for (;;) {
+		for (i = 0; i < 3; i++) {
+			b[i] = (struct blocker){ .fd = fd, .sh = sh,
+						 .idx = 1 + (unsigned int)i };
+			sh->procs[0].runq_tail++;
+			pthread_create(&t, NULL, blocker_thread, &b[i]);
+			pthread_detach(t);
+		}
+		while (!wait_ev(fd, 0, now_ns() + 5 * MS, NULL))
+			;
+	}
+}
+
+TEST_TIMEOUT(sigkill_100_processes, 120)
+{
+	unsigned int seed = harness_seed();
+	pid_t pids[100];
+	int i, st, fd;
+
+	NEED_DEV();
+	for (i = 0; i < 100; i++) {
+		pids[i] = fork();
+		ASSERT_LE(0, pids[i]);
+		if (pids[i] == 0)
+			churn_child();
+		/* killed at a random point: before or during the churn */
+		sleep_ns((uint64_t)(rand_r(&seed) % 8000) * 1000);
+		kill(pids[i], SIGKILL);
+	}
+	for (i = 0; i < 100; i++) {
+		ASSERT_EQ(pids[i], waitpid(pids[i], &st, 0));
+		ASSERT_TRUE(WIFSIGNALED(st) ||
+			    (WIFEXITED(st) && WEXITSTATUS(st) == 0));
+	}
+	/* every context goes away */
+	for (i = 0; i < 100; i++) {
+		struct kg_ioc_stats s;
+		int j, left = 0;
+
+		for (j = 0; j < 100; j++)
+			left += debugfs_stats(pids[j], &s) == 1;
+		if (!left)
+			break;
+		sleep_ns(20 * MS);
+	}
+	ASSERT_GT(100, i) TH_LOG("contexts of killed processes remain");
+	ASSERT_EQ(0, module_refs_settle());
+	/* and the device still works */
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, reg(fd, 0));
+	ASSERT_EQ(0, unreg(fd, 0));
+	close(fd);
+}
+
+/* ------------------------------------------------------------------ */
+/* Fuzz                                                                */
+/* ------------------------------------------------------------------ */
+
+TEST_TIMEOUT(ioctl_fuzz, 240)
+{
+	static const unsigned long cmds[] = {
+		KG_IOC_INFO, KG_IOC_REGISTER, KG_IOC_UNREGISTER, KG_IOC_WAIT,
+		KG_IOC_KICK, KG_IOC_STATS,
+	};
+	struct sigaction sa = { .sa_handler = on_alarm };
+	struct itimerval it = { { 0, 2000 }, { 0, 2000 } };
+	unsigned int seed = harness_seed();
+	long i, n = scaled(100000, 4);
+	int r;
+	union {
+		uint64_t q[16];
+		uint32_t w[32];
+	} buf;
+	int fd, fd2;
+
+	NEED_DEV();
+	fd = dev_open();
+	fd2 = dev_open();
+	ASSERT_LE(0, fd);
+	ASSERT_NE(NULL, dev_map(fd2));
+	/* a wait the fuzz happens to make valid ends by a signal */
+	sigaction(SIGALRM, &sa, NULL);
+	setitimer(ITIMER_REAL, &it, NULL);
+	for (i = 0; i < n; i++) {
+		unsigned int x = (unsigned int)rand_r(&seed);
+		unsigned long cmd;
+		void *arg;
+		size_t j;
+
+		switch (x % 4) {
+		case 0:		/* a real command, size maybe right */
+			cmd = cmds[(x >> 2) % 6];
+			break;
+		case 1:		/* a real command with a bent size or dir */
+			cmd = cmds[(x >> 2) % 6] ^ (1ul << ((x >> 5) % 32));
+			break;
+		case 2:		/* our magic, any number */
+			cmd = _IOC((x >> 2) & 3, KG_IOC_MAGIC, (x >> 4) & 0xff,
+				   (x >> 12) & 0x3fff);
+			break;
+		default:
+			cmd = (unsigned long)rand_r(&seed) << 1 ^ x;
+			break;
+		}
+		for (j = 0; j < 16; j++)
+			buf.q[j] = (uint64_t)rand_r(&seed) % 4 == 0 ?
+					   (uint64_t)rand_r(&seed) : 0;
+		/* sizes right most of the time, small indices */
+		if ((x >> 8) % 3)
+			buf.w[0] = _IOC_SIZE(cmd);
+		if ((x >> 10) % 2)
+			buf.w[1] %= 8;
+		if ((x >> 14) % 8 == 0)
+			buf.q[2] = 0;	/* a wait's deadline: poll */
+		switch ((x >> 17) % 8) {
+		case 0:
+			arg = NULL;
+			break;
+		case 1:
+			arg = (void *)(uintptr_t)rand_r(&seed);
+			break;
+		case 2:
+			arg = (void *)(-(intptr_t)(x % 8192));
+			break;
+		default:
+			arg = &buf;
+			break;
+		}
+		ioctl((x >> 20) % 2 ? fd : fd2, cmd, arg);
+	}
+	memset(&it, 0, sizeof(it));
+	setitimer(ITIMER_REAL, &it, NULL);
+	/* the device still behaves */
+	r = reg(fd2, 700);
+	ASSERT_TRUE(r == 0 || r == -EBUSY);
+	close(fd);
+	close(fd2);
+	TH_LOG("%ld calls", n);
+}
+
+/* ------------------------------------------------------------------ */
+/* libkgreen on the kmod backend                                       */
+/* ------------------------------------------------------------------ */
+
+static kg_wg_t mix_wg;
+static struct kg_stats mix_stats;
+
+static void mix_blocker(void *p)
+{
+	(void)p;
+	sleep_ns(2 * MS);	/* raw: the module must notice */
+	kg_wg_done(&mix_wg);
+}
+
+static void mix_spinner(void *p)
+{
+	uint64_t t = now_ns();
+
+	(void)p;
+	while (now_ns() - t < 200000)
+		;
+	kg_wg_done(&mix_wg);
+}
+
+static void mix_main(void *p)
+{
+	int i;
+
+	(void)p;
+	kg_wg_add(&mix_wg, 200);
+	for (i = 0; i < 100; i++) {
+		kg_go(mix_blocker, NULL);
+		kg_go(mix_spinner, NULL);
+	}
+	kg_wg_wait(&mix_wg);
+	kg_sleep(50 * MS);	/* the standbys take the last records */
+	CO_CHECK(kg_stats(&mix_stats) == 0, "stats");
+	CO_CHECK(!strcmp(kg_backend_name(), "kmod"), "backend %s",
+		 kg_backend_name());
+}
+
+TEST_TIMEOUT(module_counts_match_the_runtime, 120)
+{
+	struct kg_config cfg = { .procs = 2, .backend = "kmod" };
+	struct kg_ioc_stats s = { 0 };
+
+	NEED_DEV();
+	ASSERT_EQ(0, kg_run(mix_main, NULL, &cfg));
+	ASSERT_EQ(0, co_failures());
+	ASSERT_EQ(1, debugfs_stats(getpid(), &s));
+	TH_LOG("runtime: %llu handoffs; module: %llu blocks, %llu handoffs, "
+	       "%llu taken, %llu idle", (unsigned long long)mix_stats.handoffs,
+	       (unsigned long long)s.blocks, (unsigned long long)s.handoffs,
+	       (unsigned long long)s.taken, (unsigned long long)s.idle_blocks);
+	ASSERT_LT(0ull, s.handoffs);
+	/* every record the module queued was taken, and counted once */
+	ASSERT_EQ(s.handoffs, s.taken);
+	ASSERT_EQ(s.handoffs, mix_stats.handoffs);
+	ASSERT_EQ(0ull, s.dropped);
+	/* the runtime unregistered its workers as they left */
+	ASSERT_EQ(0u, s.workers);
+}
+
+/* ------------------------------------------------------------------ */
+/* The module's own life                                               */
+/* ------------------------------------------------------------------ */
+
+TEST(unload_refused_while_in_use)
+{
+	int fd;
+
+	NEED_DEV();
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	ASSERT_NE(0, syscall(SYS_delete_module, "kgreen", O_NONBLOCK));
+	ASSERT_TRUE(errno == EWOULDBLOCK || errno == EBUSY);
+	close(fd);
+}
+
+/* Last: KG_KMOD_KO names the module file to load again (tools/vmcheck). */
+TEST_TIMEOUT(load_unload_100, 240)
+{
+	const char *ko = getenv("KG_KMOD_KO");
+	int i, fd, ko_fd;
+
+	NEED_DEV();
+	if (!ko)
+		SKIP(return, "KG_KMOD_KO does not name kgreen.ko");
+	ko_fd = open(ko, O_RDONLY | O_CLOEXEC);
+	ASSERT_LE(0, ko_fd);
+	for (i = 0; i < 100; i++) {
+		/* the last context is reaped asynchronously */
+		ASSERT_EQ(0, module_refs_settle());
+		ASSERT_EQ(0, syscall(SYS_delete_module, "kgreen", O_NONBLOCK))
+			TH_LOG("unload %d: %s", i, strerror(errno));
+		ASSERT_NE(0, access(DEV, F_OK));
+		ASSERT_EQ(0, syscall(SYS_finit_module, ko_fd, "", 0))
+			TH_LOG("load %d: %s", i, strerror(errno));
+		fd = dev_open();
+		ASSERT_LE(0, fd);
+		ASSERT_EQ(0, reg(fd, (unsigned int)i));
+		if (i % 2)	/* half the time, let the close unregister */
+			ASSERT_EQ(0, unreg(fd, (unsigned int)i));
+		close(fd);
+	}
+	close(ko_fd);
+}
+
+int main(int argc, char **argv)
+{
+	if (argc == 3 && !strcmp(argv[1], "--exec-check"))
+		return exec_check(atoi(argv[2]));
+	return test_harness_run(argc, argv);
+}
