@@ -163,6 +163,14 @@ $(KMOD_KO): $(KMOD_SRCS)
 	$(Q)$(MAKE) --no-print-directory -C $(KDIR) M=$(KBUILD_OUT) \
 		$(if $(filter 1,$(V)),,-s) modules
 
+# The kernel-side suites in a VM (tools/vmcheck): kgreen.ko and the BPF
+# backend on Debian's stock kernel. Skipped, with the reason, where the
+# VM's packages cannot be installed or the module cannot be built.
+vmcheck: all
+	$(Q)tools/install-deps vm || echo "vmcheck: cannot install the VM packages" >&2
+	$(Q)$(MAKE) --no-print-directory kmod || echo "vmcheck: kgreen.ko did not build" >&2
+	$(Q)prove --norc --timer --exec '' tools/vmcheck :: $(KMOD_KO) $(OUT)/tests
+
 deps:
 	$(Q)tools/install-deps build $(if $(filter x86_64,$(KG_ARCH)),bpf)
 
@@ -171,6 +179,9 @@ check: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)$(MAKE) --no-print-directory -C tests run_tests \
 		EXTRA_CFLAGS="$(SAN_FLAGS) $(OPT)" EXTRA_LDFLAGS="$(SAN_FLAGS)"
+ifeq ($(KG_ARCH)-$(SAN),x86_64-)
+	$(Q)$(MAKE) --no-print-directory vmcheck
+endif
 
 # The aarch64 context switch, cross-built and run under qemu-user. The
 # suites run scaled down (emulation is slow); scripts are not run. The

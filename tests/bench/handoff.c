@@ -19,6 +19,8 @@
  * mixed_sysmon_ms, mixed_sysmon_plain_ms, switch_sysmon_ns, switch_bpf_ns.
  * HANDOFF_DEBUG=1 also prints, for the bpf latency run, kg_stats' mean
  * and max time from the kernel's record to a standby holding the proc.
+ * HANDOFF_KMOD=1 (tools/vmbench, where kgreen.ko is loaded) measures the
+ * kmod backend too: kmod_handoff_*, mixed_kmod_ms, switch_kmod_ns.
  * Twin: go/handoff (GOMAXPROCS 1 and 2, syscall.Syscall).
  */
 #define _GNU_SOURCE

@@ -11,11 +11,17 @@
  * attached while it lives) and twice after; the best of each pair.
  * KGREEN_BPF_SYSLAT=1 measures the system call histogram's cost too.
  * Prints pipe_rt_off_ns and pipe_rt_bpf_ns (ns per round trip).
+ *
+ * For kgreen.ko (tools/vmbench), two more modes:
+ *   probecost --plain [N]   only the ping-pong, best of 3: pipe_rt_ns
+ *   probecost --hold SECS   a kgreen program (KGREEN_BACKEND's backend)
+ *                           whose workers stay registered, idle, for SECS
  */
 #define _GNU_SOURCE
 #include <kgreen.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sched.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -66,12 +72,31 @@ static void nothing(void *p)
 	(void)p;
 }
 
+static void hold(void *p)
+{
+	printf("holding\n");
+	fflush(stdout);
+	kg_sleep((uint64_t)atol(p) * 1000000000ull);
+}
+
 int main(int argc, char **argv)
 {
 	struct kg_config cfg = { .procs = 1, .backend = "bpf" };
 	double off = 1e18, on = 1e18, v;
 	int round;
 
+	if (argc > 2 && !strcmp(argv[1], "--hold"))
+		return kg_run(hold, argv[2], NULL) ? 1 : 0;
+	if (argc > 1 && !strcmp(argv[1], "--plain")) {
+		if (argc > 2)
+			n = atol(argv[2]);
+		for (round = 0; round < 3; round++) {
+			v = pingpong();
+			off = v < off ? v : off;
+		}
+		printf("pipe_rt_ns %.1f\n", off);
+		return 0;
+	}
 	if (argc > 1)
 		n = atol(argv[1]);
 	if (n < 1)
