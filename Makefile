@@ -12,6 +12,7 @@
 #                   Debian's linux-headers-amd64)
 #   make vmcheck    boot Debian's kernel in qemu, load kgreen.ko, run the
 #                   kmod and BPF suites there (part of make check)
+#   make vmbench    kgreen.ko's benchmarks in that VM
 #   SAN=address|thread   sanitizer build, outputs under .output/san-$(SAN)
 #   BPF=n           build without the BPF backend (sysmon only)
 #   V=1             show full commands
@@ -170,6 +171,14 @@ vmcheck: all
 	$(Q)tools/install-deps vm || echo "vmcheck: cannot install the VM packages" >&2
 	$(Q)$(MAKE) --no-print-directory kmod || echo "vmcheck: kgreen.ko did not build" >&2
 	$(Q)prove --norc --timer --exec '' tools/vmcheck :: $(KMOD_KO) $(OUT)/tests
+
+# kgreen.ko's benchmarks in the VM (tools/vmbench): VMBENCH_ROUNDS=N.
+vmbench: lib
+	$(Q)tools/install-deps vm
+	$(Q)$(MAKE) --no-print-directory kmod
+	$(Q)$(MAKE) --no-print-directory -C tests/bench $(OUT)/bench/handoff \
+		$(OUT)/bench/switch $(OUT)/bench/probecost
+	$(Q)tools/vmbench $(KMOD_KO) $(OUT)/bench $(VMBENCH_ROUNDS)
 
 deps:
 	$(Q)tools/install-deps build $(if $(filter x86_64,$(KG_ARCH)),bpf)

@@ -250,6 +250,12 @@ int main(int argc, char **argv)
 	    mixed("sysmon", 1, "mixed_sysmon_ms") ||
 	    mixed("sysmon", 0, "mixed_sysmon_plain_ms"))
 		return 1;
+	if (getenv("HANDOFF_KMOD") && !strcmp(getenv("HANDOFF_KMOD"), "1") &&
+	    (switch_cost("kmod", "switch_kmod_ns") ||
+	     latency("kmod", "kmod_") || mixed("kmod", 0, "mixed_kmod_ms"))) {
+		fprintf(stderr, "handoff: the kmod backend is not available\n");
+		return 1;
+	}
 	if (latency("bpf", "") || mixed("bpf", 0, "mixed_ms") ||
 	    switch_cost("bpf", "switch_bpf_ns")) {
 		fprintf(stderr, "handoff: the bpf backend is not available "
