@@ -1892,40 +1892,47 @@ static void say_once(const char *fmt, const char *why)
 	}
 }
 
+/* The kernel backends, in auto's order of preference. */
+static const struct {
+	uint32_t id;
+	int (*open)(struct kg_shared **, const struct kg_evops **, char *,
+		    size_t);
+	/* auto's line when it cannot serve (%s: why), or NULL: silent */
+	const char *fallback;
+} kernel_backends[] = {
+	{ KG_BACKEND_KMOD, kg_kmod_open,
+	  "kgreen: kmod backend unavailable (%s); trying bpf\n" },
+	{ KG_BACKEND_BPF, kg_bpf_open,
+	  "kgreen: BPF backend unavailable (%s); using sysmon\n" },
+};
+
 static int backend_init(struct kg_rt *rt)
 {
 	char why[200];
 	bool want_auto = rt->backend == KG_BACKEND_NONE;
+	size_t i;
 	int err;
 
-	if (want_auto || rt->backend == KG_BACKEND_KMOD) {
-		err = kg_kmod_open(&rt->shared, &rt->ev, why, sizeof(why));
+	for (i = 0; i < sizeof(kernel_backends) / sizeof(kernel_backends[0]);
+	     i++) {
+		uint32_t id = kernel_backends[i].id;
+
+		if (!want_auto && rt->backend != id)
+			continue;
+		err = kernel_backends[i].open(&rt->shared, &rt->ev, why,
+					      sizeof(why));
 		if (!err) {
-			rt->backend = KG_BACKEND_KMOD;
+			rt->backend = id;
 			return 0;
 		}
 		if (!want_auto) {
-			fprintf(stderr, "kgreen: backend kmod is not available: "
-				"%s\n", why);
+			fprintf(stderr, "kgreen: backend %s is not available: "
+				"%s\n", backend_names[id], why);
 			return -ENODEV;
 		}
-		if (err != -ENOENT)
-			say_once("kgreen: kmod backend unavailable (%s); "
-				 "trying bpf\n", why);
-	}
-	if (want_auto || rt->backend == KG_BACKEND_BPF) {
-		err = kg_bpf_open(&rt->shared, &rt->ev, why, sizeof(why));
-		if (!err) {
-			rt->backend = KG_BACKEND_BPF;
-			return 0;
-		}
-		if (!want_auto) {
-			fprintf(stderr, "kgreen: backend bpf is not available: "
-				"%s\n", why);
-			return -ENODEV;
-		}
-		say_once("kgreen: BPF backend unavailable (%s); using sysmon\n",
-			 why);
+		/* no /dev/kgreen: the usual machine, nothing to say */
+		if (!(id == KG_BACKEND_KMOD && err == -ENOENT))
+			say_once(kernel_backends[i].fallback, why);
 	}
 	rt->backend = KG_BACKEND_SYSMON;
 	rt->ev = NULL;
