@@ -348,7 +348,7 @@ static int kg_open(struct inode *inode, struct file *file)
 
 	if (!current->mm)
 		return -EINVAL;
-	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL);
+	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL_ACCOUNT);
 	if (!ctx)
 		return -ENOMEM;
 	ctx->sh = vmalloc_user(PAGE_ALIGN(sizeof(struct kg_shared)));
@@ -517,7 +517,7 @@ static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 	/* one registration per thread, in any context */
 	if (kg_current_registered())
 		return -EBUSY;
-	kw = kzalloc(sizeof(*kw), GFP_KERNEL);
+	kw = kzalloc(sizeof(*kw), GFP_KERNEL_ACCOUNT);
 	if (!kw)
 		return -ENOMEM;
 	mutex_lock(&ctx->lock);
