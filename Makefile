@@ -13,6 +13,8 @@
 #   make vmcheck    boot Debian's kernel in qemu, load kgreen.ko, run the
 #                   kmod and BPF suites there (part of make check)
 #   make vmbench    kgreen.ko's benchmarks in that VM
+#   make install    PREFIX=/usr/local DESTDIR=: the libraries, kgreen.h,
+#                   kgreen.pc, the BPF object, the module's sources for DKMS
 #   SAN=address|thread   sanitizer build, outputs under .output/san-$(SAN)
 #   BPF=n           build without the BPF backend (sysmon only)
 #   V=1             show full commands
@@ -86,7 +88,7 @@ LIBSO := $(OUT)/lib/libkgreen.so.$(VERSION_MAJOR).$(VERSION_MINOR)
 export OUT CC SAN
 
 .PHONY: all lib tests examples check check-aarch64 demo bench deps clean help \
-	kmod vmcheck vmbench
+	kmod vmcheck vmbench install
 
 all: lib tests examples
 
@@ -179,6 +181,38 @@ vmbench: lib
 	$(Q)$(MAKE) --no-print-directory -C tests/bench $(OUT)/bench/handoff \
 		$(OUT)/bench/switch $(OUT)/bench/probecost
 	$(Q)tools/vmbench $(KMOD_KO) $(OUT)/bench $(VMBENCH_ROUNDS)
+
+# Install. The DKMS sources go to $(PREFIX)/src/kgreen-VERSION (with
+# PREFIX=/usr, where dkms looks: dkms install kgreen/VERSION).
+PREFIX ?= /usr/local
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+VERSION := $(VERSION_MAJOR).$(VERSION_MINOR)
+PC_REQUIRES := liburcu-memb$(if $(filter y,$(BPF)), libbpf)
+D := $(DESTDIR)
+
+install: lib
+	$(call msg,INSTALL,$(D)$(PREFIX))
+	$(Q)install -d $(D)$(LIBDIR)/pkgconfig $(D)$(INCLUDEDIR) \
+		$(D)$(PREFIX)/src/kgreen-$(VERSION)/include/uapi
+	$(Q)install -m 644 $(LIBA) $(D)$(LIBDIR)/
+	$(Q)install -m 755 $(LIBSO) $(D)$(LIBDIR)/
+	$(Q)ln -sf $(notdir $(LIBSO)) $(D)$(LIBDIR)/$(SONAME)
+	$(Q)ln -sf $(SONAME) $(D)$(LIBDIR)/libkgreen.so
+	$(Q)install -m 644 userlib/include/kgreen.h $(D)$(INCLUDEDIR)/
+	$(Q)sed -e 's|@PREFIX@|$(PREFIX)|' -e 's|@LIBDIR@|$(LIBDIR)|' \
+		-e 's|@INCLUDEDIR@|$(INCLUDEDIR)|' -e 's|@VERSION@|$(VERSION)|' \
+		-e 's|@REQUIRES@|$(PC_REQUIRES)|' userlib/kgreen.pc.in \
+		> $(D)$(LIBDIR)/pkgconfig/kgreen.pc
+	$(Q)install -m 644 kmod/kgreen.c kmod/Kbuild $(D)$(PREFIX)/src/kgreen-$(VERSION)/
+	$(Q)sed 's/^PACKAGE_VERSION=.*/PACKAGE_VERSION="$(VERSION)"/' kmod/dkms.conf \
+		> $(D)$(PREFIX)/src/kgreen-$(VERSION)/dkms.conf
+	$(Q)install -m 644 kmod/include/uapi/kgreen.h \
+		$(D)$(PREFIX)/src/kgreen-$(VERSION)/include/uapi/
+ifeq ($(BPF),y)
+	$(Q)install -d $(D)$(PREFIX)/share/kgreen
+	$(Q)install -m 644 $(BPF_OUT)/kgreen.bpf.o $(D)$(PREFIX)/share/kgreen/
+endif
 
 deps:
 	$(Q)tools/install-deps build $(if $(filter x86_64,$(KG_ARCH)),bpf)
