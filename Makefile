@@ -128,7 +128,7 @@ $(LIBA): $(LIB_OBJS)
 	@mkdir -p $(@D)
 	$(Q)rm -f $@ && ar rcs $@ $^
 
-$(LIBSO): $(LIB_OBJS) userlib/libkgreen.map
+$(LIBSO): $(LIB_OBJS) userlib/libkgreen.map tools/gdb/kgreen-gdb.py
 	$(call msg,LD,$@)
 	@mkdir -p $(@D)
 	$(Q)$(CC) -shared $(SAN_FLAGS) -pthread -Wl,-soname,$(SONAME) \
@@ -136,6 +136,7 @@ $(LIBSO): $(LIB_OBJS) userlib/libkgreen.map
 		-o $@ $(LIB_OBJS) $(KG_LIBS)
 	$(Q)ln -sf $(notdir $@) $(OUT)/lib/$(SONAME)
 	$(Q)ln -sf $(SONAME) $(OUT)/lib/libkgreen.so
+	$(Q)cp tools/gdb/kgreen-gdb.py $@-gdb.py
 
 TEST_SAN_FLAGS := $(SAN_FLAGS)
 tests: lib
@@ -209,8 +210,12 @@ install: lib
 		> $(D)$(PREFIX)/src/kgreen-$(VERSION)/dkms.conf
 	$(Q)install -m 644 kmod/include/uapi/kgreen.h \
 		$(D)$(PREFIX)/src/kgreen-$(VERSION)/include/uapi/
+	$(Q)install -d $(D)$(PREFIX)/share/kgreen \
+		$(D)$(PREFIX)/share/gdb/auto-load$(LIBDIR)
+	$(Q)install -m 644 tools/gdb/kgreen-gdb.py $(D)$(PREFIX)/share/kgreen/
+	$(Q)install -m 644 tools/gdb/kgreen-gdb.py \
+		$(D)$(PREFIX)/share/gdb/auto-load$(LIBDIR)/$(notdir $(LIBSO))-gdb.py
 ifeq ($(BPF),y)
-	$(Q)install -d $(D)$(PREFIX)/share/kgreen
 	$(Q)install -m 644 $(BPF_OUT)/kgreen.bpf.o $(D)$(PREFIX)/share/kgreen/
 endif
 

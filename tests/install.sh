@@ -15,7 +15,7 @@ fi
 for t in pkg-config readelf g++; do
 	command -v $t >/dev/null || { echo "1..0 # SKIP $t is not installed"; exit 0; }
 done
-echo "1..6"
+echo "1..7"
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 root=$tmp/root
@@ -105,4 +105,12 @@ if [ -f "$root/usr/local/src/kgreen-0.1/kgreen.c" ] &&
 else
 	ls -R "$root/usr/local/src" >"$tmp/log" 2>&1
 	nok "the module's sources and dkms.conf for dkms install kgreen/0.1"
+fi
+
+if [ -f "$root/usr/local/share/gdb/auto-load/usr/local/lib/libkgreen.so.0.1-gdb.py" ] &&
+	[ -f "$root/usr/local/share/kgreen/kgreen-gdb.py" ]; then
+	ok "the gdb extension in gdb's auto-load tree and in share/kgreen"
+else
+	find "$root" -name '*gdb*' >"$tmp/log" 2>&1
+	nok "the gdb extension in gdb's auto-load tree and in share/kgreen"
 fi

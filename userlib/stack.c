@@ -198,6 +198,19 @@ static uint32_t install_guard(struct kg_rt *rt, char *guard, char *lo)
 	return KG_GUARD_CANARY;
 }
 
+/*
+ * For debuggers (tools/gdb/kgreen-gdb.py): how slab_co below finds the
+ * coroutine of each stack, read from the process or a core file without
+ * running any of its code.
+ */
+__attribute__((used)) const struct {
+	uint64_t guard_size;
+	uint32_t class_min_shift;
+	uint32_t cacheline;
+	uint32_t co_size;
+} kg_gdb_layout = { GUARD_SIZE, CLASS_MIN_SHIFT, KG_CACHELINE,
+		    sizeof(struct kg_co) };
+
 /* The coroutine at the top of stack i of slab s. */
 static struct kg_co *slab_co(struct kg_slab *s, uint32_t i)
 {

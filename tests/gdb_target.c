@@ -1,0 +1,70 @@
+// SPDX-License-Identifier: MIT
+/*
+ * gdb_target - a program for gdb.sh to stop in: four named coroutines
+ * parked in different places (a sleep, a channel receive, a WaitGroup, a
+ * send), then main calls gdb_target_ready(), where gdb's breakpoint is.
+ * Run alone it just ends (main returning ends the runtime).
+ */
+#include <kgreen.h>
+#include <stdio.h>
+
+static kg_chan_t *ch;
+static kg_wg_t wg = KG_WG_INIT;
+
+__attribute__((noinline)) void gdb_target_ready(void)
+{
+	__asm__ volatile("" ::: "memory");
+}
+
+static void sleeper(void *p)
+{
+	(void)p;
+	kg_sleep(60ull * 1000000000);
+}
+
+__attribute__((noinline)) static void receive_one(void)
+{
+	int v;
+
+	kg_chan_recv(ch, &v);
+}
+
+static void receiver(void *p)
+{
+	(void)p;
+	receive_one();
+}
+
+static void waiter(void *p)
+{
+	(void)p;
+	kg_wg_wait(&wg);
+}
+
+static void spawn(void (*fn)(void *), const char *name)
+{
+	struct kg_spawn_opts o = { .name = name };
+
+	if (kg_go_opts(fn, NULL, &o) <= 0)
+		fprintf(stderr, "gdb_target: cannot spawn %s\n", name);
+}
+
+static void main_co(void *p)
+{
+	(void)p;
+	ch = kg_chan_make(sizeof(int), 0);
+	kg_wg_add(&wg, 1);
+	spawn(sleeper, "sleeper");
+	spawn(receiver, "receiver");
+	spawn(waiter, "waiter");
+	kg_sleep(20 * 1000000);	/* they all park */
+	gdb_target_ready();
+	printf("ready\n");
+}
+
+int main(void)
+{
+	struct kg_config cfg = { .procs = 2, .backend = "sysmon" };
+
+	return kg_run(main_co, NULL, &cfg) ? 1 : 0;
+}
