@@ -346,14 +346,29 @@ static void many_main(void *p)
 	free(seen);
 }
 
+/* The latency histogram agrees with itself and with the max. */
+static void check_latency_stats(struct __test_metadata *_metadata,
+				const struct kg_stats *st)
+{
+	ASSERT_LT(0ull, st->handoffs);
+	ASSERT_LT(0ull, st->handoff_ns_p50);
+	ASSERT_LE(st->handoff_ns_p50, st->handoff_ns_p99);
+	ASSERT_LE(st->handoff_ns_p99, st->handoff_ns_max);
+	ASSERT_LE(st->handoff_ns_p50, st->handoff_ns_sum / st->handoffs * 4);
+}
+
 TEST_TIMEOUT(many_block_kernel, 60)
 {
 	NEED_KERNEL();
 	many_seed = harness_seed();
 	ASSERT_EQ(0, run_backend(many_main, NULL, 2, kbackend()));
 	ASSERT_EQ(0, co_failures());
-	TH_LOG("%llu handoffs, %u worker threads",
-	       (unsigned long long)stats_end.handoffs, stats_end.workers);
+	TH_LOG("%llu handoffs, %u worker threads, latency p50 %.1f us, "
+	       "p99 %.1f us, max %.1f us",
+	       (unsigned long long)stats_end.handoffs, stats_end.workers,
+	       stats_end.handoff_ns_p50 / 1e3, stats_end.handoff_ns_p99 / 1e3,
+	       stats_end.handoff_ns_max / 1e3);
+	check_latency_stats(_metadata, &stats_end);
 }
 
 TEST_TIMEOUT(many_block_sysmon, 60)

@@ -282,6 +282,10 @@ struct kg_worker {
 
 enum { KG_BLK_NONE = 0, KG_BLK_IN = 1, KG_BLK_RETAKEN = 2 };
 
+/* handoff latency histogram: 4 buckets per power of two up to 2^40 ns */
+#define KG_HLAT_SUB 4
+#define KG_HLAT_BUCKETS (41 * KG_HLAT_SUB)
+
 enum kg_backend_id {
 	KG_BACKEND_NONE = 0,
 	KG_BACKEND_SYSMON,
@@ -327,6 +331,8 @@ struct kg_rt {
 	_Atomic uint32_t sysmon_stop;	/* futex word: 1 = stop */
 	/* handoff latency (kernel record to proc taken), relaxed sums */
 	_Atomic uint64_t hlat_sum, hlat_max;
+	/* handoff latencies: KG_HLAT_SUB buckets per power of two of ns */
+	_Atomic uint64_t hlat_hist[KG_HLAT_BUCKETS];
 	_Atomic uint64_t last_handoff;	/* kg_now_ns of the last one seen */
 
 	/*
@@ -456,6 +462,9 @@ int kg_bpf_open(struct kg_shared **shared, const struct kg_evops **ops,
 /* kmod.c: the kernel module backend, /dev/kgreen */
 int kg_kmod_open(struct kg_shared **shared, const struct kg_evops **ops,
 		 char *why, size_t whylen);
+
+/* Count one handoff that took ns (block or detach to a proc moving on). */
+void kg_hlat_record(struct kg_rt *rt, uint64_t ns);
 
 /* sysmon.c: the backend without kernel help */
 int kg_sysmon_start(struct kg_rt *rt);

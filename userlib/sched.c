@@ -1311,9 +1311,7 @@ static void standby_take_one(void *arg, const struct kg_handoff_event *ev)
 	atomic_fetch_add_explicit(&rt->handoffs, 1, memory_order_relaxed);
 	atomic_store_explicit(&rt->last_handoff, t->now, memory_order_relaxed);
 	lat = t->now > ev->ts_ns ? t->now - ev->ts_ns : 0;
-	atomic_fetch_add_explicit(&rt->hlat_sum, lat, memory_order_relaxed);
-	if (lat > atomic_load_explicit(&rt->hlat_max, memory_order_relaxed))
-		atomic_store_explicit(&rt->hlat_max, lat, memory_order_relaxed);
+	kg_hlat_record(rt, lat);
 	pthread_mutex_lock(&rt->lock);
 	if (!t->mine && !rt_done(rt) && __widle_remove(rt, t->w))
 		t->mine = p;
@@ -1371,6 +1369,63 @@ static bool standby_spin(struct kg_worker *w)
 	}
 	atomic_store(&rt->standby_spinning, 0);
 	return got;
+}
+
+/*
+ * Bucket of ns: KG_HLAT_SUB linear steps within each power of two (the
+ * two bits below the top one), so a percentile read back is within 25%.
+ */
+static uint32_t hlat_bucket(uint64_t ns)
+{
+	uint32_t top, sub;
+
+	if (ns < KG_HLAT_SUB)
+		return (uint32_t)ns;
+	top = 63 - (uint32_t)__builtin_clzll(ns);
+	sub = (uint32_t)(ns >> (top - 2)) & (KG_HLAT_SUB - 1);
+	top = top < 40 ? top : 40;
+	return top * KG_HLAT_SUB + sub;
+}
+
+/* The smallest ns of bucket b. */
+static uint64_t hlat_floor(uint32_t b)
+{
+	uint32_t top = b / KG_HLAT_SUB, sub = b % KG_HLAT_SUB;
+
+	if (top < 2)
+		return b < KG_HLAT_SUB ? b : (uint64_t)1 << top;
+	return ((uint64_t)KG_HLAT_SUB + sub) << (top - 2);
+}
+
+void kg_hlat_record(struct kg_rt *rt, uint64_t ns)
+{
+	/* relaxed: statistics, read racily by kg_stats */
+	atomic_fetch_add_explicit(&rt->hlat_sum, ns, memory_order_relaxed);
+	atomic_fetch_add_explicit(&rt->hlat_hist[hlat_bucket(ns)], 1,
+				  memory_order_relaxed);
+	if (ns > atomic_load_explicit(&rt->hlat_max, memory_order_relaxed))
+		atomic_store_explicit(&rt->hlat_max, ns, memory_order_relaxed);
+}
+
+/* The q-th quantile (0..1) of the recorded latencies: a bucket's floor. */
+static uint64_t hlat_quantile(struct kg_rt *rt, double q)
+{
+	uint64_t n = 0, seen = 0, want;
+	uint32_t b;
+
+	for (b = 0; b < KG_HLAT_BUCKETS; b++)
+		n += atomic_load_explicit(&rt->hlat_hist[b],
+					  memory_order_relaxed);
+	if (!n)
+		return 0;
+	want = (uint64_t)(q * (double)(n - 1)) + 1;
+	for (b = 0; b < KG_HLAT_BUCKETS; b++) {
+		seen += atomic_load_explicit(&rt->hlat_hist[b],
+					     memory_order_relaxed);
+		if (seen >= want)
+			return hlat_floor(b);
+	}
+	return atomic_load_explicit(&rt->hlat_max, memory_order_relaxed);
 }
 
 void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p)
@@ -2179,6 +2234,8 @@ int kg_stats(struct kg_stats *out)
 	out->handoffs = atomic_load(&rt->handoffs);
 	out->handoff_ns_sum = atomic_load(&rt->hlat_sum);
 	out->handoff_ns_max = atomic_load(&rt->hlat_max);
+	out->handoff_ns_p50 = hlat_quantile(rt, 0.50);
+	out->handoff_ns_p99 = hlat_quantile(rt, 0.99);
 	for (i = 0; i < KG_MAX_WORKERS; i++)
 		out->blocks += __atomic_load_n(&rt->shared->workers[i].blocks,
 					       __ATOMIC_RELAXED);

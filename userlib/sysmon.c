@@ -107,6 +107,10 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 		atomic_fetch_add(&w->lost_seen, 1);
 		atomic_fetch_add_explicit(&rt->handoffs, 1,
 					  memory_order_relaxed);
+		/* from the block's start: what the queued coroutines waited */
+		kg_hlat_record(rt, kg_now_ns() -
+				       atomic_load_explicit(&w->blk_since,
+							    memory_order_relaxed));
 		kg_handoff_proc(rt, p);
 		taken++;
 	}
