@@ -578,6 +578,95 @@ TEST(forked_child_hands_off)
 	ASSERT_EQ(0, WEXITSTATUS(st));
 }
 
+/*
+ * Go's exitsyscall, deferred to the next kgreen call: on 1 proc, A blocks
+ * in read() and loses the proc to B; when read() returns, A runs without
+ * a proc only until its next kgreen call (here a channel try-send), which
+ * queues it for a proc. From then on A and B never run at once. (Without
+ * that, A would run on as a second thread until it parked or yielded.)
+ */
+static atomic_int lp_conc, lp_phase, lp_bad, lp_done;
+static int lp_pipe[2];
+static kg_chan_t *lp_ch;
+
+static void lp_section(void)
+{
+	uint64_t t0 = kg_now_ns();
+
+	if (atomic_fetch_add(&lp_conc, 1) > 0 && atomic_load(&lp_phase) == 2)
+		atomic_fetch_add(&lp_bad, 1);
+	while (kg_now_ns() - t0 < 20000)
+		;
+	atomic_fetch_sub(&lp_conc, 1);
+}
+
+static void lp_b(void *p)
+{
+	(void)p;
+	while (!atomic_load(&lp_done)) {
+		lp_section();
+		kg_yield();
+	}
+}
+
+static void *lp_writer(void *p)
+{
+	struct timespec ts = { 0, 30 * MS };
+
+	(void)p;
+	nanosleep(&ts, NULL);
+	if (write(lp_pipe[1], "x", 1) != 1)
+		abort();
+	return NULL;
+}
+
+static void lp_a(void *p)
+{
+	int i, one = 1;
+	char c;
+
+	(void)p;
+	CO_CHECK(syscall(SYS_read, lp_pipe[0], &c, 1) == 1, "read");
+	atomic_store(&lp_phase, 1);
+	kg_chan_try_send(lp_ch, &one);	/* the next kgreen call */
+	atomic_store(&lp_phase, 2);
+	for (i = 0; i < 200; i++) {
+		lp_section();
+		kg_yield();
+	}
+	atomic_store(&lp_done, 1);
+}
+
+static void lp_main(void *p)
+{
+	pthread_t t;
+
+	(void)p;
+	lp_ch = kg_chan_make(sizeof(int), 1);
+	CO_CHECK(pthread_create(&t, NULL, lp_writer, NULL) == 0, "thread");
+	kg_go(lp_b, NULL);
+	kg_go(lp_a, NULL);	/* runnext: A first */
+	while (!atomic_load(&lp_done))
+		kg_sleep(MS);
+	pthread_join(t, NULL);
+	CO_CHECK(kg_stats(&stats_end) == 0, "stats");
+	kg_chan_free(lp_ch);
+}
+
+TEST(lost_proc_is_given_back_at_the_next_call)
+{
+	NEED_KERNEL();
+	ASSERT_EQ(0, pipe(lp_pipe));
+	ASSERT_EQ(0, run_backend(lp_main, NULL, 1, kbackend()));
+	ASSERT_EQ(0, co_failures());
+	int bad = atomic_load(&lp_bad);
+
+	ASSERT_LE(1ull, stats_end.handoffs);
+	ASSERT_EQ(0, bad) TH_LOG("A and B ran at once after A's kgreen call");
+	close(lp_pipe[0]);
+	close(lp_pipe[1]);
+}
+
 /* ------------------------------------------------------------------ */
 /* Choosing the backend                                                */
 /* ------------------------------------------------------------------ */

@@ -393,10 +393,23 @@ void kg_foreign_note(void);
  */
 extern __thread struct kg_worker *kg_tls_worker KG_TLS;
 void kg_note_caller_slow(void);
+void kg_proc_lost_slow(struct kg_worker *w);
+/*
+ * At the entry of every channel and sync call (never with a lock held):
+ * note a plain thread; and, Go's exitsyscall deferred to where the
+ * runtime can see it, send a coroutine whose worker's proc the kernel
+ * side took while it blocked through the scheduler before it goes on, so
+ * that it runs procless only until its next kgreen call.
+ */
 static inline void kg_note_caller(void)
 {
-	if (kg_unlikely(!kg_tls_worker))
+	struct kg_worker *w = kg_tls_worker;
+
+	if (kg_unlikely(!w))
 		kg_note_caller_slow();
+	else if (kg_unlikely(*(volatile uint32_t *)&w->slot->proc ==
+			     KG_PROC_NONE))
+		kg_proc_lost_slow(w);
 }
 /* kg_run's thread: stop counting it while it is a worker; resume after. */
 bool kg_foreign_pause(void);

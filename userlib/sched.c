@@ -912,6 +912,15 @@ static inline struct kg_worker *sched_enter_locked(struct kg_worker *w)
 	return w;
 }
 
+void kg_proc_lost_slow(struct kg_worker *w)
+{
+	/* the scheduler's own code (g0) holds no proc at times: not lost */
+	if (w->cur == &w->g0 || !w->rt->ev)
+		return;
+	w = sched_enter_co(w);
+	sched_leave(w);
+}
+
 void kg_sched_lost(struct kg_worker *w)
 {
 	*(volatile __u32 *)&w->slot->proc = KG_PROC_NONE;
