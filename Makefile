@@ -4,7 +4,9 @@
 #
 #   make            build libkgreen (.so, .a), the tests and the examples
 #   make check      install what is missing, build, run every suite (prove)
-#   make demo       install what is missing, build, run the demo
+#   make demo       install what is missing, build, run the demo (Go's
+#                   worker pool with blocking calls, once per backend)
+#   make vmdemo     the same in a VM with kgreen.ko loaded
 #   make bench      run the benchmarks beside their Go twins
 #   make check-aarch64  the suites built for aarch64, run under qemu-user
 #   make deps       install missing Debian packages (tools/install-deps)
@@ -88,7 +90,7 @@ LIBSO := $(OUT)/lib/libkgreen.so.$(VERSION_MAJOR).$(VERSION_MINOR)
 export OUT CC SAN
 
 .PHONY: all lib tests examples check check-aarch64 demo bench deps clean help \
-	kmod vmcheck vmbench install
+	kmod vmcheck vmbench vmdemo install
 
 all: lib tests examples
 
@@ -245,9 +247,19 @@ check-aarch64:
 		CC=aarch64-linux-gnu-gcc OUT=$(AARCH64_OUT) KG_TEST_SCALE=20 \
 		CROSS_RUNNER="qemu-aarch64 -L /"
 
+# The demo: Go's worker pool with blocking calls, once per backend.
 demo: deps
 	$(Q)$(MAKE) --no-print-directory lib examples
-	$(Q)$(OUT)/examples/demo
+	$(Q)$(OUT)/examples/blocking_pool
+
+# The same in the VM, with kgreen.ko loaded: the kmod row too.
+vmdemo: lib examples
+	$(Q)tools/install-deps vm
+	$(Q)$(MAKE) --no-print-directory kmod
+	$(Q)tools/vmtest -q -o $(OUT)/vmdemo.log -m $(KMOD_KO) \
+		$(OUT)/examples/blocking_pool; \
+		rc=$$?; sed -n '/^VMTEST-CMD-BEGIN/,/^VMTEST-CMD-END/p' \
+		$(OUT)/vmdemo.log | sed '1d;$$d' | grep -v '^\[ *[0-9]'; exit $$rc
 
 bench:
 	$(Q)tools/install-deps build bench $(if $(filter x86_64,$(KG_ARCH)),bpf)

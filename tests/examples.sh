@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${KG_EXAMPLES_DIR:-$here/../examples}
 
 echo "TAP version 13"
-echo "1..10"
+echo "1..11"
 fail=0
 
 # demo: 100000 coroutines (fewer under sanitizers); it checks its result
@@ -43,13 +43,31 @@ else
 	fi
 fi
 
+# blocking_pool (make demo): the table, a row per backend, its results
+# checked by itself (exit status); kernel help must hand procs off
+backends="bpf sysmon off"
+[ -n "${KG_TEST_SANITIZED:-}" ] && backends="sysmon off"
+out=$("$dir/blocking_pool" 120 $backends 2>&1)
+rc=$?
+row='[0-9]+\.[0-9] +[0-9]+ +[0-9.]+ +[0-9.]+$'
+if [ $rc -eq 0 ] && echo "$out" | grep -q '^backend  *wall ms  *handoffs' &&
+	echo "$out" | grep -Eq "^sysmon \(calls marked\) +$row" &&
+	echo "$out" | grep -Eq "^off \(sysmon, unmarked\) +[0-9.]+ +0 " &&
+	! echo "$out" | grep -Eq '^bpf +[0-9.]+ +0 '; then
+	echo "ok 3 blocking_pool (make demo): $(echo $backends | tr ' ' ,)"
+else
+	echo "$out" | sed 's/^/# /'
+	echo "not ok 3 blocking_pool (exit $rc)"
+	fail=1
+fi
+
 # The Go tutorials: each checks its own results (exit status) and prints
 # the lines its Go original would; check those too.
 #   example NAME [COUNT REGEX]...
 # COUNT: how many output lines must match the extended REGEX ("+": at least
 # one); a REGEX starting with "@" is matched against the whole output with
 # its lines joined by ";", to check their order.
-t=2
+t=3
 tmo=""
 command -v timeout >/dev/null 2>&1 &&
 	tmo="timeout $((30 * ${KG_TEST_TIMEOUT_MULT:-1}))"
