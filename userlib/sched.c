@@ -2149,6 +2149,7 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 
 	was_foreign = kg_foreign_pause();
 	tls_worker = w;
+	w->thread = pthread_self();	/* for debuggers; never joined */
 	g0_init(w);
 	kg_altstack_setup(w);
 	worker_register(w);
