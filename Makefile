@@ -71,6 +71,11 @@ BPF := $(shell command -v clang >/dev/null && command -v bpftool >/dev/null && \
 	test -r /usr/include/bpf/libbpf.h && test -r /sys/kernel/btf/vmlinux && \
 	echo y)
 endif
+# USDT probes (sys/sdt.h, Debian's systemtap-sdt-dev): nops until traced
+SDT := $(shell echo '\#include <sys/sdt.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo y)
+ifeq ($(SDT),y)
+LIB_CFLAGS += -DKG_HAVE_SDT
+endif
 KG_LIBS := -lurcu-memb -pthread -ldl
 ifeq ($(BPF),y)
 LIB_CFLAGS += -DKG_HAVE_BPF -I$(BPF_OUT)
@@ -90,9 +95,9 @@ LIBSO := $(OUT)/lib/libkgreen.so.$(VERSION_MAJOR).$(VERSION_MINOR)
 export OUT CC SAN
 
 .PHONY: all lib tests examples check check-aarch64 demo bench deps clean help \
-	kmod vmcheck vmbench vmdemo install
+	kmod vmcheck vmbench vmdemo install tools
 
-all: lib tests examples
+all: lib tests examples tools
 
 lib: $(LIBA) $(LIBSO)
 
@@ -113,6 +118,37 @@ $(BPF_OUT)/kgreen.skel.h: $(BPF_OUT)/kgreen.bpf.o
 	$(Q)bpftool gen skeleton $< name kgreen_bpf > $@.tmp && mv $@.tmp $@
 
 $(OUT)/userlib/bpf.o: $(BPF_OUT)/kgreen.skel.h
+
+# tools/trace/kgreen-trace: its own BPF programs and skeleton
+$(BPF_OUT)/trace.bpf.o: bpf/trace.bpf.c tools/trace/trace.h $(BPF_OUT)/vmlinux.h
+	$(call msg,BPF,$<)
+	$(Q)clang -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_x86 -Wall -Werror \
+		-I$(BPF_OUT) -I$(SRCDIR)/tools/trace \
+		-I/usr/include/$(shell $(CC) -dumpmachine) -c $< -o $@
+
+$(BPF_OUT)/trace.skel.h: $(BPF_OUT)/trace.bpf.o
+	$(call msg,SKEL,$@)
+	$(Q)bpftool gen skeleton $< name kgreen_trace > $@.tmp && mv $@.tmp $@
+
+# system call numbers to names, from the kernel's uapi header
+$(OUT)/tools/syscall_names.h:
+	@mkdir -p $(@D)
+	$(Q){ echo 'static const char *const syscall_names[] = {'; \
+	  echo '#include <asm/unistd_64.h>' | $(CC) -dM -E -x c - | \
+	  sed -n 's/^#define __NR_\([a-z0-9_]*\) \([0-9]*\)$$/[\2] = "\1",/p'; \
+	  echo '};'; } > $@.tmp && mv $@.tmp $@
+
+TRACE := $(OUT)/tools/kgreen-trace
+$(TRACE): tools/trace/kgreen-trace.c tools/trace/trace.h $(BPF_OUT)/trace.skel.h \
+		$(OUT)/tools/syscall_names.h kmod/include/uapi/kgreen.h
+	$(call msg,CC,$<)
+	$(Q)$(CC) -std=gnu11 -Wall -Wextra -Werror -g -O2 -I$(BPF_OUT) \
+		-I$(OUT)/tools -I$(SRCDIR)/tools/trace -I$(SRCDIR)/kmod/include \
+		-o $@ $< -lbpf
+
+tools: $(TRACE)
+else
+tools:
 endif
 
 $(OUT)/userlib/%.o: userlib/%.c $(LIB_HDRS)
@@ -194,7 +230,7 @@ VERSION := $(VERSION_MAJOR).$(VERSION_MINOR)
 PC_REQUIRES := liburcu-memb$(if $(filter y,$(BPF)), libbpf)
 D := $(DESTDIR)
 
-install: lib
+install: lib tools
 	$(call msg,INSTALL,$(D)$(PREFIX))
 	$(Q)install -d $(D)$(LIBDIR)/pkgconfig $(D)$(INCLUDEDIR) \
 		$(D)$(PREFIX)/src/kgreen-$(VERSION)/include/uapi
@@ -219,6 +255,8 @@ install: lib
 		$(D)$(PREFIX)/share/gdb/auto-load$(LIBDIR)/$(notdir $(LIBSO))-gdb.py
 ifeq ($(BPF),y)
 	$(Q)install -m 644 $(BPF_OUT)/kgreen.bpf.o $(D)$(PREFIX)/share/kgreen/
+	$(Q)install -d $(D)$(PREFIX)/bin
+	$(Q)install -m 755 $(TRACE) $(D)$(PREFIX)/bin/
 endif
 
 deps:

@@ -661,6 +661,8 @@ TEST(lost_proc_is_given_back_at_the_next_call)
 	ASSERT_EQ(0, co_failures());
 	int bad = atomic_load(&lp_bad);
 
+	TH_LOG("%llu handoffs, %d overlaps after A's kgreen call",
+	       (unsigned long long)stats_end.handoffs, bad);
 	ASSERT_LE(1ull, stats_end.handoffs);
 	ASSERT_EQ(0, bad) TH_LOG("A and B ran at once after A's kgreen call");
 	close(lp_pipe[0]);

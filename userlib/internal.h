@@ -25,6 +25,23 @@
 /* Our thread-locals are few and small: static TLS, no __tls_get_addr. */
 #define KG_TLS __attribute__((tls_model("initial-exec")))
 
+/*
+ * Static probes for tracers (tools/trace/kgreen-trace; bpftrace, perf):
+ * USDT, provider "kgreen". Each is a single nop until a tracer attaches.
+ *   co_run(worker, coroutine id)   the worker switches to it (0: the
+ *                                  scheduler's own context)
+ *   handoff(proc, from, to)        proc moved from blocked worker `from`
+ *                                  to worker `to` (-1: not chosen yet)
+ */
+#ifdef KG_HAVE_SDT
+#include <sys/sdt.h>
+#define KG_PROBE2(name, a, b) DTRACE_PROBE2(kgreen, name, a, b)
+#define KG_PROBE3(name, a, b, c) DTRACE_PROBE3(kgreen, name, a, b, c)
+#else
+#define KG_PROBE2(name, a, b) do { } while (0)
+#define KG_PROBE3(name, a, b, c) do { } while (0)
+#endif
+
 static inline void kg_cpu_relax(void)
 {
 #if defined(__x86_64__) || defined(__i386__)

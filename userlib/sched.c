@@ -826,6 +826,7 @@ static struct kg_worker *switch_to(struct kg_worker *w, struct kg_co *next)
 	w->cur = next;
 	w->from = self;
 	kg_count(&w->switches);
+	KG_PROBE2(co_run, w->index, next->id);
 	return finish_switch(kg_switch(self, next, w));
 }
 
@@ -1322,10 +1323,13 @@ static void standby_take_one(void *arg, const struct kg_handoff_event *ev)
 	lat = t->now > ev->ts_ns ? t->now - ev->ts_ns : 0;
 	kg_hlat_record(rt, lat);
 	pthread_mutex_lock(&rt->lock);
-	if (!t->mine && !rt_done(rt) && __widle_remove(rt, t->w))
+	if (!t->mine && !rt_done(rt) && __widle_remove(rt, t->w)) {
 		t->mine = p;
-	else
+		KG_PROBE3(handoff, ev->proc, ev->worker, (int)t->w->index);
+	} else {
 		__startm(rt, p, false);
+		KG_PROBE3(handoff, ev->proc, ev->worker, -1);
+	}
 	pthread_mutex_unlock(&rt->lock);
 }
 

@@ -111,6 +111,7 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 		kg_hlat_record(rt, kg_now_ns() -
 				       atomic_load_explicit(&w->blk_since,
 							    memory_order_relaxed));
+		KG_PROBE3(handoff, pi, w->index, -1);
 		kg_handoff_proc(rt, p);
 		taken++;
 	}
