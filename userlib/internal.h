@@ -16,6 +16,11 @@
 #include <stdint.h>
 
 #include "kgreen.h"
+/*
+ * The shared state's racy reads (kg_proc_has_work) as relaxed atomics:
+ * the same single loads, and ThreadSanitizer sees what they are.
+ */
+#define KG_LOAD_ONCE(x) __atomic_load_n(&(x), __ATOMIC_RELAXED)
 #include "uapi/kgreen.h"
 
 #define KG_CACHELINE 64
@@ -424,8 +429,8 @@ static inline void kg_note_caller(void)
 
 	if (kg_unlikely(!w))
 		kg_note_caller_slow();
-	else if (kg_unlikely(*(volatile uint32_t *)&w->slot->proc ==
-			     KG_PROC_NONE))
+	else if (kg_unlikely(__atomic_load_n(&w->slot->proc,
+					     __ATOMIC_RELAXED) == KG_PROC_NONE))
 		kg_proc_lost_slow(w);
 }
 /* kg_run's thread: stop counting it while it is a worker; resume after. */

@@ -221,7 +221,8 @@ static void acquire_proc(struct kg_worker *w, struct kg_proc *p)
 	__tsan_acquire(p);	/* see sched_leave */
 #endif
 	w->proc = p;
-	*(volatile __u32 *)&w->slot->proc = p->index;
+	/* relaxed: the kernel side reads it on this CPU (program order) */
+	__atomic_store_n(&w->slot->proc, p->index, __ATOMIC_RELAXED);
 }
 
 static void release_proc(struct kg_worker *w)
@@ -229,7 +230,7 @@ static void release_proc(struct kg_worker *w)
 	struct kg_proc *p = w->proc;
 	__u32 expect = w->index;
 
-	*(volatile __u32 *)&w->slot->proc = KG_PROC_NONE;
+	__atomic_store_n(&w->slot->proc, KG_PROC_NONE, __ATOMIC_RELAXED);
 	if (!__atomic_compare_exchange_n(&p->slot->owner, &expect,
 					 KG_OWNER_DETACHED, false,
 					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
@@ -852,7 +853,8 @@ static void after_gq_put(struct kg_worker *w, struct kg_co *prev, void *arg)
 /* The kernel side (or sysmon) took w's proc while its coroutine blocked. */
 static inline bool proc_lost(struct kg_worker *w)
 {
-	return *(volatile __u32 *)&w->slot->proc == KG_PROC_NONE;
+	return __atomic_load_n(&w->slot->proc, __ATOMIC_RELAXED) ==
+	       KG_PROC_NONE;
 }
 
 /* Let go of the lost proc (once per loss): w runs its coroutine without one. */
@@ -924,7 +926,7 @@ void kg_proc_lost_slow(struct kg_worker *w)
 
 void kg_sched_lost(struct kg_worker *w)
 {
-	*(volatile __u32 *)&w->slot->proc = KG_PROC_NONE;
+	__atomic_store_n(&w->slot->proc, KG_PROC_NONE, __ATOMIC_RELAXED);
 	w = sched_enter_co(w);
 	sched_leave(w);
 }

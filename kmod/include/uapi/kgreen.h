@@ -117,14 +117,17 @@ struct kg_shared {
  * for every backend; racy reads by design (a stale answer costs one
  * needless or one missed handoff, never correctness).
  */
+/* A single load of x; userspace may define it as a relaxed atomic load. */
+#ifndef KG_LOAD_ONCE
+#define KG_LOAD_ONCE(x) (*(const volatile __typeof__(x) *)&(x))
+#endif
+
 static inline int kg_proc_has_work(const struct kg_shared *sh,
 				   const struct kg_proc_slot *ps)
 {
-	return *(const volatile __u32 *)&ps->runq_tail !=
-		       *(const volatile __u32 *)&ps->runq_head ||
-	       *(const volatile __u64 *)&ps->runnext ||
-	       *(const volatile __u32 *)&ps->timers ||
-	       *(const volatile __u32 *)&sh->hdr.gq_len;
+	return KG_LOAD_ONCE(ps->runq_tail) != KG_LOAD_ONCE(ps->runq_head) ||
+	       KG_LOAD_ONCE(ps->runnext) || KG_LOAD_ONCE(ps->timers) ||
+	       KG_LOAD_ONCE(sh->hdr.gq_len);
 }
 
 /*
