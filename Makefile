@@ -72,7 +72,7 @@ BPF := $(shell command -v clang >/dev/null && command -v bpftool >/dev/null && \
 	echo y)
 endif
 # USDT probes (sys/sdt.h, Debian's systemtap-sdt-dev): nops until traced
-SDT := $(shell echo '\#include <sys/sdt.h>' | $(CC) -E -x c - >/dev/null 2>&1 && echo y)
+SDT := $(shell $(CC) -E -x c -include sys/sdt.h /dev/null >/dev/null 2>&1 && echo y)
 ifeq ($(SDT),y)
 LIB_CFLAGS += -DKG_HAVE_SDT
 endif

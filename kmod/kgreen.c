@@ -21,8 +21,10 @@
  * Lifetimes. A notifier is linked into its task's list, which only that
  * task may safely change (the scheduler walks it without a lock). So the
  * module unlinks a notifier only from the task itself: in
- * KG_IOC_UNREGISTER, or in a task_work queued on the task when the
- * process closes the device. A task that exits while registered has its
+ * KG_IOC_UNREGISTER, or at the task's next registration when the old one
+ * belongs to a closed file or a pre-exec address space. A notifier whose
+ * file is closed stays linked, inert, on a live task. A task that exits
+ * while registered has its
  * last context switch (TASK_DEAD) seen by the notifier, which hands the
  * worker to the reaper (irq_work, then a workqueue) to be freed: a dead
  * task's list is never walked again. The per-process context and its
@@ -50,7 +52,6 @@
 #include <linux/seq_file.h>
 #include <linux/slab.h>
 #include <linux/spinlock.h>
-#include <linux/task_work.h>
 #include <linux/uaccess.h>
 #include <linux/vmalloc.h>
 #include <linux/wait.h>
@@ -80,21 +81,22 @@ struct kg_worker {
 	u32 index;
 	/*
 	 * 1 while pn is on task's list. Cleared exactly once, by the task
-	 * itself (unregister, task_work) or at its TASK_DEAD switch: the one
+	 * itself (unregister, a stale registration's drop) or at its
+	 * TASK_DEAD switch: the one
 	 * that clears it drops the link's reference.
 	 */
 	atomic_t linked;
 	/*
-	 * References: the link, and a task_work queued by kg_release. The
-	 * last one hands the worker to the reaper, which frees it after an
-	 * RCU grace period (KG_IOC_KICK reads workers[] under RCU).
+	 * References: the link (one today; counted so that another holder
+	 * can be added safely). The last one hands the worker to the
+	 * reaper, which frees it after an RCU grace period (KG_IOC_KICK
+	 * reads workers[] under RCU).
 	 */
 	atomic_t refs;
 	bool kicked;			/* KG_IOC_KICK pending (ctx->wq.lock) */
 	/* the notifier's own state, touched only on the task's switches */
 	bool blocked;
 	u64 blocked_at;
-	struct callback_head twork;
 	struct llist_node reap;
 };
 
@@ -105,6 +107,7 @@ struct kg_ctx {
 	pid_t tgid;			/* for debugfs */
 	struct kg_shared *sh;		/* vmalloc_user, mapped by userspace */
 	bool closed;			/* the file was released */
+	bool key_held;			/* counted in the static key (lock) */
 
 	/* workers[]: written under lock, read under RCU */
 	struct mutex lock;
@@ -148,6 +151,9 @@ static void kg_ctx_free(struct kref *ref)
 
 	/* a notifier may have queued the wake just before its last switch */
 	irq_work_sync(&ctx->wake_work);
+	/* every worker is unlinked or on a dead task: none fires again */
+	if (ctx->key_held)
+		preempt_notifier_dec();
 	vfree(ctx->sh);
 	mmdrop(ctx->mm);
 	kvfree(ctx);
@@ -314,8 +320,6 @@ static void kg_reap_fn(struct work_struct *work)
 	/* KG_IOC_KICK may still be looking at them */
 	synchronize_rcu();
 	llist_for_each_entry_safe(kw, tmp, list, reap) {
-		/* its notifier will never fire again (see kg_ioc_register) */
-		preempt_notifier_dec();
 		put_task_struct(kw->task);
 		kref_put(&kw->ctx->ref, kg_ctx_free);
 		kfree(kw);
@@ -333,14 +337,6 @@ static void kg_unlink_self(struct kg_worker *kw)
 	kg_put(kw, false);
 }
 
-/* task_work queued by kg_release: the task unlinks itself. */
-static void kg_twork_fn(struct callback_head *head)
-{
-	struct kg_worker *kw = container_of(head, struct kg_worker, twork);
-
-	kg_unlink_self(kw);
-	kg_put(kw, false);	/* the task_work's reference */
-}
 
 static int kg_open(struct inode *inode, struct file *file)
 {
@@ -351,7 +347,9 @@ static int kg_open(struct inode *inode, struct file *file)
 	ctx = kvzalloc(sizeof(*ctx), GFP_KERNEL_ACCOUNT);
 	if (!ctx)
 		return -ENOMEM;
-	ctx->sh = vmalloc_user(PAGE_ALIGN(sizeof(struct kg_shared)));
+	/* charged to the opener's memory cgroup; kg_mmap maps each page */
+	ctx->sh = __vmalloc(PAGE_ALIGN(sizeof(struct kg_shared)),
+			    GFP_KERNEL_ACCOUNT | __GFP_ZERO);
 	if (!ctx->sh) {
 		kvfree(ctx);
 		return -ENOMEM;
@@ -376,33 +374,19 @@ static int kg_open(struct inode *inode, struct file *file)
 static int kg_release(struct inode *inode, struct file *file)
 {
 	struct kg_ctx *ctx = file->private_data;
-	struct kg_worker *kw;
-	u32 i;
 
 	mutex_lock(&kg_ctxs_lock);
 	list_del(&ctx->node);
 	mutex_unlock(&kg_ctxs_lock);
 
-	mutex_lock(&ctx->lock);
+	/*
+	 * Threads still registered keep their notifiers, now inert, until
+	 * they exit (their TASK_DEAD switch reaps them) or register again
+	 * (a stale registration is dropped then): only a task may unlink
+	 * its own, and running module code in the task afterwards (a
+	 * task_work) could race with the module's unloading.
+	 */
 	WRITE_ONCE(ctx->closed, true);
-	for (i = 0; i < KG_MAX_WORKERS; i++) {
-		kw = rcu_dereference_protected(ctx->workers[i],
-					       lockdep_is_held(&ctx->lock));
-		/* not reaped yet: hold it for the task_work */
-		if (!kw || !atomic_read(&kw->linked) ||
-		    !atomic_inc_not_zero(&kw->refs))
-			continue;
-		/*
-		 * The task unlinks itself on its way back to userspace (or
-		 * in do_exit). -ESRCH: it is past exit_task_work, so its
-		 * TASK_DEAD switch drops the link.
-		 */
-		init_task_work(&kw->twork, kg_twork_fn);
-		if (task_work_add(kw->task, &kw->twork, TWA_RESUME))
-			kg_put(kw, false);
-	}
-	mutex_unlock(&ctx->lock);
-	wake_up_all(&ctx->wq);
 	kref_put(&ctx->ref, kg_ctx_free);
 	return 0;
 }
@@ -417,6 +401,7 @@ static int kg_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct kg_ctx *ctx = file->private_data;
 	int err = kg_check_owner(ctx);
+	unsigned long off;
 
 	if (err)
 		return err;
@@ -428,7 +413,13 @@ static int kg_mmap(struct file *file, struct vm_area_struct *vma)
 		return -EINVAL;
 	/* a forked child gets nothing; the mapping cannot grow */
 	vma->vm_flags |= VM_DONTCOPY | VM_DONTEXPAND | VM_DONTDUMP;
-	return remap_vmalloc_range(vma, ctx->sh, 0);
+	for (off = 0; off < vma->vm_end - vma->vm_start; off += PAGE_SIZE) {
+		err = vm_insert_page(vma, vma->vm_start + off,
+				     vmalloc_to_page((char *)ctx->sh + off));
+		if (err)
+			return err;
+	}
+	return 0;
 }
 
 /*
@@ -476,10 +467,10 @@ static int kg_get_worker_arg(struct kg_ioc_worker *a, void __user *uarg)
 }
 
 /*
- * Whether the calling thread is registered (in any context). A
- * registration made before the thread called exec belongs to another
- * address space: it is dropped here, by the thread itself, which is what
- * makes unlinking safe.
+ * Whether the calling thread is registered (in any open context). A
+ * registration whose file was closed, or made before the thread called
+ * exec (another address space), is stale: it is dropped here, by the
+ * thread itself, which is what makes unlinking safe.
  */
 static bool kg_current_registered(void)
 {
@@ -495,7 +486,7 @@ static bool kg_current_registered(void)
 		if (pn->ops != &kg_preempt_ops)
 			continue;
 		kw = container_of(pn, struct kg_worker, pn);
-		if (kw->ctx->mm == current->mm)
+		if (kw->ctx->mm == current->mm && !READ_ONCE(kw->ctx->closed))
 			found = true;
 		else
 			stale = kw;
@@ -535,11 +526,15 @@ static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 	preempt_notifier_init(&kw->pn, &kg_preempt_ops);
 	/*
 	 * The scheduler calls notifiers only while the static key counts
-	 * some: one count per worker, dropped when it is reaped. With the
-	 * module loaded but no worker registered, a context switch costs
-	 * exactly what it costs without the module.
+	 * some: one count per context, from its first registration until it
+	 * is freed (so registering in a loop does not patch kernel text in
+	 * a loop). With the module loaded and no kgreen process registered,
+	 * a context switch costs what it costs without the module.
 	 */
-	preempt_notifier_inc();
+	if (!ctx->key_held) {
+		preempt_notifier_inc();
+		ctx->key_held = true;
+	}
 	rcu_assign_pointer(ctx->workers[a.worker], kw);
 	ctx->nworkers++;
 	atomic64_inc(&ctx->registered);
@@ -634,13 +629,16 @@ static long kg_wait_event(struct kg_ctx *ctx, struct kg_worker *kw,
 			  u64 deadline, struct kg_handoff_event *ev)
 {
 	DEFINE_WAIT(wait);
-	ktime_t expires = ns_to_ktime(deadline);
+	ktime_t expires;
 	bool timed_out = false;
 	long ret;
 
 	/* a poll: it must not consume a kick meant for the next wait */
 	if (!deadline)
 		return kg_take(ctx, ev) ? 0 : -EAGAIN;
+	if (deadline > KTIME_MAX)
+		deadline = U64_MAX;	/* beyond ktime's range: none */
+	expires = ns_to_ktime(deadline);
 	for (;;) {
 		/* exclusive: a record wakes one spare, not all of them */
 		prepare_to_wait_exclusive(&ctx->wq, &wait, TASK_INTERRUPTIBLE);
@@ -648,7 +646,7 @@ static long kg_wait_event(struct kg_ctx *ctx, struct kg_worker *kw,
 			ret = 0;
 			break;
 		}
-		if (kg_kicked(ctx, kw) || READ_ONCE(ctx->closed)) {
+		if (kg_kicked(ctx, kw)) {
 			ret = -EAGAIN;
 			break;
 		}

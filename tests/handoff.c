@@ -77,6 +77,7 @@ struct scen {
 	_Atomic int locked;		/* the releaser holds the mutex */
 	_Atomic uint64_t a_start, a_end, b_ran;
 	kg_wg_t wg;
+	struct kg_stats st;	/* at the end */
 };
 
 static void *releaser(void *p)
@@ -169,6 +170,7 @@ static void scen_main(void *p)
 	kg_go(co_a, s);
 	kg_wg_wait(&s->wg);
 	pthread_join(t, NULL);
+	CO_CHECK(kg_stats(&s->st) == 0, "stats");
 }
 
 /* Dirty a file so that fsync has to wait for the disk (-1: no file). */
@@ -235,8 +237,11 @@ static int run_scen(struct scen *s, enum mode mode, int *err)
 	s->mode = mode;
 	*err = run_backend(scen_main, s, 1, mode_backend(mode));
 	blocked = s->a_end - s->a_start;
-	TH_LOG("A blocked %.1f ms; B ran %+.3f ms after A began", blocked / 1e6,
-	       ((double)s->b_ran - (double)s->a_start) / 1e6);
+	TH_LOG("A blocked %.1f ms; B ran %+.3f ms after A began; %llu "
+	       "handoffs, %u workers, %llu parks", blocked / 1e6,
+	       ((double)s->b_ran - (double)s->a_start) / 1e6,
+	       (unsigned long long)s->st.handoffs, s->st.workers,
+	       (unsigned long long)s->st.parks);
 	/* fsync on a fast or caching device may not block at all */
 	return s->kind != K_FSYNC || (s->filefd >= 0 && blocked >= 5 * MS);
 }

@@ -490,7 +490,7 @@ static void *register_and_exit(void *arg)
 	int fd = *(int *)arg;
 	static _Atomic unsigned int next = 10;
 
-	reg(fd, atomic_fetch_add(&next, 1));
+	reg(fd, 10 + atomic_fetch_add(&next, 1) % 500);
 	sleep_ns(MS);	/* a few switches */
 	return NULL;	/* never unregisters */
 }
@@ -577,6 +577,32 @@ TEST(file_closed_while_workers_live)
 	close(l.fd);
 	ASSERT_EQ(0, debugfs_stats(getpid(), &(struct kg_ioc_stats){ 0 }));
 	/* the first context too is gone: its threads unlinked themselves */
+	ASSERT_EQ(0, module_refs_settle());
+}
+
+/*
+ * A registration whose file is closed stays, inert, on its live thread
+ * (only the thread may unlink it); the thread's next registration, in
+ * a new file, drops it, and then nothing of the old file remains.
+ */
+TEST(closed_file_registration_dropped_at_the_next)
+{
+	struct kg_ioc_stats s;
+	int fd;
+
+	NEED_DEV();
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, reg(fd, 5));
+	close(fd);
+	sleep_ns(10 * MS);	/* switches with the inert notifier */
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, reg(fd, 5));
+	ASSERT_EQ(0, stats(fd, &s));
+	ASSERT_EQ(1u, s.workers);
+	ASSERT_EQ(0, unreg(fd, 5));
+	close(fd);
 	ASSERT_EQ(0, module_refs_settle());
 }
 
@@ -924,9 +950,16 @@ TEST_TIMEOUT(load_unload_100, 240)
 			TH_LOG("load %d: %s", i, strerror(errno));
 		fd = dev_open();
 		ASSERT_LE(0, fd);
-		ASSERT_EQ(0, reg(fd, (unsigned int)i));
-		if (i % 2)	/* half the time, let the close unregister */
+		if (i % 2) {
+			ASSERT_EQ(0, reg(fd, (unsigned int)i));
 			ASSERT_EQ(0, unreg(fd, (unsigned int)i));
+		} else {	/* a thread that exits registered */
+			pthread_t t;
+
+			ASSERT_EQ(0, pthread_create(&t, NULL,
+						    register_and_exit, &fd));
+			pthread_join(t, NULL);
+		}
 		close(fd);
 	}
 	close(ko_fd);

@@ -1512,6 +1512,23 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 			atomic_store(&rt->timer_watch_until, deadline);
 			deadline = kg_timers_next_all(rt);
 			atomic_store(&rt->timer_watch_until, deadline);
+			if (deadline == UINT64_MAX) {
+				/*
+				 * Nothing left to watch (another worker fired
+				 * the timer): give the role up, so that this
+				 * worker may be a standby; a watcher never is,
+				 * and it may be the only spare. A timer armed
+				 * from now on finds no watcher and wakes a proc
+				 * (timer_notify); one armed before this CAS
+				 * kicked us, and the loop looks again.
+				 */
+				watcher = false;
+				expect = w;
+				atomic_compare_exchange_strong(
+					&rt->timer_watcher, &expect, NULL);
+				deadline = until;
+				continue;
+			}
 			if (until < deadline)
 				deadline = until;
 		}
