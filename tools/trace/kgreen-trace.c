@@ -6,9 +6,10 @@
  *       a live view, every SECS (1): each worker thread and what it does
  *       (the coroutine it runs, or the system call it is blocked in),
  *       coroutine switches, blocks and handoffs per second, and, when the
- *       process uses the bpf backend, each proc's owner and queue length
- *       read from its shared state. COUNT views, then exit (default:
- *       until interrupted).
+ *       process uses the kmod or bpf backend, each proc's owner and queue
+ *       length read from its shared state (the bpf map, or the process's
+ *       /dev/kgreen mapping). COUNT views, then exit (default: until
+ *       interrupted).
  *   kgreen-trace record [-d SECS] -o FILE PID
  *       SECS (2) of events as a Chrome/Perfetto trace (JSON): coroutine
  *       runs per worker thread, blocks named by their system call,
@@ -32,6 +33,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/uio.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -63,6 +65,9 @@ static struct {
 	volatile sig_atomic_t stop;
 	/* the bpf backend's shared state, when found */
 	const struct kg_shared *sh;
+	/* or the kmod backend's: the address of its /dev/kgreen mapping */
+	unsigned long kmod_addr;
+	struct kg_shared *copy;	/* read from the process at each view */
 } S;
 
 static void die(const char *fmt, ...)
@@ -217,6 +222,47 @@ static void find_shared(void)
 	closedir(dp);
 }
 
+/* The kmod backend's state: mapped from /dev/kgreen in the process. */
+static void find_kmod_mapping(void)
+{
+	char maps[64], line[PATH_MAX + 128];
+	FILE *f;
+
+	snprintf(maps, sizeof(maps), "/proc/%d/maps", S.pid);
+	f = fopen(maps, "r");
+	if (!f)
+		return;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long lo, hi;
+
+		if (strstr(line, " /dev/" KG_DEV_NAME "\n") &&
+		    sscanf(line, "%lx-%lx", &lo, &hi) == 2 &&
+		    hi - lo >= sizeof(struct kg_shared)) {
+			S.kmod_addr = lo;
+			break;
+		}
+	}
+	fclose(f);
+	if (S.kmod_addr)
+		S.copy = malloc(sizeof(struct kg_shared));
+	if (!S.copy)
+		S.kmod_addr = 0;
+}
+
+/* A fresh copy of the kmod backend's state (process_vm_readv), or NULL. */
+static const struct kg_shared *read_kmod_state(void)
+{
+	struct iovec local = { S.copy, sizeof(*S.copy) };
+	struct iovec remote = { (void *)S.kmod_addr, sizeof(*S.copy) };
+
+	if (!S.kmod_addr)
+		return NULL;
+	if (process_vm_readv(S.pid, &local, 1, &remote, 1, 0) !=
+	    (ssize_t)sizeof(*S.copy))
+		return NULL;
+	return S.copy;
+}
+
 static int cmp_thread(const void *a, const void *b)
 {
 	const struct thread *x = a, *y = b;
@@ -267,9 +313,17 @@ static void view(double secs, bool tty)
 	S.handoffs = 0;
 	if (!n)
 		printf("(no worker activity seen yet)\n");
-	if (S.sh) {
-		const struct kg_shared *sh = S.sh;
-		unsigned int np = sh->hdr.nprocs;
+	if (S.sh || S.kmod_addr) {
+		const struct kg_shared *sh = S.sh ? S.sh : read_kmod_state();
+		unsigned int np;
+
+		if (!sh) {
+			printf("\nprocs: cannot read the kmod backend's state "
+			       "(%s)\n", strerror(errno));
+			fflush(stdout);
+			return;
+		}
+		np = sh->hdr.nprocs;
 
 		printf("\n%-6s %-10s %8s %8s %7s   global queue: %u\n", "proc",
 		       "owner", "queued", "runnext", "timers", sh->hdr.gq_len);
@@ -286,8 +340,9 @@ static void view(double secs, bool tty)
 			       ps->runnext ? "yes" : "-", ps->timers);
 		}
 	} else {
-		printf("\nprocs: their queues are visible with the bpf backend "
-		       "(its shared map); this process uses another\n");
+		printf("\nprocs: their queues are visible with the kmod and bpf "
+		       "backends (their shared state); this process uses "
+		       "sysmon\n");
 	}
 	fflush(stdout);
 }
@@ -493,6 +548,8 @@ int main(int argc, char **argv)
 			"(libkgreen built without <sys/sdt.h>?): tracing "
 			"threads only\n", bin);
 	find_shared();
+	if (!S.sh)
+		find_kmod_mapping();
 	rb = ring_buffer__new(bpf_map__fd(skel->maps.tr_events), on_event,
 			      NULL, NULL);
 	if (!rb)
