@@ -943,7 +943,9 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 	uint8_t res;
 	int r;
 
-	kg_note_caller();
+	/* w: called by the runtime itself (a timer firing on a worker) */
+	if (!w)
+		kg_note_caller();
 	if (timed && kg_now_ns() >= deadline)
 		deadline = 0;	/* already passed: one try */
 	if (deadline == 0) {

@@ -1418,8 +1418,13 @@ void kg_hlat_record(struct kg_rt *rt, uint64_t ns)
 	atomic_fetch_add_explicit(&rt->hlat_sum, ns, memory_order_relaxed);
 	atomic_fetch_add_explicit(&rt->hlat_hist[hlat_bucket(ns)], 1,
 				  memory_order_relaxed);
-	if (ns > atomic_load_explicit(&rt->hlat_max, memory_order_relaxed))
-		atomic_store_explicit(&rt->hlat_max, ns, memory_order_relaxed);
+	uint64_t max = atomic_load_explicit(&rt->hlat_max,
+					    memory_order_relaxed);
+
+	while (ns > max && !atomic_compare_exchange_weak_explicit(
+				   &rt->hlat_max, &max, ns,
+				   memory_order_relaxed, memory_order_relaxed))
+		;
 }
 
 /* The q-th quantile (0..1) of the recorded latencies: a bucket's floor. */
@@ -1526,7 +1531,25 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 				expect = w;
 				atomic_compare_exchange_strong(
 					&rt->timer_watcher, &expect, NULL);
-				deadline = until;
+				/*
+				 * seq_cst CAS, then a re-read: a timer armed
+				 * before it saw w as the watcher (and maybe
+				 * only kicked us), so look once more and keep
+				 * the role if one is there.
+				 */
+				deadline = kg_timers_next_all(rt);
+				expect = NULL;
+				if (deadline != UINT64_MAX &&
+				    atomic_compare_exchange_strong(
+					    &rt->timer_watcher, &expect, w)) {
+					watcher = true;
+					atomic_store(&rt->timer_watch_until,
+						     deadline);
+				} else {
+					deadline = UINT64_MAX;
+				}
+				if (until < deadline)
+					deadline = until;
 				continue;
 			}
 			if (until < deadline)
@@ -1820,6 +1843,13 @@ static void g0_init(struct kg_worker *w)
 #endif
 }
 
+static void drop_event(void *arg, const struct kg_handoff_event *ev)
+{
+	(void)arg;
+	kg_debug("dropping a handoff record of an earlier runtime (proc %u, "
+		 "worker %u)", ev->proc, ev->worker);
+}
+
 /* Tell the backend which thread w is (the kernel side looks workers up). */
 static void worker_register(struct kg_worker *w)
 {
@@ -2026,6 +2056,7 @@ static int backend_init(struct kg_rt *rt)
 	rt->shared = aligned_alloc(KG_CACHELINE, sizeof(*rt->shared));
 	if (!rt->shared)
 		return -ENOMEM;
+	memset(rt->shared, 0, sizeof(*rt->shared));
 	rt->shared_owned = true;
 	return 0;
 }
@@ -2076,8 +2107,15 @@ static int rt_init(struct kg_rt *rt)
 
 	if (err)
 		return err;
-	/* no worker of ours is registered: the kernel side ignores it all */
-	memset(rt->shared, 0, sizeof(*rt->shared));
+	/*
+	 * No worker of ours is registered: the kernel side ignores it all,
+	 * except kev_pending, the module's own count of queued records
+	 * (kept: records of an earlier runtime are dropped in kg_run).
+	 */
+	memset(&rt->shared->workers, 0, sizeof(rt->shared->workers));
+	memset(&rt->shared->procs, 0, sizeof(rt->shared->procs));
+	rt->shared->hdr.gq_len = 0;
+	rt->shared->hdr.flags = 0;
 	rt->shared->hdr.version = KG_ABI_VERSION;
 	rt->shared->hdr.nprocs = rt->nprocs;
 	/*
@@ -2176,6 +2214,13 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	g0_init(w);
 	kg_altstack_setup(w);
 	worker_register(w);
+	/*
+	 * Records left from an earlier kg_run of this process (a worker that
+	 * blocked after that runtime ended) name procs and workers of a
+	 * runtime that is gone: drop them before any coroutine runs.
+	 */
+	if (rt->ev && w->tid)
+		rt->ev->events(w, drop_event, NULL);
 	if (rt->backend == KG_BACKEND_SYSMON && (err = kg_sysmon_start(rt)))
 		goto out;
 	for (i = rt->nprocs; i-- > 1;)

@@ -79,13 +79,14 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 		struct kg_worker *w = rt->workers[i];
 		uint32_t in = KG_BLK_IN, pi, expect;
 		struct kg_proc *p;
+		uint64_t since;
 
 		if (!w || atomic_load_explicit(&w->blk, memory_order_acquire) !=
 				  KG_BLK_IN)
 			continue;
-		if (now - atomic_load_explicit(&w->blk_since,
-					       memory_order_relaxed) <
-		    SYSMON_RETAKE_NS)
+		since = atomic_load_explicit(&w->blk_since,
+					     memory_order_relaxed);
+		if (now - since < SYSMON_RETAKE_NS)
 			continue;
 		/* in a region the worker leaves proc alone: a stable read */
 		pi = __atomic_load_n(&w->slot->proc, __ATOMIC_RELAXED);
@@ -108,9 +109,7 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 		atomic_fetch_add_explicit(&rt->handoffs, 1,
 					  memory_order_relaxed);
 		/* from the block's start: what the queued coroutines waited */
-		kg_hlat_record(rt, kg_now_ns() -
-				       atomic_load_explicit(&w->blk_since,
-							    memory_order_relaxed));
+		kg_hlat_record(rt, now > since ? now - since : 0);
 		KG_PROBE3(handoff, pi, w->index, -1);
 		kg_handoff_proc(rt, p);
 		taken++;
