@@ -82,17 +82,11 @@ struct kg_worker {
 	/*
 	 * 1 while pn is on task's list. Cleared exactly once, by the task
 	 * itself (unregister, a stale registration's drop) or at its
-	 * TASK_DEAD switch: the one
-	 * that clears it drops the link's reference.
-	 */
-	atomic_t linked;
-	/*
-	 * References: the link (one today; counted so that another holder
-	 * can be added safely). The last one hands the worker to the
+	 * TASK_DEAD switch: the one that clears it hands the worker to the
 	 * reaper, which frees it after an RCU grace period (KG_IOC_KICK
 	 * reads workers[] under RCU).
 	 */
-	atomic_t refs;
+	atomic_t linked;
 	bool kicked;			/* KG_IOC_KICK pending (ctx->wq.lock) */
 	/* the notifier's own state, touched only on the task's switches */
 	bool blocked;
@@ -238,14 +232,12 @@ static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
 }
 
 /*
- * Drop a reference to kw; the last hands it to the reaper. in_sched: from
- * the scheduler (runqueue lock held), where only an irq_work may be
+ * Hand kw, just unlinked (or on a dead task), to the reaper. in_sched:
+ * from the scheduler (runqueue lock held), where only an irq_work may be
  * queued.
  */
-static void kg_put(struct kg_worker *kw, bool in_sched)
+static void kg_reap(struct kg_worker *kw, bool in_sched)
 {
-	if (!atomic_dec_and_test(&kw->refs))
-		return;
 	llist_add(&kw->reap, &kg_reap_list);
 	if (in_sched)
 		irq_work_queue(&kg_reap_irq);
@@ -265,7 +257,7 @@ static void kg_sched_out(struct preempt_notifier *pn, struct task_struct *next)
 	if (READ_ONCE(t->__state) == TASK_DEAD) {
 		/* its last switch: the list is never walked again */
 		if (atomic_xchg(&kw->linked, 0))
-			kg_put(kw, true);
+			kg_reap(kw, true);
 		return;
 	}
 	/* after exec the thread runs another program: not ours any more */
@@ -334,7 +326,7 @@ static void kg_unlink_self(struct kg_worker *kw)
 	preempt_disable();
 	preempt_notifier_unregister(&kw->pn);
 	preempt_enable();
-	kg_put(kw, false);
+	kg_reap(kw, false);
 }
 
 
@@ -522,7 +514,6 @@ static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 	kw->task = get_task_struct(current);
 	kw->index = a.worker;
 	atomic_set(&kw->linked, 1);
-	atomic_set(&kw->refs, 1);
 	preempt_notifier_init(&kw->pn, &kg_preempt_ops);
 	/*
 	 * The scheduler calls notifiers only while the static key counts
