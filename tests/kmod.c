@@ -92,14 +92,6 @@ static int stats(int fd, struct kg_ioc_stats *s)
 	return ioc(fd, KG_IOC_STATS, s);
 }
 
-static uint64_t now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void sleep_ns(uint64_t ns)
 {
 	struct timespec ts = { (time_t)(ns / 1000000000u),
@@ -378,12 +370,12 @@ TEST_F(proto, blocked_worker_with_work_loses_its_proc)
 {
 	struct kg_handoff_event ev;
 	struct kg_ioc_stats s;
-	uint64_t t0 = now_ns();
+	uint64_t t0 = kg_now_ns();
 
 	self->sh->procs[0].runq_tail = 1;	/* one coroutine queued */
 	run_blocker(&self->b);
 	ASSERT_EQ(0, self->b.reg_err);
-	ASSERT_EQ(0, wait_ev(self->fd, 0, now_ns() + 1000 * MS, &ev));
+	ASSERT_EQ(0, wait_ev(self->fd, 0, kg_now_ns() + 1000 * MS, &ev));
 	ASSERT_EQ(0u, ev.proc);
 	ASSERT_EQ(1u, ev.worker);
 	ASSERT_LE(t0, ev.ts_ns);
@@ -452,19 +444,19 @@ TEST_F(proto, garbage_in_the_shared_state_is_ignored)
 
 TEST_F(proto, wait_times_out_and_kicks_end_it)
 {
-	uint64_t t0 = now_ns();
+	uint64_t t0 = kg_now_ns();
 
 	ASSERT_EQ(-ETIMEDOUT, wait_ev(self->fd, 0, t0 + 30 * MS, NULL));
-	ASSERT_LE(t0 + 30 * MS, now_ns());
+	ASSERT_LE(t0 + 30 * MS, kg_now_ns());
 	/* a kick before the wait ends the next wait... */
 	ASSERT_EQ(0, kick(self->fd, 0));
 	/* ...a poll does not consume it... */
 	ASSERT_EQ(-EAGAIN, wait_ev(self->fd, 0, 0, NULL));
-	t0 = now_ns();
+	t0 = kg_now_ns();
 	ASSERT_EQ(-EAGAIN, wait_ev(self->fd, 0, UINT64_MAX, NULL));
-	ASSERT_GT(t0 + 500 * MS, now_ns());
+	ASSERT_GT(t0 + 500 * MS, kg_now_ns());
 	/* ...and is consumed by it */
-	ASSERT_EQ(-ETIMEDOUT, wait_ev(self->fd, 0, now_ns() + 5 * MS, NULL));
+	ASSERT_EQ(-ETIMEDOUT, wait_ev(self->fd, 0, kg_now_ns() + 5 * MS, NULL));
 }
 
 static void on_alarm(int sig)
@@ -717,7 +709,7 @@ static void churn_child(void)
 			pthread_create(&t, NULL, blocker_thread, &b[i]);
 			pthread_detach(t);
 		}
-		while (!wait_ev(fd, 0, now_ns() + 5 * MS, NULL))
+		while (!wait_ev(fd, 0, kg_now_ns() + 5 * MS, NULL))
 			;
 	}
 }
@@ -866,10 +858,10 @@ static void mix_blocker(void *p)
 
 static void mix_spinner(void *p)
 {
-	uint64_t t = now_ns();
+	uint64_t t = kg_now_ns();
 
 	(void)p;
-	while (now_ns() - t < 200000)
+	while (kg_now_ns() - t < 200000)
 		;
 	kg_wg_done(&mix_wg);
 }
