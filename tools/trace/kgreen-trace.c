@@ -155,28 +155,37 @@ static int on_event(void *ctx, void *data, size_t size)
 	return 0;
 }
 
-/* The file holding libkgreen's probes: its shared library, else the program. */
-static void probe_binary(char *path, size_t len)
+/*
+ * The first line of /proc/PID/maps containing needle, into line (len
+ * bytes, newline stripped); false if none.
+ */
+static bool maps_line(const char *needle, char *line, size_t len)
 {
-	char maps[64], line[PATH_MAX + 128];
+	char maps[64];
+	bool found = false;
 	FILE *f;
 
 	snprintf(maps, sizeof(maps), "/proc/%d/maps", S.pid);
 	f = fopen(maps, "r");
 	if (!f)
 		die("cannot read %s: %s", maps, strerror(errno));
-	while (fgets(line, sizeof(line), f)) {
-		char *p = strchr(line, '/');
-
-		if (p && strstr(p, "/libkgreen.so")) {
-			p[strcspn(p, "\n")] = 0;
-			snprintf(path, len, "%s", p);
-			fclose(f);
-			return;
-		}
+	while (!found && fgets(line, (int)len, f)) {
+		line[strcspn(line, "\n")] = 0;
+		found = strstr(line, needle) != NULL;
 	}
 	fclose(f);
-	snprintf(path, len, "/proc/%d/exe", S.pid);
+	return found;
+}
+
+/* The file holding libkgreen's probes: its shared library, else the program. */
+static void probe_binary(char *path, size_t len)
+{
+	char line[PATH_MAX + 128];
+
+	if (maps_line("/libkgreen.so", line, sizeof(line)))
+		snprintf(path, len, "%s", strchr(line, '/'));
+	else
+		snprintf(path, len, "/proc/%d/exe", S.pid);
 }
 
 /* The bpf backend's kg_shared map among the process's descriptors. */
@@ -225,28 +234,17 @@ static void find_shared(void)
 /* The kmod backend's state: mapped from /dev/kgreen in the process. */
 static void find_kmod_mapping(void)
 {
-	char maps[64], line[PATH_MAX + 128];
-	FILE *f;
+	char line[PATH_MAX + 128];
+	unsigned long lo, hi;
 
-	snprintf(maps, sizeof(maps), "/proc/%d/maps", S.pid);
-	f = fopen(maps, "r");
-	if (!f)
+	if (!maps_line(" /dev/" KG_DEV_NAME, line, sizeof(line)) ||
+	    strcmp(strchr(line, '/'), "/dev/" KG_DEV_NAME) ||
+	    sscanf(line, "%lx-%lx", &lo, &hi) != 2 ||
+	    hi - lo < sizeof(struct kg_shared))
 		return;
-	while (fgets(line, sizeof(line), f)) {
-		unsigned long lo, hi;
-
-		if (strstr(line, " /dev/" KG_DEV_NAME "\n") &&
-		    sscanf(line, "%lx-%lx", &lo, &hi) == 2 &&
-		    hi - lo >= sizeof(struct kg_shared)) {
-			S.kmod_addr = lo;
-			break;
-		}
-	}
-	fclose(f);
-	if (S.kmod_addr)
-		S.copy = malloc(sizeof(struct kg_shared));
-	if (!S.copy)
-		S.kmod_addr = 0;
+	S.copy = malloc(sizeof(struct kg_shared));
+	if (S.copy)
+		S.kmod_addr = lo;
 }
 
 /* A fresh copy of the kmod backend's state (process_vm_readv), or NULL. */
