@@ -1895,6 +1895,40 @@ static void *worker_thread(void *arg)
 	return NULL;
 }
 
+/*
+ * Start the first standby (event backends) and wait until it waits on the
+ * kernel side, so that main's first blocking call is already handed off.
+ * With no work queued anywhere yet, the new worker parks at once and
+ * claims the role (and starts the reserve spare, see standby_claim). The
+ * wait is bounded: if the thread or its wait set cannot be made, the
+ * runtime starts without a standby (one debug line) and the next worker
+ * to park takes the role.
+ */
+#define STANDBY_START_NS (20 * 1000 * 1000ull)
+
+static void start_standby(struct kg_rt *rt)
+{
+	struct timespec nap = { 0, 20 * 1000 };
+	uint64_t until = kg_now_ns() + STANDBY_START_NS;
+	bool ok;
+
+	pthread_mutex_lock(&rt->lock);
+	ok = __new_worker(rt, NULL, false);
+	pthread_mutex_unlock(&rt->lock);
+	if (!ok) {
+		kg_debug("cannot start the standby spare worker");
+		return;
+	}
+	while (!atomic_load(&rt->nstandby))
+		if (kg_now_ns() >= until) {
+			kg_debug("no standby after %llu ms: starting without",
+				 STANDBY_START_NS / 1000000);
+			return;
+		} else {
+			nanosleep(&nap, NULL);
+		}
+}
+
 /* ------------------------------------------------------------------ */
 /* kg_run                                                              */
 /* ------------------------------------------------------------------ */
@@ -2241,16 +2275,10 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	kg_ctx_make(co, co);
 	rt->main_co = co;
 	kg_store_relaxed(&w->proc->live, 1);
+	if (rt->ev)
+		start_standby(rt);
 	runq_put(rt, w->proc, co, false);
 	atomic_store_explicit(&cur_rt, rt, memory_order_release);
-
-	if (rt->ev) {
-		/* the standby: a parked worker for the kernel side to wake */
-		pthread_mutex_lock(&rt->lock);
-		if (!__new_worker(rt, NULL, false))
-			kg_debug("cannot start the standby spare worker");
-		pthread_mutex_unlock(&rt->lock);
-	}
 	worker_loop(w);
 	if (rt->deadlock)
 		err = -EDEADLK;
