@@ -169,8 +169,12 @@ static void computer(void *p)
 	kg_wg_done(&wg);
 }
 
+/* Timed inside main, as the Go twin is: not kg_run's start and teardown. */
+static uint64_t mixed_ns;
+
 static void mixed_main(void *p)
 {
+	uint64_t t0 = kg_now_ns();
 	int i;
 
 	(void)p;
@@ -180,18 +184,18 @@ static void mixed_main(void *p)
 		kg_go(computer, NULL);
 	}
 	kg_wg_wait(&wg);
+	mixed_ns = kg_now_ns() - t0;
 }
 
 static int mixed(const char *backend, int mark, const char *key)
 {
 	struct kg_config cfg = { .procs = 2, .backend = backend };
-	uint64_t t0 = kg_now_ns();
 	int err;
 
 	marked = mark;
 	err = kg_run(mixed_main, NULL, &cfg);
 	if (!err)
-		printf("%s %.1f\n", key, (kg_now_ns() - t0) / 1e6);
+		printf("%s %.1f\n", key, mixed_ns / 1e6);
 	return err;
 }
 
