@@ -6,6 +6,9 @@
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "kg_test.h"
@@ -265,6 +268,72 @@ TEST(idle_runtime_burns_no_cpu)
 {
 	ASSERT_EQ(0, run_kg(idle_main, NULL, 2));
 	ASSERT_LT(idle_cpu, 30.0);
+}
+
+/*
+ * With every proc busy, a worker that parks does not spin on a due timer
+ * it has no proc to fire. One proc: a sleeper arms a 1 ms timer, then a
+ * coroutine blocks 5 ms (marked, so handed off under every backend) and
+ * main, moved to another worker, computes 60 ms without entering the
+ * scheduler. The blocked worker comes back with the timer due and no proc
+ * idle, and parks. The process's CPU time over those 60 ms stays near
+ * 60 ms (a spinning worker doubled it on this 2-CPU machine); the sleeper
+ * wakes once main parks.
+ */
+static double busy_cpu, busy_wall;
+static _Atomic int busy_woke;
+
+static void ms_sleeper(void *p)
+{
+	(void)p;
+	CO_CHECK(kg_sleep(MS) == 0, "kg_sleep");
+	atomic_store(&busy_woke, 1);
+	kg_wg_done(&wg);
+}
+
+static void spare_maker(void *p)
+{
+	struct timespec ts = { 0, 5 * MS };
+
+	(void)p;
+	kg_blocking_begin();
+	syscall(SYS_nanosleep, &ts, NULL);
+	kg_blocking_end();
+	kg_wg_done(&wg);
+}
+
+static void spare_main(void *p)
+{
+	struct kg_stats st;
+	uint64_t t0;
+	double c0;
+
+	(void)p;
+	kg_wg_add(&wg, 2);
+	kg_go(ms_sleeper, NULL);
+	kg_yield();		/* the sleeper arms its timer */
+	kg_go(spare_maker, NULL);
+	kg_yield();		/* it blocks; main goes on elsewhere */
+	c0 = cpu_ms();
+	t0 = kg_now_ns();
+	while (kg_now_ns() - t0 < 60 * MS)
+		;	/* the only proc is busy: its timer waits */
+	busy_wall = (kg_now_ns() - t0) / 1e6;
+	busy_cpu = cpu_ms() - c0;
+	kg_stats(&st);
+	CO_CHECK(st.handoffs >= 1, "the blocked worker kept its proc");
+	CO_CHECK(!atomic_load(&busy_woke), "woke while its proc was busy");
+	kg_wg_wait(&wg);
+}
+
+TEST(parked_workers_do_not_spin_on_a_busy_procs_timer)
+{
+	wg = (kg_wg_t)KG_WG_INIT;
+	ASSERT_EQ(0, run_kg(spare_main, NULL, 1));
+	ASSERT_EQ(0, co_failures());
+	ASSERT_EQ(1, atomic_load(&busy_woke));
+	TH_LOG("busy %.1f ms wall, %.1f ms CPU", busy_wall, busy_cpu);
+	ASSERT_LT(busy_cpu, busy_wall * 1.4);
 }
 
 TEST_HARNESS_MAIN

@@ -1479,13 +1479,26 @@ static void park_worker(struct kg_worker *w, uint64_t until)
 	pthread_mutex_unlock(&rt->lock);
 
 	/*
-	 * Become the timer watcher if there is a timer to watch and a proc
-	 * could run it (no point waking up for it otherwise).
+	 * Timers are the procs' work: a parked worker wakes for one only if
+	 * an idle proc could run it. With every proc busy, their workers fire
+	 * due timers at their next scheduling point, and the worker that
+	 * idles a proc looks at the timers before it parks here; a worker
+	 * without a proc waking for a due timer could only find no proc and
+	 * park again, over and over, on the CPUs the busy procs need.
+	 * So: with an idle proc, a future deadline makes w the timer watcher
+	 * (if none is: one watcher is enough), and a deadline already due
+	 * sends w back to take that proc; otherwise w sleeps until woken.
 	 */
 	deadline = kg_timers_next_all(rt);
-	if (deadline != UINT64_MAX && deadline > kg_now_ns() &&
-	    atomic_compare_exchange_strong(&rt->timer_watcher, &expect, w))
-		watcher = true;
+	if (deadline != UINT64_MAX && !atomic_load(&rt->npidle))
+		deadline = UINT64_MAX;
+	if (deadline != UINT64_MAX && deadline > kg_now_ns()) {
+		if (atomic_compare_exchange_strong(&rt->timer_watcher, &expect,
+						   w))
+			watcher = true;
+		else
+			deadline = UINT64_MAX;
+	}
 	if (until < deadline)
 		deadline = until;
 	atomic_fetch_add_explicit(&rt->parks, 1, memory_order_relaxed);
