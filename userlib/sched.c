@@ -587,6 +587,17 @@ static bool __widle_remove(struct kg_rt *rt, struct kg_worker *w)
 	return false;
 }
 
+/* Parked workers (rt.lock). */
+static uint32_t __nparked(struct kg_rt *rt)
+{
+	struct kg_worker *iw;
+	uint32_t n = 0;
+
+	for (iw = rt->idle_workers; iw; iw = iw->idle_next)
+		n++;
+	return n;
+}
+
 /*
  * A parked worker sleeps on its futex, or, as a standby, in the backend's
  * event wait: wake both ways. seq_cst: the store of wake before the load
@@ -1622,7 +1633,9 @@ static void park_worker(struct kg_worker *w, uint64_t until)
  * Nothing can run now and nothing could make anything run: every proc is
  * idle, no run queue holds work, no timer is armed, and no plain thread
  * that has used kgreen objects is alive (it could wake a coroutine).
- * A worker blocked in a system call holds its proc, so it counts as busy.
+ * A worker blocked in a system call holds its proc, so it counts as busy;
+ * one whose proc was handed off counts through workers_out, and
+ * deadlock_watch also requires every other worker to be parked.
  */
 static bool deadlock_suspect(struct kg_rt *rt)
 {
@@ -1709,6 +1722,18 @@ static uint64_t deadlock_watch(struct kg_worker *w)
 	now = kg_now_ns();
 	prog = progress(rt);
 	pthread_mutex_lock(&rt->lock);
+	if (__nparked(rt) + 1 < atomic_load(&rt->nworkers)) {
+		/*
+		 * Some worker besides w is not parked (Go's checkdead counts
+		 * running Ms the same way): it runs a coroutine whose proc
+		 * the kernel side took, or is on its way between a lost
+		 * proc and the global queue, or starts up, or is blocked in
+		 * a system call. It can still make progress: no suspicion.
+		 */
+		rt->dl_since = 0;
+		pthread_mutex_unlock(&rt->lock);
+		return UINT64_MAX;
+	}
 	if (!rt->dl_since || rt->dl_progress != prog) {
 		rt->dl_since = now;
 		rt->dl_progress = prog;
