@@ -587,17 +587,6 @@ static bool __widle_remove(struct kg_rt *rt, struct kg_worker *w)
 	return false;
 }
 
-/* Parked workers (rt.lock). */
-static uint32_t __nparked(struct kg_rt *rt)
-{
-	struct kg_worker *iw;
-	uint32_t n = 0;
-
-	for (iw = rt->idle_workers; iw; iw = iw->idle_next)
-		n++;
-	return n;
-}
-
 /*
  * A parked worker sleeps on its futex, or, as a standby, in the backend's
  * event wait: wake both ways. seq_cst: the store of wake before the load
@@ -1634,8 +1623,8 @@ static void park_worker(struct kg_worker *w, uint64_t until)
  * idle, no run queue holds work, no timer is armed, and no plain thread
  * that has used kgreen objects is alive (it could wake a coroutine).
  * A worker blocked in a system call holds its proc, so it counts as busy;
- * one whose proc was handed off counts through workers_out, and
- * deadlock_watch also requires every other worker to be parked.
+ * one whose proc was handed off counts through workers_out; and before
+ * it reports, deadlock_watch checks that every live coroutine waits.
  */
 static bool deadlock_suspect(struct kg_rt *rt)
 {
@@ -1681,6 +1670,22 @@ static void report_one(struct kg_co *co, void *arg)
 		kg_co_entry_name(co), (void *)(uintptr_t)co->fn, co->arg);
 }
 
+static void co_awake(struct kg_co *co, void *arg)
+{
+	if (atomic_load_explicit(&co->state, memory_order_relaxed) !=
+	    KG_CO_WAITING)
+		*(bool *)arg = true;
+}
+
+/* Whether some live coroutine is not waiting (running or runnable). */
+static bool any_co_awake(struct kg_rt *rt)
+{
+	bool awake = false;
+
+	kg_co_foreach(rt, co_awake, &awake);
+	return awake;
+}
+
 /* Print Go's message and where every coroutine waits; end the runtime. */
 static void report_deadlock(struct kg_rt *rt)
 {
@@ -1722,18 +1727,6 @@ static uint64_t deadlock_watch(struct kg_worker *w)
 	now = kg_now_ns();
 	prog = progress(rt);
 	pthread_mutex_lock(&rt->lock);
-	if (__nparked(rt) + 1 < atomic_load(&rt->nworkers)) {
-		/*
-		 * Some worker besides w is not parked (Go's checkdead counts
-		 * running Ms the same way): it runs a coroutine whose proc
-		 * the kernel side took, or is on its way between a lost
-		 * proc and the global queue, or starts up, or is blocked in
-		 * a system call. It can still make progress: no suspicion.
-		 */
-		rt->dl_since = 0;
-		pthread_mutex_unlock(&rt->lock);
-		return UINT64_MAX;
-	}
 	if (!rt->dl_since || rt->dl_progress != prog) {
 		rt->dl_since = now;
 		rt->dl_progress = prog;
@@ -1745,6 +1738,20 @@ static uint64_t deadlock_watch(struct kg_worker *w)
 	}
 	until = rt->dl_since + KG_DEADLOCK_NS;
 	pthread_mutex_unlock(&rt->lock);
+	if (report && any_co_awake(rt)) {
+		/*
+		 * A coroutine is running or runnable, yet in no queue and on
+		 * no proc: in transit on a worker that lost its proc (back
+		 * from a handed-off call, on its way to the global queue) and
+		 * stalled. Not asleep: no report. That worker parks when it is
+		 * done, and the watch starts over.
+		 */
+		pthread_mutex_lock(&rt->lock);
+		rt->deadlock = 0;
+		rt->dl_since = 0;
+		pthread_mutex_unlock(&rt->lock);
+		return UINT64_MAX;
+	}
 	if (report) {
 		report_deadlock(rt);
 		return UINT64_MAX;
