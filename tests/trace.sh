@@ -61,7 +61,7 @@ print("flows:", len(s), "matched" if s and s == f else "unmatched")
 PY
 check "record writes valid JSON" "$tmp/json" '^valid JSON, [0-9]+ events'
 check "coroutine runs on named worker threads" "$tmp/json" \
-	'threads: .*worker 0'
+	'threads: .*worker [0-9]+'
 check "blocks named by their system call" "$tmp/json" \
 	'blocks: .*(nanosleep|read|fsync)'
 check "handoffs as flows, each start with its end" "$tmp/json" \
