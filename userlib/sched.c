@@ -1716,7 +1716,7 @@ static uint64_t deadlock_watch(struct kg_worker *w)
 {
 	struct kg_rt *rt = w->rt;
 	uint64_t now, prog, until = UINT64_MAX;
-	bool report = false;
+	bool candidate = false, awake, report = false;
 
 	if (!deadlock_suspect(rt)) {
 		pthread_mutex_lock(&rt->lock);
@@ -1732,31 +1732,34 @@ static uint64_t deadlock_watch(struct kg_worker *w)
 		rt->dl_progress = prog;
 	} else if (now - rt->dl_since >= KG_DEADLOCK_NS && !rt_done(rt) &&
 		   !rt->deadlock) {
+		candidate = true;
+	}
+	until = rt->dl_since + KG_DEADLOCK_NS;
+	pthread_mutex_unlock(&rt->lock);
+	if (!candidate)
+		return until;
+	/*
+	 * A coroutine running or runnable, yet in no queue and on no proc,
+	 * is in transit on a worker that lost its proc (back from a
+	 * handed-off call, on its way to the global queue) and was
+	 * descheduled. It is not asleep: no report. That worker parks when
+	 * it is done, and the watch starts over. The walk takes the stack
+	 * allocator's lock, so it runs outside rt.lock.
+	 */
+	awake = any_co_awake(rt);
+	pthread_mutex_lock(&rt->lock);
+	if (awake) {
+		rt->dl_since = 0;
+	} else if (!rt->deadlock && !rt_done(rt) &&
+		   rt->dl_progress == progress(rt)) {
 		/* decided under rt.lock: exactly one worker reports */
 		rt->deadlock = 1;
 		report = true;
 	}
-	until = rt->dl_since + KG_DEADLOCK_NS;
 	pthread_mutex_unlock(&rt->lock);
-	if (report && any_co_awake(rt)) {
-		/*
-		 * A coroutine is running or runnable, yet in no queue and on
-		 * no proc: in transit on a worker that lost its proc (back
-		 * from a handed-off call, on its way to the global queue) and
-		 * stalled. Not asleep: no report. That worker parks when it is
-		 * done, and the watch starts over.
-		 */
-		pthread_mutex_lock(&rt->lock);
-		rt->deadlock = 0;
-		rt->dl_since = 0;
-		pthread_mutex_unlock(&rt->lock);
-		return UINT64_MAX;
-	}
-	if (report) {
+	if (report)
 		report_deadlock(rt);
-		return UINT64_MAX;
-	}
-	return until;
+	return UINT64_MAX;
 }
 
 /*
