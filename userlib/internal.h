@@ -416,6 +416,14 @@ void kg_foreign_note(void);
 extern __thread struct kg_worker *kg_tls_worker KG_TLS;
 void kg_note_caller_slow(void);
 void kg_proc_lost_slow(struct kg_worker *w);
+
+/* The kernel side (or sysmon) took w's proc while its coroutine blocked. */
+static inline bool kg_proc_lost(struct kg_worker *w)
+{
+	return __atomic_load_n(&w->slot->proc, __ATOMIC_RELAXED) ==
+	       KG_PROC_NONE;
+}
+
 /*
  * At the entry of every channel and sync call (never with a lock held):
  * note a plain thread; and, Go's exitsyscall deferred to where the
@@ -429,8 +437,7 @@ static inline void kg_note_caller(void)
 
 	if (kg_unlikely(!w))
 		kg_note_caller_slow();
-	else if (kg_unlikely(__atomic_load_n(&w->slot->proc,
-					     __ATOMIC_RELAXED) == KG_PROC_NONE))
+	else if (kg_unlikely(kg_proc_lost(w)))
 		kg_proc_lost_slow(w);
 }
 /* kg_run's thread: stop counting it while it is a worker; resume after. */
@@ -498,8 +505,11 @@ int kg_bpf_open(struct kg_shared **shared, const struct kg_evops **ops,
 int kg_kmod_open(struct kg_shared **shared, const struct kg_evops **ops,
 		 char *why, size_t whylen);
 
-/* Count one handoff that took ns (block or detach to a proc moving on). */
-void kg_hlat_record(struct kg_rt *rt, uint64_t ns);
+/*
+ * Count a handoff of blocked worker from's proc that took ns (from the
+ * block or the kernel's detach to the proc moving on).
+ */
+void kg_handoff_seen(struct kg_rt *rt, struct kg_worker *from, uint64_t ns);
 
 /* sysmon.c: the backend without kernel help */
 int kg_sysmon_start(struct kg_rt *rt);

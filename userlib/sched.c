@@ -850,13 +850,6 @@ static void after_gq_put(struct kg_worker *w, struct kg_co *prev, void *arg)
 	kg_wakep(w->rt);
 }
 
-/* The kernel side (or sysmon) took w's proc while its coroutine blocked. */
-static inline bool proc_lost(struct kg_worker *w)
-{
-	return __atomic_load_n(&w->slot->proc, __ATOMIC_RELAXED) ==
-	       KG_PROC_NONE;
-}
-
 /* Let go of the lost proc (once per loss): w runs its coroutine without one. */
 static void forget_proc(struct kg_worker *w)
 {
@@ -895,7 +888,7 @@ lost_proc(struct kg_worker *w)
 static inline struct kg_worker *sched_enter_co(struct kg_worker *w)
 {
 	sched_enter(w);
-	if (kg_unlikely(proc_lost(w)))
+	if (kg_unlikely(kg_proc_lost(w)))
 		w = lost_proc(w);
 	return w;
 }
@@ -910,7 +903,7 @@ static inline struct kg_worker *sched_enter_co(struct kg_worker *w)
 static inline struct kg_worker *sched_enter_locked(struct kg_worker *w)
 {
 	sched_enter(w);
-	if (kg_unlikely(proc_lost(w)))
+	if (kg_unlikely(kg_proc_lost(w)))
 		forget_proc(w);
 	return w;
 }
@@ -1310,7 +1303,6 @@ static void standby_take_one(void *arg, const struct kg_handoff_event *ev)
 	struct kg_rt *rt = t->w->rt;
 	struct kg_worker *bw;
 	struct kg_proc *p;
-	uint64_t lat;
 
 	if (ev->proc >= rt->nprocs || ev->worker >= atomic_load(&rt->nworkers) ||
 	    !(bw = rt->workers[ev->worker])) {
@@ -1319,11 +1311,8 @@ static void standby_take_one(void *arg, const struct kg_handoff_event *ev)
 		return;
 	}
 	p = &rt->procs[ev->proc];
-	atomic_fetch_add(&bw->lost_seen, 1);
-	atomic_fetch_add_explicit(&rt->handoffs, 1, memory_order_relaxed);
+	kg_handoff_seen(rt, bw, t->now > ev->ts_ns ? t->now - ev->ts_ns : 0);
 	atomic_store_explicit(&rt->last_handoff, t->now, memory_order_relaxed);
-	lat = t->now > ev->ts_ns ? t->now - ev->ts_ns : 0;
-	kg_hlat_record(rt, lat);
 	pthread_mutex_lock(&rt->lock);
 	if (!t->mine && !rt_done(rt) && __widle_remove(rt, t->w)) {
 		t->mine = p;
@@ -1412,7 +1401,7 @@ static uint64_t hlat_floor(uint32_t b)
 	return ((uint64_t)KG_HLAT_SUB + sub) << (top - 2);
 }
 
-void kg_hlat_record(struct kg_rt *rt, uint64_t ns)
+static void hlat_record(struct kg_rt *rt, uint64_t ns)
 {
 	/* relaxed: statistics, read racily by kg_stats */
 	atomic_fetch_add_explicit(&rt->hlat_sum, ns, memory_order_relaxed);
@@ -1446,6 +1435,14 @@ static uint64_t hlat_quantile(struct kg_rt *rt, double q)
 			return hlat_floor(b);
 	}
 	return atomic_load_explicit(&rt->hlat_max, memory_order_relaxed);
+}
+
+void kg_handoff_seen(struct kg_rt *rt, struct kg_worker *from, uint64_t ns)
+{
+	/* from finds its proc gone at its next scheduler entry (workers_out) */
+	atomic_fetch_add(&from->lost_seen, 1);
+	atomic_fetch_add_explicit(&rt->handoffs, 1, memory_order_relaxed);
+	hlat_record(rt, ns);
 }
 
 void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p)

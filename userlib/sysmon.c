@@ -105,11 +105,8 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 						 __ATOMIC_ACQUIRE))
 			kg_throw("sysmon: proc %u owned by %u, not worker %u",
 				 pi, expect, w->index);
-		atomic_fetch_add(&w->lost_seen, 1);
-		atomic_fetch_add_explicit(&rt->handoffs, 1,
-					  memory_order_relaxed);
 		/* from the block's start: what the queued coroutines waited */
-		kg_hlat_record(rt, now > since ? now - since : 0);
+		kg_handoff_seen(rt, w, now > since ? now - since : 0);
 		KG_PROBE3(handoff, pi, w->index, -1);
 		kg_handoff_proc(rt, p);
 		taken++;
