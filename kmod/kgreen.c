@@ -329,7 +329,6 @@ static void kg_unlink_self(struct kg_worker *kw)
 	kg_reap(kw, false);
 }
 
-
 static int kg_open(struct inode *inode, struct file *file)
 {
 	struct kg_ctx *ctx;

@@ -472,6 +472,29 @@ static void on_signal(int sig)
 	S.stop = 1;
 }
 
+static double mono_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/*
+ * Read events for secs, or until interrupted (or, with upto_exit, until
+ * the process is gone); returns the seconds it took.
+ */
+static double poll_for(struct ring_buffer *rb, double secs, bool upto_exit)
+{
+	double t0 = mono_s(), now;
+
+	do {
+		ring_buffer__poll(rb, 100);
+		now = mono_s();
+	} while (!S.stop && now - t0 < secs && !(upto_exit && kill(S.pid, 0)));
+	return now - t0;
+}
+
 static int usage(void)
 {
 	fprintf(stderr,
@@ -556,32 +579,18 @@ int main(int argc, char **argv)
 	signal(SIGTERM, on_signal);
 
 	if (record) {
-		struct timespec ts;
-		double t0, now;
+		double took;
 
 		S.recording = true;
-		clock_gettime(CLOCK_MONOTONIC, &ts);
-		t0 = ts.tv_sec + ts.tv_nsec / 1e9;
-		do {
-			ring_buffer__poll(rb, 100);
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			now = ts.tv_sec + ts.tv_nsec / 1e9;
-		} while (!S.stop && now - t0 < secs && !kill(S.pid, 0));
+		took = poll_for(rb, secs, true);
 		ring_buffer__consume(rb);
 		write_trace(out);
 		fprintf(stderr, "kgreen-trace: %zu events in %.1f s to %s%s\n",
-			S.nlog, now - t0, out,
+			S.nlog, took, out,
 			S.overflow ? " (out of memory: some dropped)" : "");
 	} else {
 		while (!S.stop && count != 0 && !kill(S.pid, 0)) {
-			struct timespec ts, te;
-
-			clock_gettime(CLOCK_MONOTONIC, &ts);
-			do {
-				ring_buffer__poll(rb, 100);
-				clock_gettime(CLOCK_MONOTONIC, &te);
-			} while (!S.stop && (te.tv_sec - ts.tv_sec) +
-				 (te.tv_nsec - ts.tv_nsec) / 1e9 < interval);
+			poll_for(rb, interval, false);
 			view(interval, tty);
 			if (count > 0)
 				count--;
