@@ -469,7 +469,12 @@ static struct lf_op *op_spare_take(void)
 
 static __attribute__((noinline)) void op_free(struct lf_op *op)
 {
-	if (op->ncases == 1 && !op_spare)
+	/*
+	 * Kept only by a thread whose exit frees it (rcu_thread_exit runs
+	 * for registered readers): an owner may be woken on a thread that
+	 * never ran an operation, and its spare would leak when it exits.
+	 */
+	if (op->ncases == 1 && !op_spare && rcu_registered)
 		op_spare = op;
 	else
 		free(op);
