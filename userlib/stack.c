@@ -146,6 +146,8 @@ int kg_stacks_init(struct kg_rt *rt)
 	return 0;
 }
 
+static struct kg_co *slab_co(struct kg_slab *s, uint32_t i);
+
 void kg_stacks_destroy(struct kg_rt *rt)
 {
 	struct kg_stack_alloc *a = rt->stacks;
@@ -163,6 +165,14 @@ void kg_stacks_destroy(struct kg_rt *rt)
 	}
 	for (s = a->slabs; s; s = n) {
 		n = s->next;
+#ifdef KG_TSAN
+		for (c = 0; c < s->carved; c++) {
+			struct kg_co *co = slab_co(s, c);
+
+			if (co->tsan_fiber)
+				__tsan_destroy_fiber(co->tsan_fiber);
+		}
+#endif
 		munmap(s->base, s->bytes);
 		free(s);
 	}
@@ -383,7 +393,14 @@ struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
 				    (size_t)(co->stack.hi - co->stack.lo));
 #endif
 #ifdef KG_TSAN
-	co->tsan_fiber = __tsan_create_fiber(0);
+	/*
+	 * A ThreadSanitizer fiber lives as long as its stack: creating one
+	 * clears most of a megabyte of TSan state, which made a spawn-heavy
+	 * suite spend minutes there. The next owner inherits the previous
+	 * one's clock, an edge the scheduler's free-then-alloc has anyway.
+	 */
+	if (!co->tsan_fiber)
+		co->tsan_fiber = __tsan_create_fiber(0);
 #endif
 	return co;
 }
@@ -393,10 +410,7 @@ void kg_co_free(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co)
 	struct kg_stack_alloc *a = rt->stacks;
 	uint32_t c = co->stack.size_class;
 
-#ifdef KG_TSAN
-	__tsan_destroy_fiber(co->tsan_fiber);
-	co->tsan_fiber = NULL;
-#endif
+	/* a ThreadSanitizer fiber stays with the stack (kg_co_alloc) */
 	if (p && c == a->dflt) {
 		if (p->nfree_cos == KG_PROC_CACHE)
 			kg_procs_cache_drain(rt, p, KG_PROC_CACHE / 2);
