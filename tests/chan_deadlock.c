@@ -201,6 +201,40 @@ TEST(no_alarm_while_a_plain_thread_computes)
 	ASSERT_EQ(0, co_failures());
 }
 
+/*
+ * A plain thread whose first kgreen call is kg_sleep: asleep in kgreen,
+ * it may wake a coroutine afterwards (as Go's runtime counts a timer),
+ * so the watch must not report while it sleeps, past its 100 ms.
+ */
+static kg_wg_t sleeper_wg;
+
+static void *kg_sleeper_thread(void *p)
+{
+	(void)p;
+	kg_sleep(400 * MS);
+	kg_wg_done(&sleeper_wg);	/* wakes main */
+	return NULL;
+}
+
+static void sleeper_main(void *p)
+{
+	pthread_t t;
+
+	(void)p;
+	kg_wg_add(&sleeper_wg, 1);
+	CO_CHECK(pthread_create(&t, NULL, kg_sleeper_thread, NULL) == 0,
+		 "thread");
+	CO_CHECK(kg_wg_wait(&sleeper_wg) == 0, "wait");
+	pthread_join(t, NULL);
+}
+
+TEST(no_alarm_while_a_plain_thread_sleeps_in_kg_sleep)
+{
+	sleeper_wg = (kg_wg_t)KG_WG_INIT;
+	ASSERT_EQ(0, run_kg(sleeper_main, NULL, 2));
+	ASSERT_EQ(0, co_failures());
+}
+
 static void ok_main(void *p)
 {
 	(void)p;

@@ -330,6 +330,10 @@ int kg_sleep(uint64_t ns)
 	uint64_t now, deadline;
 
 	if (!w || w->cur == &w->g0) {
+		/* a plain thread that sleeps in kgreen may wake a coroutine
+		 * after it: a possible waker for the deadlock watch */
+		if (!w)
+			kg_foreign_note();
 		plain_sleep(ns);
 		return 0;
 	}
