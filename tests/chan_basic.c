@@ -10,6 +10,9 @@
 #include <pthread.h>
 
 #include "harness.h"
+#ifdef __SANITIZE_ADDRESS__
+#include <sanitizer/lsan_interface.h>
+#endif
 #include "kg_test.h"
 
 #define MS 1000000ull
@@ -696,6 +699,79 @@ TEST(free_with_waiters_is_refused)
 {
 	ASSERT_EQ(0, run_kg(free_busy_main, NULL, 1));
 	ASSERT_EQ(0, co_failures());
+}
+
+/*
+ * A parked coroutine resumed on a worker thread that never ran a channel
+ * operation (the one sysmon hands main's proc to while main sits in a
+ * marked blocking call) finishes its operation there. Nothing of it may
+ * stay behind in that thread when the thread exits: LeakSanitizer checks
+ * that in ASan builds (a spare record used to leak so); every build
+ * checks that the receiver did resume on another thread.
+ */
+static struct {
+	kg_chan_t *ch;
+	int pipefd[2];
+	_Atomic long parked_tid, resumed_tid, main_tid;
+} mv;
+
+static void moved_receiver(void *p)
+{
+	long v = 0;
+	char c = 1;
+
+	(void)p;
+	atomic_store(&mv.parked_tid, gettid_());
+	CO_CHECK(kg_chan_recv(mv.ch, &v) == 0 && v == 42, "recv %ld", v);
+	atomic_store(&mv.resumed_tid, gettid_());
+	CO_CHECK(write(mv.pipefd[1], &c, 1) == 1, "write");	/* main goes on */
+}
+
+static void *moved_sender(void *p)
+{
+	long v = 42;
+
+	(void)p;
+	kg_chan_send(mv.ch, &v);	/* the receiver waits: it is woken */
+	return NULL;
+}
+
+static void moved_main(void *p)
+{
+	pthread_t t;
+	char c;
+
+	(void)p;
+	atomic_store(&mv.main_tid, gettid_());
+	kg_go(moved_receiver, NULL);
+	while (!atomic_load(&mv.parked_tid))
+		kg_yield();	/* one proc: it ran until it parked */
+	CO_CHECK(pthread_create(&t, NULL, moved_sender, NULL) == 0, "thread");
+	/* our worker blocks until the receiver has run: on another one */
+	kg_blocking_begin();
+	CO_CHECK(read(mv.pipefd[0], &c, 1) == 1, "read");
+	kg_blocking_end();
+	pthread_join(t, NULL);
+}
+
+TEST(resumed_on_a_fresh_worker_leaves_nothing)
+{
+	struct kg_config cfg = { .procs = 1, .backend = "sysmon" };
+
+	mv.ch = kg_chan_make(sizeof(long), 0);
+	ASSERT_TRUE(mv.ch != NULL);
+	ASSERT_EQ(0, pipe(mv.pipefd));
+	ASSERT_EQ(0, kg_run(moved_main, NULL, &cfg));
+	ASSERT_EQ(0, co_failures());
+	EXPECT_EQ(atomic_load(&mv.main_tid), atomic_load(&mv.parked_tid));
+	EXPECT_NE(atomic_load(&mv.parked_tid), atomic_load(&mv.resumed_tid));
+	kg_chan_free(mv.ch);
+	close(mv.pipefd[0]);
+	close(mv.pipefd[1]);
+#ifdef __SANITIZE_ADDRESS__
+	/* kg_run joined its workers: their thread-local memory is gone */
+	ASSERT_EQ(0, __lsan_do_recoverable_leak_check());
+#endif
 }
 
 TEST_HARNESS_MAIN

@@ -233,6 +233,8 @@ static void rcu_thread_exit(void *v)
 	(void)v;
 	free(op_spare_take());
 	urcu_memb_unregister_thread();
+	/* anything later in this thread's exit registers again, or frees */
+	rcu_registered = false;
 }
 
 static void rcu_key_make(void)
