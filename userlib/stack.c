@@ -166,8 +166,8 @@ void kg_stacks_destroy(struct kg_rt *rt)
 	for (s = a->slabs; s; s = n) {
 		n = s->next;
 #ifdef KG_TSAN
-		for (c = 0; c < s->carved; c++) {
-			struct kg_co *co = slab_co(s, c);
+		for (uint32_t i = 0; i < s->carved; i++) {
+			struct kg_co *co = slab_co(s, i);
 
 			if (co->tsan_fiber)
 				__tsan_destroy_fiber(co->tsan_fiber);
