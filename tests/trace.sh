@@ -38,8 +38,10 @@ check() {	# description, file, grep -E pattern
 		sed 's/^/# /' "$2" "$tmp/err"
 	fi
 }
+# Any index: a worker that ran nothing in the interval (worker 0 may sit
+# blocked all along while others take its proc) is not listed.
 check "the live view lists workers by index and thread id" "$tmp/view" \
-	'^0 +[0-9]+ +(running coroutine|blocked in|scheduler)'
+	'^[0-9]+ +[0-9]+ +(running coroutine|blocked in|scheduler)'
 check "and a worker blocked in a named system call" "$tmp/view" \
 	'blocked in (read|fsync|nanosleep|futex|clock_nanosleep)'
 check "and the handoff rate" "$tmp/view" 'handoffs [0-9]+/s'
