@@ -153,6 +153,7 @@ struct lf_case {
 	_Atomic uint8_t result;		/* RES_*, set by the claim's winner */
 	_Atomic uint8_t rereg;		/* broken while registering */
 	kg_chan_t *ch;
+	_Atomic uintptr_t *cell;	/* where it was installed last */
 };
 
 struct lf_op {
@@ -221,17 +222,13 @@ enum { R_DONE, R_CLOSED, R_AGAIN, R_INSTALLED, R_NOMEM };
 /* RCU: every thread that touches segments is a registered reader      */
 /* ------------------------------------------------------------------ */
 
-static __thread struct lf_op *op_spare KG_TLS;	/* see op_new */
 static pthread_key_t rcu_key;
 static pthread_once_t rcu_once = PTHREAD_ONCE_INIT;
 static __thread bool rcu_registered KG_TLS;
 
-static struct lf_op *op_spare_take(void);
-
 static void rcu_thread_exit(void *v)
 {
 	(void)v;
-	free(op_spare_take());
 	urcu_memb_unregister_thread();
 	/* anything later in this thread's exit registers again, or frees */
 	rcu_registered = false;
@@ -432,55 +429,26 @@ static uintptr_t wait_resolved(_Atomic uintptr_t *cell)
 /* Operation records                                                   */
 /* ------------------------------------------------------------------ */
 
-/*
- * One spare single-case record per thread: a blocking send or receive
- * parks with a record that its partner usually frees on another thread,
- * so a plain malloc/free pair per park would cost more than the rest of
- * the protocol. Out of line, so that a coroutine reaches the spare of
- * the thread it runs on now.
- */
-static __attribute__((noinline)) struct lf_op *op_new(uint32_t ncases,
-						      uint32_t claim)
+/* Set up a record for the calling coroutine or thread, held by it. */
+static void op_init(struct lf_op *op, uint32_t ncases, uint32_t claim)
 {
-	struct lf_op *op = NULL;
-
-	if (ncases == 1 && op_spare) {
-		op = op_spare;
-		op_spare = NULL;
-	} else {
-		op = malloc(sizeof(*op) + ncases * sizeof(op->cases[0]));
-		if (!op)
-			return NULL;
-	}
 	atomic_store_explicit(&op->refs, 1, memory_order_relaxed);
 	op->ncases = ncases;
 	op->simple = false;
 	kg_parker_init(&op->pk);
 	atomic_store_explicit(&op->pk.claim, claim, memory_order_relaxed);
+}
+
+/* A record on the heap: one that cells may hold after its owner left. */
+static struct lf_op *op_new(uint32_t ncases, uint32_t claim)
+{
+	struct lf_op *op = malloc(sizeof(*op) + ncases * sizeof(op->cases[0]));
+
+	if (op)
+		op_init(op, ncases, claim);
 	return op;
 }
 
-/* The thread's spare, handed over (thread exit). */
-static struct lf_op *op_spare_take(void)
-{
-	struct lf_op *op = op_spare;
-
-	op_spare = NULL;
-	return op;
-}
-
-static __attribute__((noinline)) void op_free(struct lf_op *op)
-{
-	/*
-	 * Kept only by a thread whose exit frees it (rcu_thread_exit runs
-	 * for registered readers): an owner may be woken on a thread that
-	 * never ran an operation, and its spare would leak when it exits.
-	 */
-	if (op->ncases == 1 && !op_spare && rcu_registered)
-		op_spare = op;
-	else
-		free(op);
-}
 
 static inline void op_get(struct lf_op *op)
 {
@@ -491,7 +459,7 @@ static inline void op_put(struct lf_op *op)
 {
 	/* acq_rel: the last holder sees every other holder's accesses */
 	if (atomic_fetch_sub_explicit(&op->refs, 1, memory_order_acq_rel) == 1)
-		op_free(op);
+		free(op);
 }
 
 static void case_init(struct lf_case *k, struct lf_op *op, uint32_t idx,
@@ -506,20 +474,37 @@ static void case_init(struct lf_case *k, struct lf_op *op, uint32_t idx,
 	atomic_store_explicit(&k->rereg, 0, memory_order_relaxed);
 }
 
-/* A single operation's record, made when it is about to park. */
+/*
+ * A single operation's record, made when it is about to park. A simple
+ * one (see struct lf_op) lives in the frame of its owner's chan_op: the
+ * owner is the last to touch it, when its wait is over, so no malloc, no
+ * count, and nothing for the heap to lose if the runtime ends before the
+ * owner runs again.
+ */
+union lf_op1 {
+	struct lf_op op;
+	char room[sizeof(struct lf_op) + sizeof(struct lf_case)];
+};
+
 struct lazy_op {
 	struct lf_op *op;
+	union lf_op1 *frame;		/* the simple record's place */
 	bool untimed;			/* no deadline: may be simple */
 };
 
 static struct lf_case *lazy_case(struct lazy_op *lazy, bool is_send,
 				 void *elem, kg_chan_t *c)
 {
-	struct lf_op *op = op_new(1, 0);
+	struct lf_op *op = &lazy->frame->op;
 
-	if (!op)
-		return NULL;
-	op->simple = lazy->untimed && op->pk.co;
+	op_init(op, 1, 0);
+	if (lazy->untimed && op->pk.co) {
+		op->simple = true;
+	} else {
+		op = op_new(1, 0);
+		if (!op)
+			return NULL;
+	}
 	case_init(&op->cases[0], op, 0, is_send, elem, c);
 	lazy->op = op;
 	return &op->cases[0];
@@ -629,6 +614,7 @@ static bool install(_Atomic uintptr_t *cell, uintptr_t *st, struct lf_case *k)
 	/* a simple op keeps no count (see struct lf_op) */
 	if (!simple)
 		op_get(k->op);
+	k->cell = cell;		/* for kg_chan_abandon */
 	if (atomic_compare_exchange_strong_explicit(cell, st, W_OF(k),
 						    memory_order_acq_rel,
 						    memory_order_acquire))
@@ -936,6 +922,59 @@ static void unlock_none(void *arg)
 }
 
 /*
+ * Wait in op until a party or the deadline resolves it. Meanwhile our
+ * coroutine names op, for kg_chan_abandon if the runtime ends before we
+ * run again. Only the owner writes co->chan_op; only the teardown, when
+ * no worker runs any more, reads it from elsewhere.
+ */
+static void op_wait(struct lf_op *op, uint64_t deadline)
+{
+	struct kg_co *co = op->pk.co;
+
+	if (co)
+		co->chan_op = op;
+	kg_parker_wait(&op->pk, unlock_none, NULL, deadline);
+	if (co)
+		co->chan_op = NULL;
+}
+
+/*
+ * kg_run is ending and co, alive, never ran again after waiting in
+ * co->chan_op (main returned first: Go drops such goroutines too). Let go
+ * of what the runtime holds for it. A simple record lives on co's stack,
+ * about to be unmapped: if no party took its cell, the cell must not
+ * lead to it any more, so break the cell (a party would move past it).
+ * The cell's segment is still there: a segment holding a waiter is
+ * never unlinked, and kg_chan_free refuses a channel that has one. A
+ * record on the heap is given up as if timed out (parties then break
+ * the cells that still hold it, and kg_chan_free drops them), and our
+ * reference to it goes. No thread may be using the channel meanwhile.
+ */
+void kg_chan_abandon(struct kg_co *co, void *arg)
+{
+	struct lf_op *op = co->chan_op;
+
+	(void)arg;
+	if (!op)
+		return;
+	co->chan_op = NULL;
+	if (!op->simple) {
+		kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT);
+		kg_parker_done(&op->pk);
+		op_put(op);
+		return;
+	}
+	if (atomic_load_explicit(&op->pk.claim, memory_order_acquire) == 0) {
+		struct lf_case *k = &op->cases[0];
+		uintptr_t st = W_OF(k);
+
+		lf_read_lock();
+		atomic_compare_exchange_strong(k->cell, &st, C_BROKEN);
+		lf_read_unlock();
+	}
+}
+
+/*
  * One send or receive. deadline: 0 never waits (try_), UINT64_MAX waits
  * forever, else the kg_now_ns() limit.
  */
@@ -944,7 +983,8 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 {
 	bool timed = deadline != 0 && deadline != UINT64_MAX;
 	int would_wait = timed ? -ETIMEDOUT : -EAGAIN;
-	struct lazy_op lazy = { NULL, deadline == UINT64_MAX };
+	union lf_op1 frame;
+	struct lazy_op lazy = { NULL, &frame, deadline == UINT64_MAX };
 	struct lf_op *op;
 	uint32_t claim;
 	uint8_t res;
@@ -972,7 +1012,7 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 	 * A record made for a park whose install lost its CAS, after which
 	 * the operation finished another way: no cell holds it, only we do.
 	 */
-	if (kg_unlikely(r != R_INSTALLED && lazy.op))
+	if (kg_unlikely(r != R_INSTALLED && lazy.op && !lazy.op->simple))
 		op_put(lazy.op);
 	switch (r) {
 	case R_DONE:
@@ -987,17 +1027,17 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 	/* parked in a cell */
 	op = lazy.op;
 	kg_co_waiting(op->pk.co, is_send ? "chan send" : "chan recv", c);
+	/* a simple op has no deadline: arming it cannot fail */
 	if (kg_parker_arm(&op->pk, deadline) &&
 	    kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT)) {
 		op_put(op);	/* the cell keeps its reference */
 		return -ENOMEM;
 	}
-	kg_parker_wait(&op->pk, unlock_none, NULL, deadline);
+	op_wait(op, deadline);
 	claim = atomic_load_explicit(&op->pk.claim, memory_order_acquire);
 	res = atomic_load_explicit(&op->cases[0].result, memory_order_relaxed);
-	if (op->simple)
-		op_free(op);	/* the cell's taker is done with it */
-	else
+	/* a simple op's taker is done with it: it goes with our frame */
+	if (!op->simple)
 		op_put(op);
 	if (claim == KG_CLAIM_TIMEOUT)
 		return -ETIMEDOUT;
@@ -1495,12 +1535,17 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 		}
 	}
 	kg_co_waiting(op->pk.co, "select", cases[order[0]].ch);
+	/* registered: order is not needed any more (nor kept while we wait) */
+	if (order != stack_order) {
+		free(order);
+		order = stack_order;
+	}
 	if (kg_parker_arm(&op->pk, deadline) &&
 	    kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT)) {
 		r = -ENOMEM;
 		goto done_early;
 	}
-	kg_parker_wait(&op->pk, unlock_none, NULL, deadline);
+	op_wait(op, deadline);
 	claim = atomic_load_explicit(&op->pk.claim, memory_order_acquire);
 	if (claim == KG_CLAIM_TIMEOUT) {
 		r = -ETIMEDOUT;

@@ -150,6 +150,8 @@ struct kg_co {
 	/* why and on what it is WAITING (deadlock report, debuggers) */
 	const char *wait_reason;
 	const void *wait_obj;
+	/* chan.c: the record of the channel operation it waits in */
+	void *chan_op;
 	/* sanitizer fiber state (context.h) */
 	void *asan_fake;
 	void *tsan_fiber;
@@ -548,6 +550,8 @@ void kg_co_foreach(struct kg_rt *rt, void (*fn)(struct kg_co *, void *),
 		   void *arg);
 /* The name of co's entry function, or "?". */
 const char *kg_co_entry_name(struct kg_co *co);
+/* chan.c: let go of what a channel holds for co, left alive at teardown. */
+void kg_chan_abandon(struct kg_co *co, void *arg);
 
 /* ------------------------------------------------------------------ */
 /* wait.c: locks and parkers shared by channels and sync objects       */

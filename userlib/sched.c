@@ -2144,6 +2144,9 @@ static void rt_free(struct kg_rt *rt)
 {
 	uint32_t i;
 
+	/* coroutines main left behind: their stacks go below */
+	if (rt->stacks)
+		kg_co_foreach(rt, kg_chan_abandon, NULL);
 	if (rt->procs)
 		kg_timers_orphan(rt);
 	for (i = 0; rt->procs && i < rt->nprocs; i++) {
