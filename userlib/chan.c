@@ -1278,9 +1278,13 @@ void kg_chan_free(kg_chan_t *c)
 						"not freed\n", (void *)c);
 					return;
 				}
+				/* (a simple op's cell keeps no reference) */
 				if (pass == 1) {
+					struct lf_op *op = W_CASE(st)->op;
+
 					atomic_store(&s->cell[i], C_BROKEN);
-					op_put(W_CASE(st)->op);
+					if (!op->simple)
+						op_put(op);
 				}
 			}
 		}
