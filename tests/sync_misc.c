@@ -2,7 +2,8 @@
 /*
  * sync_misc - kg_once_t (exactly once under 100 concurrent callers,
  * coroutines and threads) and kg_sem_t (counting bound, FIFO hand-over,
- * timeouts racing releases without losing a token, overflow), and -EINVAL
+ * timeouts racing releases without losing a token, overflow), waits of
+ * coroutines main leaves behind (withdrawn, counts exact), and -EINVAL
  * for NULL everywhere in the sync API.
  */
 #define _GNU_SOURCE
@@ -609,6 +610,231 @@ TEST(deadlock_names_the_wait)
 		ASSERT_NONNULL(strstr(out, want[i]))
 			TH_LOG("case %d said: %s", i, out);
 	}
+}
+
+/* ---------------------------------------------------------------- */
+/* Left behind at main's return                                      */
+/* ---------------------------------------------------------------- */
+
+/*
+ * Coroutines waiting on sync objects when main returns never run again
+ * (Go drops them too), and their stacks go. The objects outlive kg_run:
+ * each wait still queued must be withdrawn and uncounted, so that later
+ * calls from plain threads neither wake a coroutine that is gone nor hand
+ * it a token, and the counts come out exact. What a coroutine was handed
+ * and never returned with stays its own (the starvation-mode handoff:
+ * the mutex stays locked, and unlockable); a normal-mode wake-up is
+ * passed on (else the mutex's WOKEN flag would stay set and no later
+ * unlock would wake anyone).
+ */
+#define MUTEX_STATE_LOCKED 1u		/* sync.c's state bits */
+#define MUTEX_STATE_STARVING 4u
+
+static struct {
+	kg_mutex_t mu, mw, ms, cm;
+	kg_wg_t wg;
+	kg_sem_t sem;
+	kg_cond_t cv;
+	kg_rwmutex_t rw, rw2;
+	_Atomic int waiting, ran_again, phase;
+} lb;
+
+enum { LB_MU, LB_MW, LB_MS, LB_WG, LB_SEM, LB_SEMT, LB_CV, LB_RD, LB_WR2,
+       LB_RD2, LB_N };
+
+static void lb_co(void *p)
+{
+	int kind = (int)(intptr_t)p;
+
+	atomic_fetch_add(&lb.waiting, 1);
+	switch (kind) {
+	case LB_MU:
+		kg_mutex_lock(&lb.mu);
+		break;
+	case LB_MW:
+		kg_mutex_lock(&lb.mw);
+		break;
+	case LB_MS:
+		kg_mutex_lock(&lb.ms);
+		break;
+	case LB_WG:
+		kg_wg_wait(&lb.wg);
+		break;
+	case LB_SEM:
+		kg_sem_acquire(&lb.sem);
+		break;
+	case LB_SEMT:
+		kg_sem_acquire_timeout(&lb.sem, 3600ull * 1000000000ull);
+		break;
+	case LB_CV:
+		kg_mutex_lock(&lb.cm);
+		kg_cond_wait(&lb.cv, &lb.cm);
+		break;
+	case LB_RD:
+		kg_rwmutex_rlock(&lb.rw);
+		break;
+	case LB_WR2:
+		kg_rwmutex_lock(&lb.rw2);
+		break;
+	default:
+		kg_rwmutex_rlock(&lb.rw2);
+		break;
+	}
+	atomic_store(&lb.ran_again, 1);	/* must not happen: main is gone */
+}
+
+/* Until n coroutines have come and (one proc) parked. */
+static void lb_settle(int n)
+{
+	while (atomic_load(&lb.waiting) < n)
+		kg_yield();
+	kg_yield();
+}
+
+/*
+ * A plain thread drives lb.ms into starvation mode with lb_co(LB_MS) as
+ * its waiter. It holds ms while the coroutine waits over 1 ms, wakes it
+ * and takes ms back while main keeps the one proc busy; main then lets
+ * the coroutine run: starving, it finds ms locked, marks STARVING and
+ * waits again. The thread hands ms over while main, busy again, is about
+ * to return before the coroutine can run.
+ */
+static void *lb_starver(void *p)
+{
+	(void)p;
+	usleep(3000);
+	kg_mutex_unlock(&lb.ms);
+	kg_mutex_lock(&lb.ms);
+	atomic_store(&lb.phase, 1);
+	while (atomic_load(&lb.phase) < 2)
+		usleep(100);
+	kg_mutex_unlock(&lb.ms);	/* starvation mode: hands it over */
+	atomic_store(&lb.phase, 3);
+	return NULL;
+}
+
+/* Busy until the starver says phase (no switch: nothing else runs). */
+static void lb_spin_until(int phase)
+{
+	while (atomic_load(&lb.phase) < phase)
+		;
+}
+
+static void lb_main(void *p)
+{
+	pthread_t *starver = p;
+	int kind;
+
+	kg_mutex_lock(&lb.mu);
+	kg_mutex_lock(&lb.mw);
+	kg_wg_add(&lb.wg, 1);
+	kg_rwmutex_lock(&lb.rw);
+	kg_rwmutex_rlock(&lb.rw2);
+	for (kind = 0; kind < LB_N; kind++) {
+		kg_go(lb_co, (void *)(intptr_t)kind);
+		lb_settle(kind + 1);	/* in order: RD2 queues behind WR2 */
+	}
+	CO_CHECK(pthread_create(starver, NULL, lb_starver, NULL) == 0,
+		 "thread");
+	lb_spin_until(1);
+	kg_yield();			/* the ms waiter marks STARVING */
+	CO_CHECK(__atomic_load_n(&lb.ms.state, __ATOMIC_ACQUIRE) &
+			 MUTEX_STATE_STARVING,
+		 "ms state %#x", lb.ms.state);
+	atomic_store(&lb.phase, 2);
+	lb_spin_until(3);
+	/* wake the waiter on mw (normal mode): it is queued to run next */
+	kg_mutex_unlock(&lb.mw);
+}	/* and return before the woken ones run */
+
+static void *lb_lock_unlock(void *p)
+{
+	kg_mutex_lock(p);
+	kg_mutex_unlock(p);
+	return NULL;
+}
+
+TEST(left_behind_waiters_are_withdrawn)
+{
+	struct kg_config cfg = { .procs = 1 };
+	struct timespec ts;
+	pthread_t starver, t;
+
+	lb.mu = lb.mw = lb.ms = lb.cm = (kg_mutex_t)KG_MUTEX_INIT;
+	lb.wg = (kg_wg_t)KG_WG_INIT;
+	lb.sem = (kg_sem_t)KG_SEM_INIT(0);
+	lb.cv = (kg_cond_t)KG_COND_INIT;
+	lb.rw = lb.rw2 = (kg_rwmutex_t)KG_RWMUTEX_INIT;
+	ASSERT_EQ(0, kg_mutex_lock(&lb.ms));	/* the starver's, from here */
+	ASSERT_EQ(0, kg_run(lb_main, &starver, &cfg));
+	ASSERT_EQ(0, pthread_join(starver, NULL));
+	ASSERT_EQ(0, co_failures());
+	EXPECT_EQ(0, atomic_load(&lb.ran_again));
+
+	/* mu: main still holds it; its waiter is gone and uncounted */
+	EXPECT_EQ(MUTEX_STATE_LOCKED, lb.mu.state);
+	EXPECT_EQ(0, kg_mutex_unlock(&lb.mu));
+	EXPECT_EQ(0u, lb.mu.state);
+	EXPECT_EQ(0u, lb.mu.sema);
+	/* mw: the woken waiter's turn was passed on: unlocks wake again */
+	EXPECT_EQ(0u, lb.mw.state);
+	ASSERT_EQ(0, kg_mutex_lock(&lb.mw));
+	ASSERT_EQ(0, pthread_create(&t, NULL, lb_lock_unlock, &lb.mw));
+	usleep(20000);
+	EXPECT_EQ(0, kg_mutex_unlock(&lb.mw));
+	clock_gettime(CLOCK_REALTIME, &ts);
+	ts.tv_sec += 10;
+	ASSERT_EQ(0, pthread_timedjoin_np(t, NULL, &ts))
+		TH_LOG("a waiter was not woken by the unlock");
+	EXPECT_EQ(0u, lb.mw.state);
+	/* ms: handed over in starvation mode, it stays locked, normally */
+	EXPECT_EQ(MUTEX_STATE_LOCKED, lb.ms.state);
+	EXPECT_EQ(0, kg_mutex_unlock(&lb.ms));
+	EXPECT_EQ(0, kg_mutex_trylock(&lb.ms));
+	EXPECT_EQ(0, kg_mutex_unlock(&lb.ms));
+	EXPECT_EQ(0u, lb.ms.state);
+
+	/* wg: counter 1, no waiter */
+	EXPECT_EQ((uint64_t)1 << 32, lb.wg.state);
+	EXPECT_EQ(NULL, lb.wg.waiters);
+	EXPECT_EQ(0, kg_wg_done(&lb.wg));
+	EXPECT_EQ(0, kg_wg_wait(&lb.wg));
+
+	/* sem: both waiters gone; a release leaves its token free */
+	EXPECT_EQ(0u, lb.sem.state);
+	EXPECT_EQ(0, kg_sem_release(&lb.sem));
+	EXPECT_EQ(0, kg_sem_tryacquire(&lb.sem));
+	EXPECT_EQ(-EAGAIN, kg_sem_tryacquire(&lb.sem));
+
+	/* cond: the waiter let go of cm and left the queue */
+	EXPECT_EQ(NULL, lb.cv.q.head);
+	EXPECT_EQ(0, kg_cond_signal(&lb.cv));
+	EXPECT_EQ(0, kg_mutex_trylock(&lb.cm));
+	EXPECT_EQ(0, kg_mutex_unlock(&lb.cm));
+
+	/* rw: main's write lock; the reader queued behind it is gone */
+	EXPECT_EQ(0, kg_rwmutex_unlock(&lb.rw));
+	EXPECT_EQ(0, lb.rw.readers);
+	EXPECT_EQ(0u, lb.rw.rsema);
+	EXPECT_EQ(0, kg_rwmutex_trylock(&lb.rw));
+	EXPECT_EQ(0, kg_rwmutex_unlock(&lb.rw));
+
+	/*
+	 * rw2: main's read lock; the writer waiting for it and the reader
+	 * behind the writer are gone: the writer's announcement undone,
+	 * its mutex free. Only main's read lock is left.
+	 */
+	EXPECT_EQ(1, lb.rw2.readers);
+	EXPECT_EQ(0, lb.rw2.departing);
+	EXPECT_EQ(0u, lb.rw2.w.state);
+	EXPECT_EQ(-EBUSY, kg_rwmutex_trylock(&lb.rw2));
+	EXPECT_EQ(0, kg_rwmutex_runlock(&lb.rw2));
+	EXPECT_EQ(0, kg_rwmutex_trylock(&lb.rw2));
+	EXPECT_EQ(0, kg_rwmutex_unlock(&lb.rw2));
+	EXPECT_EQ(0, kg_rwmutex_tryrlock(&lb.rw2));
+	EXPECT_EQ(0, kg_rwmutex_runlock(&lb.rw2));
+	EXPECT_EQ(0u, lb.rw2.wsema);
+	EXPECT_EQ(0u, lb.rw2.rsema);
 }
 
 /* ---------------------------------------------------------------- */

@@ -614,7 +614,7 @@ static bool install(_Atomic uintptr_t *cell, uintptr_t *st, struct lf_case *k)
 	/* a simple op keeps no count (see struct lf_op) */
 	if (!simple)
 		op_get(k->op);
-	k->cell = cell;		/* for kg_chan_abandon */
+	k->cell = cell;		/* for chan_abandon */
 	if (atomic_compare_exchange_strong_explicit(cell, st, W_OF(k),
 						    memory_order_acq_rel,
 						    memory_order_acquire))
@@ -921,43 +921,47 @@ static void unlock_none(void *arg)
 	(void)arg;
 }
 
+static void chan_abandon(struct kg_co *co, int pass);
+
 /*
  * Wait in op until a party or the deadline resolves it. Meanwhile our
- * coroutine names op, for kg_chan_abandon if the runtime ends before we
- * run again. Only the owner writes co->chan_op; only the teardown, when
- * no worker runs any more, reads it from elsewhere.
+ * coroutine names op, for chan_abandon if the runtime ends before we run
+ * again. Only the owner writes co->abandon and co->wait_rec; only the
+ * teardown, when no worker runs any more, reads them from elsewhere.
  */
 static void op_wait(struct lf_op *op, uint64_t deadline)
 {
 	struct kg_co *co = op->pk.co;
 
-	if (co)
-		co->chan_op = op;
+	if (co) {
+		co->wait_rec = op;
+		co->abandon = chan_abandon;
+	}
 	kg_parker_wait(&op->pk, unlock_none, NULL, deadline);
 	if (co)
-		co->chan_op = NULL;
+		co->abandon = NULL;
 }
 
 /*
- * kg_run is ending and co, alive, never ran again after waiting in
- * co->chan_op (main returned first: Go drops such goroutines too). Let go
- * of what the runtime holds for it. A simple record lives on co's stack,
- * about to be unmapped: if no party took its cell, the cell must not
- * lead to it any more, so break the cell (a party would move past it).
- * The cell's segment is still there: a segment holding a waiter is
- * never unlinked, and kg_chan_free refuses a channel that has one. A
- * record on the heap is given up as if timed out (parties then break
- * the cells that still hold it, and kg_chan_free drops them), and our
- * reference to it goes. No thread may be using the channel meanwhile.
+ * kg_run is ending and co, alive, never ran again after waiting in op
+ * (main returned first: Go drops such goroutines too). Let go of what the
+ * runtime holds for it, all in pass 0 (nobody is woken). A simple record
+ * lives on co's stack, about to be unmapped: if no party took its cell,
+ * the cell must not lead to it any more, so break the cell (a party would
+ * move past it). The cell's segment is still there: a segment holding a
+ * waiter is never unlinked, and kg_chan_free refuses a channel that has
+ * one. A record on the heap is given up as if timed out (parties then
+ * break the cells that still hold it, and kg_chan_free drops them), and
+ * our reference to it goes. A value a party already moved is spent with
+ * co. No thread may be using the channel meanwhile.
  */
-void kg_chan_abandon(struct kg_co *co, void *arg)
+static void chan_abandon(struct kg_co *co, int pass)
 {
-	struct lf_op *op = co->chan_op;
+	struct lf_op *op = co->wait_rec;
 
-	(void)arg;
-	if (!op)
+	if (pass != 0)
 		return;
-	co->chan_op = NULL;
+	co->abandon = NULL;
 	if (!op->simple) {
 		kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT);
 		kg_parker_done(&op->pk);

@@ -150,8 +150,16 @@ struct kg_co {
 	/* why and on what it is WAITING (deadlock report, debuggers) */
 	const char *wait_reason;
 	const void *wait_obj;
-	/* chan.c: the record of the channel operation it waits in */
-	void *chan_op;
+	/*
+	 * What it waits in, for kg_run's teardown should it never run again
+	 * (main returned first): abandon(co, pass) lets go of wait_rec,
+	 * pass 0 withdrawing waits still queued (no wake-ups), pass 1 then
+	 * settling what was handed to it. Set by the coroutine before it
+	 * parks and cleared when its wait returns; the teardown reads them
+	 * when no worker runs.
+	 */
+	void (*abandon)(struct kg_co *co, int pass);
+	void *wait_rec;
 	/* sanitizer fiber state (context.h) */
 	void *asan_fake;
 	void *tsan_fiber;
@@ -550,8 +558,6 @@ void kg_co_foreach(struct kg_rt *rt, void (*fn)(struct kg_co *, void *),
 		   void *arg);
 /* The name of co's entry function, or "?". */
 const char *kg_co_entry_name(struct kg_co *co);
-/* chan.c: let go of what a channel holds for co, left alive at teardown. */
-void kg_chan_abandon(struct kg_co *co, void *arg);
 
 /* ------------------------------------------------------------------ */
 /* wait.c: locks and parkers shared by channels and sync objects       */

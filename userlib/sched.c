@@ -2140,13 +2140,28 @@ static int backend_init(struct kg_rt *rt)
 	return 0;
 }
 
+/* kg_co_foreach: let go of what co, left behind, waits in (kg_co.abandon). */
+static void co_abandon(struct kg_co *co, void *arg)
+{
+	if (co->abandon)
+		co->abandon(co, *(int *)arg);
+}
+
 static void rt_free(struct kg_rt *rt)
 {
 	uint32_t i;
 
-	/* coroutines main left behind: their stacks go below */
-	if (rt->stacks)
-		kg_co_foreach(rt, kg_chan_abandon, NULL);
+	/*
+	 * Coroutines main left behind: their stacks go below. Every wait
+	 * still queued is withdrawn first, so that settling what was handed
+	 * to the others (pass 1) can wake no coroutine of this runtime.
+	 */
+	if (rt->stacks) {
+		int pass;
+
+		for (pass = 0; pass < 2; pass++)
+			kg_co_foreach(rt, co_abandon, &pass);
+	}
 	if (rt->procs)
 		kg_timers_orphan(rt);
 	for (i = 0; rt->procs && i < rt->nprocs; i++) {

@@ -94,16 +94,29 @@ static void unlock_nothing(void *arg)
 	(void)arg;
 }
 
+typedef void (*abandon_fn)(struct kg_co *co, int pass);
+
 /*
  * Wait until claimed (and woken); unlock(arg) runs once the waiter is
- * committed. why and obj name the wait in deadlock reports (Go's words).
+ * committed. why and obj name the wait in deadlock reports (Go's words);
+ * abandon lets go of it should main return before the coroutine runs
+ * again (kg_co.abandon: see "Left behind" below). Only the waiter writes
+ * its coroutine's abandon and wait_rec.
  */
 static void waiter_wait(struct sync_waiter *n, void (*unlock)(void *),
 			void *arg, uint64_t deadline, const char *why,
-			const void *obj)
+			const void *obj, abandon_fn abandon)
 {
-	kg_co_waiting(n->pk.co, why, obj);
+	struct kg_co *co = n->pk.co;
+
+	kg_co_waiting(co, why, obj);
+	if (co) {
+		co->wait_rec = n;
+		co->abandon = abandon;
+	}
 	kg_parker_wait(&n->pk, unlock, arg, deadline);
+	if (co)
+		co->abandon = NULL;
 }
 
 /* ------------------------------------------------------------------ */
@@ -220,6 +233,52 @@ static bool waiter_finish(struct sync_waiter *n, kg_lock_t *l,
 }
 
 /* ------------------------------------------------------------------ */
+/* Left behind: coroutines main leaves waiting                         */
+/* ------------------------------------------------------------------ */
+
+/*
+ * kg_run is ending and a coroutine, alive, never ran again after it
+ * waited on an object (main returned first). Its waiter is on its stack,
+ * about to be unmapped, and the object may outlive kg_run. The rules:
+ *  - a wait still queued is withdrawn as if it had timed out: out of the
+ *    queue, uncounted wherever the object counts its waiters (pass 0);
+ *  - what the coroutine was handed and had yet to return with stays with
+ *    it, as what it holds does: a mutex handed over in starvation mode, a
+ *    read or write lock, a semaphore token, a Cond signal, a WaitGroup's
+ *    release. Only a normal-mode mutex wake-up is no grant (it is a turn
+ *    to compete): pass 1 passes it on;
+ *  - an RWMutex writer withdrawn while readers were still in undoes its
+ *    announcement in pass 1 (the readers queued behind it go in) and lets
+ *    go of the writers' mutex.
+ * Pass 1 may wake waiters, but pass 0 has withdrawn every coroutine of
+ * this runtime, so those are plain threads. No worker runs; other
+ * threads must not be using the object meanwhile (channels.md).
+ */
+
+/*
+ * Pass 0 for n, a waiter queued on q under l: withdraw it (claimed as
+ * timed out, so that pass 1 can tell) and let left(arg) uncount it under
+ * l. True if it was still queued.
+ */
+static bool waiter_withdraw(struct sync_waiter *n, kg_lock_t *l,
+			    struct kg_waitq *q, void (*left)(void *),
+			    void *arg)
+{
+	bool queued;
+
+	kg_lock(l);
+	queued = n->queued;
+	if (queued) {
+		__wq_remove(q, n);
+		kg_parker_claim(&n->pk, KG_CLAIM_TIMEOUT);
+		if (left)
+			left(arg);
+	}
+	kg_unlock(l);
+	return queued;
+}
+
+/* ------------------------------------------------------------------ */
 /* WaitGroup                                                           */
 /* ------------------------------------------------------------------ */
 
@@ -273,6 +332,29 @@ int kg_wg_done(kg_wg_t *wg)
 	return kg_wg_add(wg, -1);
 }
 
+/* Left behind in kg_wg_wait: off the list and uncounted, if still on it. */
+static void wg_abandon(struct kg_co *co, int pass)
+{
+	kg_wg_t *wg = (kg_wg_t *)co->wait_obj;
+	struct sync_waiter *n = co->wait_rec, *p, *prev = NULL;
+
+	if (pass != 0)
+		return;
+	kg_lock(OBJ_LOCK(wg));
+	for (p = wg->waiters; p; prev = p, p = p->next) {
+		if (p != n)
+			continue;
+		if (prev)
+			prev->next = n->next;
+		else
+			wg->waiters = n->next;
+		/* under the lock the count is the list's length */
+		__atomic_sub_fetch(&wg->state, 1, __ATOMIC_ACQ_REL);
+		break;
+	}
+	kg_unlock(OBJ_LOCK(wg));
+}
+
 int kg_wg_wait(kg_wg_t *wg)
 {
 	struct sync_waiter n;
@@ -296,7 +378,7 @@ int kg_wg_wait(kg_wg_t *wg)
 	n.next = wg->waiters;
 	wg->waiters = &n;
 	waiter_wait(&n, unlock_obj, OBJ_LOCK(wg), UINT64_MAX,
-		    "sync.WaitGroup.Wait", wg);
+		    "sync.WaitGroup.Wait", wg, wg_abandon);
 	return 0;
 }
 
@@ -359,6 +441,8 @@ static bool can_spin(int round)
 	return n > 1;
 }
 
+static void mutex_abandon(struct kg_co *co, int pass);
+
 /* Go's runtime_SemacquireMutex on m->sema: lifo puts a re-waiter first. */
 static void mutex_sema_acquire(kg_mutex_t *m, bool lifo)
 {
@@ -374,7 +458,7 @@ static void mutex_sema_acquire(kg_mutex_t *m, bool lifo)
 	}
 	__wq_push(&m->q, &n, lifo);
 	waiter_wait(&n, unlock_obj, OBJ_LOCK(m), UINT64_MAX, "sync.Mutex.Lock",
-		    m);
+		    m, mutex_abandon);
 }
 
 /*
@@ -555,14 +639,10 @@ static void mutex_unlock_slow(kg_mutex_t *m, uint32_t new)
 	}
 }
 
-int kg_mutex_unlock(kg_mutex_t *m)
+static int mutex_unlock(kg_mutex_t *m)
 {
 	uint32_t old = MUTEX_LOCKED, new;
 
-	kg_note_caller();
-
-	if (!m)
-		return -EINVAL;
 	/* release: pairs with the acquire CAS of the next locker */
 	if (kg_likely(__atomic_compare_exchange_n(&m->state, &old, 0, false,
 						  __ATOMIC_RELEASE,
@@ -578,6 +658,73 @@ int kg_mutex_unlock(kg_mutex_t *m)
 					      __ATOMIC_RELAXED));
 	mutex_unlock_slow(m, new);
 	return 0;
+}
+
+int kg_mutex_unlock(kg_mutex_t *m)
+{
+	kg_note_caller();
+
+	if (!m)
+		return -EINVAL;
+	return mutex_unlock(m);
+}
+
+/* A waiter left behind has gone: one fewer counted (under m->lock). */
+static void mutex_left(void *arg)
+{
+	kg_mutex_t *m = arg;
+	uint32_t old = __atomic_load_n(&m->state, __ATOMIC_RELAXED), new;
+
+	do {
+		new = old - MUTEX_WAITER;
+		/*
+		 * Starvation mode serves waiters: with none counted (none
+		 * handed the mutex either, it would still be counted), an
+		 * unlock is a plain one again.
+		 */
+		if (!MUTEX_WAITERS(new))
+			new &= ~MUTEX_STARVING;
+	} while (!__atomic_compare_exchange_n(&m->state, &old, new, false,
+					      __ATOMIC_RELAXED,
+					      __ATOMIC_RELAXED));
+}
+
+/*
+ * Left behind in mutex_sema_acquire (see "Left behind"). Pass 0: a queued
+ * waiter is withdrawn and uncounted. Pass 1: it was released and never
+ * ran. In starvation mode that handed it the mutex: it holds it, as its
+ * own fixup would have recorded. In normal mode the unlocker marked WOKEN
+ * for it (nobody else sets WOKEN while it is set, and no other wake comes
+ * meanwhile): clear it, and wake the next waiter if the unlock that woke
+ * it left one to wake.
+ */
+static void mutex_abandon(struct kg_co *co, int pass)
+{
+	kg_mutex_t *m = (kg_mutex_t *)co->wait_obj;
+	uint32_t old, new, delta;
+
+	if (pass == 0) {
+		if (waiter_withdraw(co->wait_rec, OBJ_LOCK(m), &m->q,
+				    mutex_left, m))
+			co->abandon = NULL;
+		return;
+	}
+	old = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
+	if (old & MUTEX_STARVING) {
+		if ((old & (MUTEX_LOCKED | MUTEX_WOKEN)) || !MUTEX_WAITERS(old))
+			kg_throw("kg_run: bad mutex handoff state %#x", old);
+		delta = MUTEX_LOCKED - MUTEX_WAITER;
+		if (MUTEX_WAITERS(old) == 1)
+			delta -= MUTEX_STARVING;
+		__atomic_add_fetch(&m->state, delta, __ATOMIC_ACQ_REL);
+		return;
+	}
+	do {
+		new = old & ~MUTEX_WOKEN;
+	} while (!__atomic_compare_exchange_n(&m->state, &old, new, false,
+					      __ATOMIC_RELAXED,
+					      __ATOMIC_RELAXED));
+	mutex_unlock_slow(m, new);
 }
 
 /* ------------------------------------------------------------------ */
@@ -601,8 +748,12 @@ int kg_mutex_unlock(kg_mutex_t *m)
  */
 #define RW_MAX_READERS (1 << 30)
 
+static void rw_reader_abandon(struct kg_co *co, int pass);
+static void rw_writer_abandon(struct kg_co *co, int pass);
+
 static void rw_sema_acquire(kg_rwmutex_t *rw, uint32_t *tokens,
-			    struct kg_waitq *q, const char *why)
+			    struct kg_waitq *q, const char *why,
+			    abandon_fn abandon)
 {
 	struct sync_waiter n;
 
@@ -614,7 +765,7 @@ static void rw_sema_acquire(kg_rwmutex_t *rw, uint32_t *tokens,
 		return;
 	}
 	__wq_push(q, &n, false);
-	waiter_wait(&n, unlock_obj, OBJ_LOCK(rw), UINT64_MAX, why, rw);
+	waiter_wait(&n, unlock_obj, OBJ_LOCK(rw), UINT64_MAX, why, rw, abandon);
 }
 
 /* Release a semaphore count times: to its waiters first, then tokens. */
@@ -639,7 +790,7 @@ int kg_rwmutex_rlock(kg_rwmutex_t *rw)
 	/* acquire: pairs with the writer's release when it adds back */
 	if (__atomic_add_fetch(&rw->readers, 1, __ATOMIC_ACQ_REL) < 0)
 		rw_sema_acquire(rw, &rw->rsema, &rw->rq,	/* a writer */
-				"sync.RWMutex.RLock");
+				"sync.RWMutex.RLock", rw_reader_abandon);
 	return 0;
 }
 
@@ -711,7 +862,8 @@ int kg_rwmutex_lock(kg_rwmutex_t *rw)
 	 * subtraction already counted departing down below zero.
 	 */
 	if (r && __atomic_add_fetch(&rw->departing, r, __ATOMIC_ACQ_REL))
-		rw_sema_acquire(rw, &rw->wsema, &rw->wq, "sync.RWMutex.Lock");
+		rw_sema_acquire(rw, &rw->wsema, &rw->wq, "sync.RWMutex.Lock",
+				rw_writer_abandon);
 	return 0;
 }
 
@@ -761,6 +913,56 @@ int kg_rwmutex_unlock(kg_rwmutex_t *rw)
 	return 0;
 }
 
+/* A reader left behind in the queue: no longer among the readers. */
+static void rw_reader_left(void *arg)
+{
+	kg_rwmutex_t *rw = arg;
+
+	__atomic_sub_fetch(&rw->readers, 1, __ATOMIC_ACQ_REL);
+}
+
+/*
+ * Left behind in kg_rwmutex_rlock behind a writer (see "Left behind"):
+ * withdrawn and uncounted, so the writer's unlock releases one token
+ * fewer. A reader let in already holds its read lock.
+ */
+static void rw_reader_abandon(struct kg_co *co, int pass)
+{
+	kg_rwmutex_t *rw = (kg_rwmutex_t *)co->wait_obj;
+
+	if (pass == 0)
+		waiter_withdraw(co->wait_rec, OBJ_LOCK(rw), &rw->rq,
+				rw_reader_left, rw);
+}
+
+/*
+ * Left behind in kg_rwmutex_lock, waiting for the readers in to leave
+ * (see "Left behind"). Pass 0 withdraws it. Pass 1: if the last reader
+ * let it in, it holds the write lock. If it was withdrawn, undo its
+ * announcement: readers = the ones in (departing counts them) plus the
+ * ones queued behind it; those in now leave without counting departing
+ * down, those queued go in, and the writers' mutex is free again.
+ */
+static void rw_writer_abandon(struct kg_co *co, int pass)
+{
+	kg_rwmutex_t *rw = (kg_rwmutex_t *)co->wait_obj;
+	struct sync_waiter *n = co->wait_rec;
+	int32_t c, in;
+
+	if (pass == 0) {
+		waiter_withdraw(n, OBJ_LOCK(rw), &rw->wq, NULL, NULL);
+		return;
+	}
+	if (atomic_load_explicit(&n->pk.claim, memory_order_acquire) !=
+	    KG_CLAIM_TIMEOUT)
+		return;
+	c = __atomic_add_fetch(&rw->readers, RW_MAX_READERS, __ATOMIC_ACQ_REL);
+	in = __atomic_exchange_n(&rw->departing, 0, __ATOMIC_ACQ_REL);
+	if (c > in)
+		rw_sema_release(rw, &rw->rsema, &rw->rq, (uint32_t)(c - in));
+	mutex_unlock(&rw->w);
+}
+
 /* ------------------------------------------------------------------ */
 /* Cond                                                                */
 /* ------------------------------------------------------------------ */
@@ -777,6 +979,15 @@ int kg_rwmutex_unlock(kg_rwmutex_t *rw)
  * waiter removes itself. Nothing but c->q is shared, so a signal from a
  * caller that does not hold m is as good as Go's.
  */
+/* Left behind in kg_cond_wait: withdrawn; a signal it got is spent. */
+static void cond_abandon(struct kg_co *co, int pass)
+{
+	kg_cond_t *c = (kg_cond_t *)co->wait_obj;
+
+	if (pass == 0)
+		waiter_withdraw(co->wait_rec, OBJ_LOCK(c), &c->q, NULL, NULL);
+}
+
 static int cond_wait(kg_cond_t *c, kg_mutex_t *m, uint64_t deadline)
 {
 	struct sync_waiter n;
@@ -805,12 +1016,13 @@ static int cond_wait(kg_cond_t *c, kg_mutex_t *m, uint64_t deadline)
 			kg_parker_done(&n.pk);
 		else	/* a signal or our timer won: it wakes us */
 			waiter_wait(&n, unlock_nothing, NULL, UINT64_MAX,
-				    "sync.Cond.Wait", c);
+				    "sync.Cond.Wait", c, cond_abandon);
 		if (waiter_finish(&n, OBJ_LOCK(c), &c->q, NULL, NULL))
 			kg_cond_signal(c);
 		return -EPERM;
 	}
-	waiter_wait(&n, unlock_nothing, NULL, deadline, "sync.Cond.Wait", c);
+	waiter_wait(&n, unlock_nothing, NULL, deadline, "sync.Cond.Wait", c,
+		    cond_abandon);
 	granted = waiter_finish(&n, OBJ_LOCK(c), &c->q, NULL, NULL);
 	kg_mutex_lock(m);
 	return granted ? 0 : -ETIMEDOUT;
@@ -929,6 +1141,15 @@ static void sem_left(void *arg)
 	__atomic_sub_fetch(&s->state, SEM_WAITER, __ATOMIC_RELAXED);
 }
 
+/* Left behind in a semaphore's queue: withdrawn; a token it got is its. */
+static void sem_abandon(struct kg_co *co, int pass)
+{
+	kg_sem_t *s = (kg_sem_t *)co->wait_obj;
+
+	if (pass == 0)
+		waiter_withdraw(co->wait_rec, OBJ_LOCK(s), &s->q, sem_left, s);
+}
+
 static int sem_acquire(kg_sem_t *s, uint64_t deadline)
 {
 	struct sync_waiter n;
@@ -967,7 +1188,8 @@ static int sem_acquire(kg_sem_t *s, uint64_t deadline)
 			break;
 	}
 	__wq_push(&s->q, &n, false);
-	waiter_wait(&n, unlock_obj, OBJ_LOCK(s), deadline, "semacquire", s);
+	waiter_wait(&n, unlock_obj, OBJ_LOCK(s), deadline, "semacquire", s,
+		    sem_abandon);
 	return waiter_finish(&n, OBJ_LOCK(s), &s->q, sem_left, s) ? 0
 								  : -ETIMEDOUT;
 }
