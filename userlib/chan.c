@@ -961,7 +961,6 @@ static void chan_abandon(struct kg_co *co, int pass)
 
 	if (pass != 0)
 		return;
-	co->abandon = NULL;
 	if (!op->simple) {
 		kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT);
 		kg_parker_done(&op->pk);

@@ -256,26 +256,23 @@ static bool waiter_finish(struct sync_waiter *n, kg_lock_t *l,
  */
 
 /*
- * Pass 0 for n, a waiter queued on q under l: withdraw it (claimed as
- * timed out, so that pass 1 can tell) and let left(arg) uncount it under
- * l. True if it was still queued.
+ * Pass 0 for n, a waiter queued on q under l: withdraw it and let
+ * left(arg) uncount it under l. It is claimed as timed out, so that in
+ * pass 1 its claim tells a withdrawn waiter (KG_CLAIM_TIMEOUT) from one
+ * that was handed what it waited for.
  */
-static bool waiter_withdraw(struct sync_waiter *n, kg_lock_t *l,
+static void waiter_withdraw(struct sync_waiter *n, kg_lock_t *l,
 			    struct kg_waitq *q, void (*left)(void *),
 			    void *arg)
 {
-	bool queued;
-
 	kg_lock(l);
-	queued = n->queued;
-	if (queued) {
+	if (n->queued) {
 		__wq_remove(q, n);
 		kg_parker_claim(&n->pk, KG_CLAIM_TIMEOUT);
 		if (left)
 			left(arg);
 	}
 	kg_unlock(l);
-	return queued;
 }
 
 /* ------------------------------------------------------------------ */
@@ -691,8 +688,8 @@ static void mutex_left(void *arg)
 
 /*
  * Left behind in mutex_sema_acquire (see "Left behind"). Pass 0: a queued
- * waiter is withdrawn and uncounted. Pass 1: it was released and never
- * ran. In starvation mode that handed it the mutex: it holds it, as its
+ * waiter is withdrawn and uncounted. Pass 1, for one that was not: it was
+ * released and never ran. In starvation mode that handed it the mutex: it holds it, as its
  * own fixup would have recorded. In normal mode the unlocker marked WOKEN
  * for it (nobody else sets WOKEN while it is set, and no other wake comes
  * meanwhile): clear it, and wake the next waiter if the unlock that woke
@@ -701,14 +698,17 @@ static void mutex_left(void *arg)
 static void mutex_abandon(struct kg_co *co, int pass)
 {
 	kg_mutex_t *m = (kg_mutex_t *)co->wait_obj;
+	struct sync_waiter *n = co->wait_rec;
 	uint32_t old, new, delta;
 
 	if (pass == 0) {
-		if (waiter_withdraw(co->wait_rec, OBJ_LOCK(m), &m->q,
-				    mutex_left, m))
-			co->abandon = NULL;
+		waiter_withdraw(n, OBJ_LOCK(m), &m->q, mutex_left, m);
 		return;
 	}
+	/* withdrawn in pass 0: nothing was handed to it */
+	if (atomic_load_explicit(&n->pk.claim, memory_order_acquire) ==
+	    KG_CLAIM_TIMEOUT)
+		return;
 	old = __atomic_load_n(&m->state, __ATOMIC_RELAXED);
 	if (old & MUTEX_STARVING) {
 		if ((old & (MUTEX_LOCKED | MUTEX_WOKEN)) || !MUTEX_WAITERS(old))
