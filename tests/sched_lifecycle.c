@@ -5,7 +5,10 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <netinet/in.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "harness.h"
 #include "kg_test.h"
@@ -139,6 +142,117 @@ TEST(main_return_ends_runtime)
 	ASSERT_LT(kg_now_ns() - t0, 2000000000ull);
 	/* and the next run starts clean */
 	ASSERT_EQ(0, run_kg(main_leaves_others, NULL, 2));
+}
+
+/*
+ * main returns while coroutines are blocked in the kernel for good (an
+ * accept nobody connects to, a read of a pipe nobody writes): kg_run
+ * still returns, as Go's main ends the program whatever its goroutines
+ * do. The calls are marked so that sysmon hands the proc on as well.
+ */
+struct blocked {
+	int lsock;
+	int pipe[2];
+	_Atomic int entered;
+	_Atomic int resumed;
+};
+
+static void block_in_accept(void *p)
+{
+	struct blocked *b = p;
+
+	atomic_fetch_add(&b->entered, 1);
+	kg_blocking_begin();
+	accept(b->lsock, NULL, NULL);
+	kg_blocking_end();
+	atomic_fetch_add(&b->resumed, 1);
+}
+
+static void block_in_read(void *p)
+{
+	struct blocked *b = p;
+	char c;
+
+	atomic_fetch_add(&b->entered, 1);
+	kg_blocking_begin();
+	(void)!read(b->pipe[0], &c, 1);
+	kg_blocking_end();
+	atomic_fetch_add(&b->resumed, 1);
+	/* the runtime is gone: its next kgreen call ends it, as main's
+	 * return ended the others */
+	kg_yield();
+	atomic_fetch_add(&b->resumed, 1);
+}
+
+static void main_leaves_blocked(void *p)
+{
+	struct blocked *b = p;
+	int i;
+
+	kg_go(block_in_read, b);
+	kg_go(block_in_accept, b);
+	/* let both run and block (each on its own thread by then) */
+	for (i = 0; i < 2000 && atomic_load(&b->entered) < 2; i++)
+		kg_sleep(1000000);
+	kg_sleep(20 * 1000000ull);
+	CO_CHECK(atomic_load(&b->entered) == 2, "entered %d",
+		 atomic_load(&b->entered));
+}
+
+static void leave_blocked(struct __test_metadata *_metadata,
+			  const char *backend, unsigned int procs)
+{
+	struct blocked b = { .lsock = -1 };
+	struct sockaddr_in a = { .sin_family = AF_INET,
+				 .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+	struct kg_config cfg = { .procs = procs, .backend = backend };
+	uint64_t t0;
+	long first = 0;
+	int r;
+
+	b.lsock = socket(AF_INET, SOCK_STREAM, 0);
+	ASSERT_LE(0, b.lsock);
+	ASSERT_EQ(0, bind(b.lsock, (struct sockaddr *)&a, sizeof(a)));
+	ASSERT_EQ(0, listen(b.lsock, 4));
+	ASSERT_EQ(0, pipe(b.pipe));
+	t0 = kg_now_ns();
+	r = kg_run(main_leaves_blocked, &b, &cfg);
+	if (r == -ENODEV)
+		SKIP(return, "backend %s cannot serve here", backend);
+	ASSERT_EQ(0, r);
+	/* joins for up to 1 s, then leaves the blocked workers behind */
+	ASSERT_LT(kg_now_ns() - t0, 4000000000ull);
+	ASSERT_EQ(0, co_failures());
+	ASSERT_EQ(0, atomic_load(&b.resumed));
+	/* the next runtime starts while those threads are still blocked */
+	ASSERT_EQ(0, run_kg(note_self, &first, procs));
+	ASSERT_GT(first, 0);
+	/*
+	 * A left-behind coroutine that comes back finds its runtime gone: it
+	 * runs on to its next kgreen call, which ends it (nothing crashes,
+	 * nothing of the new runtime is touched).
+	 */
+	ASSERT_EQ(1, write(b.pipe[1], "x", 1));
+	for (r = 0; r < 2000 && atomic_load(&b.resumed) < 1; r++)
+		usleep(1000);
+	usleep(50000);
+	ASSERT_EQ(1, atomic_load(&b.resumed));
+	ASSERT_EQ(0, run_kg(note_self, &first, procs));
+}
+
+TEST_TIMEOUT(main_return_leaves_blocked_sysmon, 30)
+{
+	leave_blocked(_metadata, "sysmon", 1);
+}
+
+TEST_TIMEOUT(main_return_leaves_blocked_kernel, 30)
+{
+	leave_blocked(_metadata, "auto", 1);
+}
+
+TEST_TIMEOUT(main_return_leaves_blocked_2procs, 30)
+{
+	leave_blocked(_metadata, "auto", 2);
 }
 
 static void nested(void *p)

@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include <limits.h>
 #include <pthread.h>
+#include <sys/socket.h>
 
 #include "harness.h"
 #include "kg_test.h"
@@ -285,6 +286,153 @@ TEST(libc_calls_across_migration)
 	ASSERT_EQ(0, atomic_load(&libc_bad));
 	TH_LOG("coroutines moved between workers %ld times",
 	       atomic_load(&migrations));
+}
+
+/*
+ * errno travels with the coroutine: a value set before a switch point is
+ * there after it, on whatever thread the coroutine resumes, although the
+ * other coroutines set their own errno on those threads meanwhile. Read
+ * through out-of-line functions, so each read takes the current thread's
+ * address (the documented limit: an address taken before the switch is
+ * the old thread's errno, a different variable once the thread changed).
+ */
+static __attribute__((noinline, noipa)) int errno_now(void)
+{
+	return errno;
+}
+
+static __attribute__((noinline, noipa)) int *errno_addr(void)
+{
+	return &errno;
+}
+
+static _Atomic long errno_bad, errno_moves, errno_addr_moved;
+static kg_wg_t errno_wg;
+
+static void errno_user(void *p)
+{
+	long id = (long)(intptr_t)p, i;
+
+	for (i = 0; i < scaled(3000, 10); i++) {
+		int want = (int)(1000 + id * 100000 + i);
+		long tid = gettid_();
+		int *addr = errno_addr();
+
+		errno = want;
+		switch (i % 3) {
+		case 0:
+			kg_yield();
+			break;
+		case 1:
+			kg_sleep(i % 7 ? 0 : 20000);
+			break;
+		default:
+			/* a call that may go through the scheduler */
+			kg_wg_add(&errno_wg, 0);
+			kg_yield();
+			break;
+		}
+		if (errno_now() != want)
+			atomic_fetch_add(&errno_bad, 1);
+		if (gettid_() != tid) {
+			atomic_fetch_add(&errno_moves, 1);
+			if (errno_addr() != addr)
+				atomic_fetch_add(&errno_addr_moved, 1);
+		}
+	}
+	kg_wg_done(&errno_wg);
+}
+
+static void errno_main(void *p)
+{
+	long i;
+
+	(void)p;
+	kg_wg_add(&errno_wg, 16);
+	for (i = 0; i < 16; i++)
+		kg_go(errno_user, (void *)(intptr_t)i);
+	kg_wg_wait(&errno_wg);
+}
+
+TEST(errno_travels_with_the_coroutine)
+{
+	errno_wg = (kg_wg_t)KG_WG_INIT;
+	ASSERT_EQ(0, run_kg(errno_main, NULL, 2));
+	ASSERT_EQ(0, atomic_load(&errno_bad));
+	TH_LOG("%ld moves between threads", atomic_load(&errno_moves));
+	ASSERT_LT(0, atomic_load(&errno_moves));
+	/* the limit: each move changed the variable errno names */
+	ASSERT_EQ(atomic_load(&errno_moves), atomic_load(&errno_addr_moved));
+}
+
+/*
+ * The server pattern of go.md under sysmon: a marked call fails, the proc
+ * was taken meanwhile (the region lasted), and kg_blocking_end sends the
+ * coroutine through the scheduler to another thread: errno is still the
+ * failed call's. A pipe written 5 ms later keeps the region long enough.
+ */
+struct errno_region {
+	int pipe[2];
+	int seen;
+	long tid_before, tid_after;
+};
+
+static void *late_writer(void *p)
+{
+	struct errno_region *r = p;
+
+	usleep(5000);
+	(void)!write(r->pipe[1], "x", 1);
+	return NULL;
+}
+
+/* holds the proc it was handed for 30 ms: main must come back elsewhere */
+static void busy_other(void *p)
+{
+	uint64_t until = kg_now_ns() + 30 * MS;
+
+	(void)p;
+	while (kg_now_ns() < until)
+		;
+}
+
+static void errno_region_main(void *p)
+{
+	struct errno_region *r = p;
+	pthread_t t;
+	char c;
+
+	kg_go(busy_other, NULL);	/* the proc has work: sysmon takes it */
+	CO_CHECK(pthread_create(&t, NULL, late_writer, r) == 0, "thread");
+	r->tid_before = gettid_();
+	kg_blocking_begin();
+	(void)!read(r->pipe[0], &c, 1);
+	/* fails at once: EBADF on this thread */
+	(void)!accept4(-1, NULL, NULL, 0);
+	kg_blocking_end();
+	r->seen = errno_now();
+	r->tid_after = gettid_();
+	pthread_join(t, NULL);
+}
+
+TEST(errno_after_a_taken_proc_sysmon)
+{
+	struct kg_config cfg = { .procs = 1, .backend = "sysmon" };
+	int moved = 0, i;
+
+	for (i = 0; i < 5; i++) {
+		struct errno_region r = { .seen = -1 };
+
+		ASSERT_EQ(0, pipe(r.pipe));
+		ASSERT_EQ(0, kg_run(errno_region_main, &r, &cfg));
+		ASSERT_EQ(EBADF, r.seen);
+		moved += r.tid_before != r.tid_after;
+		close(r.pipe[0]);
+		close(r.pipe[1]);
+	}
+	TH_LOG("the coroutine resumed on another thread in %d of 5 runs",
+	       moved);
+	ASSERT_LT(0, moved);
 }
 
 /* A WaitGroup mixes coroutines and plain threads both ways. */

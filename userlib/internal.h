@@ -389,6 +389,7 @@ struct kg_rt {
 	_Atomic uint64_t timer_watch_until;
 
 	_Atomic uint32_t done;		/* main returned: all workers stop */
+	_Atomic uint32_t stale_dropped;	/* a worker dropped earlier runs' records */
 	/*
 	 * Deadlock watch (rt.lock): when every proc is idle with nothing
 	 * queued, no timer and no plain thread blocked in a kgreen call,

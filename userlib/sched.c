@@ -149,6 +149,22 @@ uint64_t kg_rand(struct kg_worker *w)
 	return x * 0x2545F4914F6CDD1DULL;
 }
 
+/*
+ * errno belongs to the thread, and a coroutine may resume on another one:
+ * switch_to carries it in the coroutine's own frame. Out of line (noipa):
+ * glibc declares __errno_location const, so inline code could reuse the
+ * old thread's address after the switch.
+ */
+static __attribute__((noinline, noipa)) int kg_errno_load(void)
+{
+	return errno;
+}
+
+static __attribute__((noinline, noipa)) void kg_errno_store(int e)
+{
+	errno = e;
+}
+
 uint64_t kg_now_ns(void)
 {
 	struct timespec ts;
@@ -649,6 +665,26 @@ static inline bool rt_done(struct kg_rt *rt)
 	return atomic_load_explicit(&rt->done, memory_order_acquire) != 0;
 }
 
+/*
+ * End the runtime (main returned, or a deadlock was reported): every
+ * worker stops at its next scheduler entry, parked ones are woken, and
+ * kg_run's thread, which waits on rt->done, is woken to tear down.
+ */
+static void rt_finish(struct kg_rt *rt)
+{
+	struct kg_worker *iw;
+
+	/* release: everything main did happens before the shutdown */
+	atomic_store_explicit(&rt->done, 1, memory_order_release);
+	pthread_mutex_lock(&rt->lock);
+	while ((iw = rt->idle_workers)) {
+		rt->idle_workers = iw->idle_next;
+		wake_worker(iw, NULL, false);
+	}
+	pthread_mutex_unlock(&rt->lock);
+	kg_futex_wake(&rt->done, 1);
+}
+
 /* Some parked worker other than w that is not a standby (rt.lock). */
 static struct kg_worker *__idle_plain(struct kg_rt *rt, struct kg_worker *w)
 {
@@ -675,6 +711,20 @@ static uint32_t workers_out(struct kg_rt *rt)
 	return out;
 }
 
+/* Start w's thread, to take proc p (NULL: look for one); 0 or an errno. */
+static int worker_start(struct kg_worker *w, struct kg_proc *p, bool spinning)
+{
+	pthread_attr_t attr;
+	int err;
+
+	w->nextp = p;
+	w->spinning = spinning;
+	pthread_attr_init(&attr);
+	err = pthread_create(&w->thread, &attr, worker_thread, w);
+	pthread_attr_destroy(&attr);
+	return err;
+}
+
 /*
  * Start a new worker thread that takes proc p (NULL: none; it looks for
  * an idle proc, else parks as a spare). Caller holds rt->lock.
@@ -682,8 +732,6 @@ static uint32_t workers_out(struct kg_rt *rt)
 static bool __new_worker(struct kg_rt *rt, struct kg_proc *p, bool spinning)
 {
 	struct kg_worker *w;
-	pthread_attr_t attr;
-	int err;
 
 	/*
 	 * Once the runtime is done (set before the shutdown takes rt.lock),
@@ -694,12 +742,7 @@ static bool __new_worker(struct kg_rt *rt, struct kg_proc *p, bool spinning)
 	w = worker_new(rt);
 	if (!w)
 		return false;
-	w->nextp = p;
-	w->spinning = spinning;
-	pthread_attr_init(&attr);
-	err = pthread_create(&w->thread, &attr, worker_thread, w);
-	pthread_attr_destroy(&attr);
-	if (!err)
+	if (!worker_start(w, p, spinning))
 		return true;
 	rt->workers[w->index] = NULL;
 	atomic_fetch_sub(&rt->nworkers, 1);
@@ -823,12 +866,17 @@ static struct kg_worker *switch_to(struct kg_worker *w, struct kg_co *next)
 		kg_throw("switch_to: coroutine %ld switches inside an RCU "
 			 "read-side section", self->id);
 #endif
+	int e = kg_errno_load();	/* the old thread's, ours */
+
 	atomic_store_explicit(&next->state, KG_CO_RUNNING, memory_order_relaxed);
 	w->cur = next;
 	w->from = self;
 	kg_count(&w->switches);
 	KG_PROBE2(co_run, w->index, next->id);
-	return finish_switch(kg_switch(self, next, w));
+	w = finish_switch(kg_switch(self, next, w));
+	/* after the post-switch action, whose system calls may set it */
+	kg_errno_store(e);
+	return w;
 }
 
 static void after_requeue(struct kg_worker *w, struct kg_co *prev, void *arg)
@@ -1047,18 +1095,9 @@ __attribute__((noreturn)) void kg_co_main(struct kg_worker *w)
 	rt = w->rt;
 	atomic_store_explicit(&self->state, KG_CO_DEAD, memory_order_relaxed);
 	kg_store_relaxed(&w->proc->live, kg_load_relaxed(&w->proc->live) - 1);
-	if (self->is_main) {
-		struct kg_worker *iw;
-
-		/* release: everything main did happens before the shutdown */
-		atomic_store_explicit(&rt->done, 1, memory_order_release);
-		pthread_mutex_lock(&rt->lock);
-		while ((iw = rt->idle_workers)) {
-			rt->idle_workers = iw->idle_next;
-			wake_worker(iw, NULL, false);
-		}
-		pthread_mutex_unlock(&rt->lock);
-	} else if (!rt_done(rt)) {
+	if (self->is_main)
+		rt_finish(rt);
+	else if (!rt_done(rt)) {
 		next = find_local(w);
 	}
 	w->after = after_free;
@@ -1687,20 +1726,13 @@ static bool any_co_awake(struct kg_rt *rt)
 static void report_deadlock(struct kg_rt *rt)
 {
 	struct dl_report r = { 0 };
-	struct kg_worker *iw;
 
 	fprintf(stderr, "all coroutines are asleep - deadlock!\n");
 	kg_co_foreach(rt, report_one, &r);
 	fprintf(stderr, "\n(%llu coroutine%s; kg_run returns -EDEADLK)\n",
 		(unsigned long long)r.n, r.n == 1 ? "" : "s");
 	fflush(stderr);
-	atomic_store_explicit(&rt->done, 1, memory_order_release);
-	pthread_mutex_lock(&rt->lock);
-	while ((iw = rt->idle_workers)) {
-		rt->idle_workers = iw->idle_next;
-		wake_worker(iw, NULL, false);
-	}
-	pthread_mutex_unlock(&rt->lock);
+	rt_finish(rt);
 }
 
 /*
@@ -1926,6 +1958,14 @@ static void *worker_thread(void *arg)
 	g0_init(w);
 	kg_altstack_setup(w);
 	worker_register(w);
+	/*
+	 * Records left from an earlier kg_run of this process (a worker that
+	 * blocked after that runtime ended) name procs and workers of a
+	 * runtime that is gone: the first worker to start (kg_run's first
+	 * standby, before main runs) drops them.
+	 */
+	if (w->tid && !atomic_exchange(&w->rt->stale_dropped, 1))
+		w->rt->ev->events(w, drop_event, NULL);
 	pthread_mutex_lock(&w->rt->lock);	/* pairs with __startm */
 	pthread_mutex_unlock(&w->rt->lock);
 	if (w->nextp) {
@@ -2243,7 +2283,7 @@ static int rt_init(struct kg_rt *rt)
 }
 
 /* Wait up to 1 s for every worker thread to leave; false if some did not. */
-static bool join_workers(struct kg_rt *rt, struct kg_worker *self)
+static bool join_workers(struct kg_rt *rt)
 {
 	uint32_t i, n = atomic_load(&rt->nworkers);
 	struct timespec ts;
@@ -2254,7 +2294,7 @@ static bool join_workers(struct kg_rt *rt, struct kg_worker *self)
 	for (i = 0; i < n; i++) {
 		struct kg_worker *w = rt->workers[i];
 
-		if (!w || w == self)
+		if (!w)
 			continue;
 		if (pthread_timedjoin_np(w->thread, NULL, &ts) != 0) {
 			kg_debug("worker %u still runs a coroutine after main "
@@ -2267,10 +2307,21 @@ static bool join_workers(struct kg_rt *rt, struct kg_worker *self)
 	return all;
 }
 
+/*
+ * kg_run's own thread runs no coroutine: it starts worker 0 on proc 0
+ * with main queued, then waits until the runtime ends (rt->done). A
+ * coroutine may block in the kernel for ever (accept, read on a pipe
+ * nobody writes); were it on kg_run's thread, kg_run could never return,
+ * while Go's main ends the program whatever its goroutines do. So the
+ * caller's thread only supervises: when main returns, it joins the
+ * workers for up to 1 s and returns; a worker still blocked then is left
+ * behind with the runtime's memory (see join_workers).
+ */
 int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 {
 	struct kg_rt *rt;
-	struct kg_worker *w;
+	struct kg_worker *w0;
+	struct kg_proc *p0;
 	struct kg_co *co;
 	int expect = 0, err;
 	bool was_foreign;
@@ -2292,9 +2343,6 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 		err = rt_init(rt);
 	if (!err && kg_segv_install())
 		err = -ENOMEM;
-	w = err ? NULL : worker_new(rt);
-	if (!err && !w)
-		err = -ENOMEM;
 	if (err) {
 		rt_free(rt);
 		atomic_store(&rt_running, 0);
@@ -2305,26 +2353,22 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 		 rt->guard_mode == KG_GUARD_MADVISE ? "madvise" :
 		 rt->guard_mode == KG_GUARD_MPROTECT ? "mprotect" : "canary");
 
+	/* this thread waits in kg_run: it can wake no coroutine meanwhile */
 	was_foreign = kg_foreign_pause();
-	tls_worker = w;
-	w->thread = pthread_self();	/* for debuggers; never joined */
-	g0_init(w);
-	kg_altstack_setup(w);
-	worker_register(w);
-	/*
-	 * Records left from an earlier kg_run of this process (a worker that
-	 * blocked after that runtime ended) name procs and workers of a
-	 * runtime that is gone: drop them before any coroutine runs.
-	 */
-	if (rt->ev && w->tid)
-		rt->ev->events(w, drop_event, NULL);
 	if (rt->backend == KG_BACKEND_SYSMON && (err = kg_sysmon_start(rt)))
 		goto out;
 	for (i = rt->nprocs; i-- > 1;)
 		__pidle_put(rt, &rt->procs[i]);
-	acquire_proc(w, &rt->procs[0]);
 
-	co = kg_co_alloc(rt, w->proc, rt->stack_size);
+	/* worker 0 runs main first; its thread starts after the standby's */
+	w0 = worker_new(rt);
+	if (!w0) {
+		err = -ENOMEM;
+		goto out;
+	}
+	/* main, queued on proc 0 before any thread can own it */
+	p0 = &rt->procs[0];
+	co = kg_co_alloc(rt, p0, rt->stack_size);
 	if (!co) {
 		err = -ENOMEM;
 		goto out;
@@ -2332,30 +2376,45 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	co->fn = main_fn;
 	co->arg = arg;
 	co->is_main = 1;
-	co->id = next_id(w->proc);
+	co->id = next_id(p0);
 	strcpy(co->name, "main");
 	co->named = 1;
 	kg_ctx_make(co, co);
 	rt->main_co = co;
-	kg_store_relaxed(&w->proc->live, 1);
+	kg_store_relaxed(&p0->live, 1);
+	atomic_store_explicit(&cur_rt, rt, memory_order_release);
+	/*
+	 * The standby first, so that even main's first block hands off; with
+	 * nothing queued anywhere yet, it parks at once and takes the role.
+	 * Then main goes on proc 0, which no worker owns until worker 0
+	 * starts (the thread's creation orders the queue's stores).
+	 */
 	if (rt->ev)
 		start_standby(rt);
-	runq_put(rt, w->proc, co, false);
-	atomic_store_explicit(&cur_rt, rt, memory_order_release);
-	worker_loop(w);
+	runq_put(rt, p0, co, false);
+	err = worker_start(w0, p0, false);
+	if (err) {
+		/* main never ran: its stack goes with the runtime */
+		rt->workers[0] = NULL;
+		free(w0);
+		err = -err;
+		rt_finish(rt);
+	}
+	/* acquire: pairs with rt_finish's release store */
+	while (!atomic_load_explicit(&rt->done, memory_order_acquire))
+		kg_futex_wait(&rt->done, 0, UINT64_MAX);
 	if (rt->deadlock)
 		err = -EDEADLK;
 
 out:
 	atomic_store_explicit(&cur_rt, NULL, memory_order_release);
+	if (!rt->done)
+		rt_finish(rt);	/* a standby may have started */
 	kg_sysmon_stop(rt);
-	worker_unregister(w);
-	kg_altstack_teardown(w);
-	tls_worker = NULL;
 	if (rt->debug && kg_live(rt))
 		kg_debug("main returned with %llu coroutine(s) still alive",
 			 (unsigned long long)kg_live(rt));
-	if (join_workers(rt, w))
+	if (join_workers(rt))
 		rt_free(rt);
 	kg_segv_restore();
 	kg_foreign_resume(was_foreign);

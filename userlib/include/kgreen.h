@@ -51,7 +51,9 @@ struct kg_config {
 /*
  * kg_run - start the runtime, run main_fn(arg) as the first coroutine, and
  * return when main_fn returns (as a Go program ends when main returns; other
- * coroutines still alive are abandoned, and reported with KGREEN_DEBUG=1).
+ * coroutines still alive are abandoned, and reported with KGREEN_DEBUG=1,
+ * even those blocked in the kernel: their threads are left behind after
+ * 1 s). The calling thread runs no coroutine; it waits here.
  * Returns 0, or:
  *   -EINVAL  main_fn is NULL, or cfg has an invalid field (procs > 1024,
  *            unknown backend, flags set, stack size out of range)
