@@ -702,6 +702,62 @@ TEST(free_with_waiters_is_refused)
 }
 
 /*
+ * A timer channel with a waiter: kg_chan_free refuses before it touches
+ * the timer, so the waiter is still woken when the timer fires; the same
+ * for a ticker, whose stop says -EBUSY. Once nobody waits, both free.
+ */
+struct timer_wait {
+	kg_chan_t *ch;
+	_Atomic int got;
+	kg_chan_t *done;
+};
+
+static void timer_waiter(void *p)
+{
+	struct timer_wait *tw = p;
+	uint64_t when = 0;
+
+	CO_CHECK(kg_chan_recv(tw->ch, &when) == 0 && when > 0, "fired");
+	atomic_fetch_add(&tw->got, 1);
+	kg_chan_send(tw->done, NULL);
+}
+
+static void timer_free_main(void *p)
+{
+	struct timer_wait tw = { .done = kg_chan_make(0, 1) };
+	kg_ticker_t *t;
+	int i;
+
+	(void)p;
+	tw.ch = kg_after(20 * MS);
+	kg_go(timer_waiter, &tw);
+	for (i = 0; i < 10; i++)
+		kg_yield();
+	kg_chan_free(tw.ch);	/* refused: the timer keeps running */
+	CO_CHECK(kg_chan_recv_timeout(tw.done, NULL, 2000 * MS) == 0,
+		 "the waiter was never woken");
+	CO_CHECK(atomic_load(&tw.got) == 1, "got %d", atomic_load(&tw.got));
+	kg_chan_free(tw.ch);
+
+	t = kg_ticker_make(20 * MS);
+	tw.ch = kg_ticker_chan(t);
+	kg_go(timer_waiter, &tw);
+	for (i = 0; i < 10; i++)
+		kg_yield();
+	CO_CHECK(kg_ticker_stop(t) == -EBUSY, "stop with a waiter");
+	CO_CHECK(kg_chan_recv_timeout(tw.done, NULL, 2000 * MS) == 0,
+		 "the ticker's waiter was never woken");
+	CO_CHECK(kg_ticker_stop(t) == 0, "stop");
+	kg_chan_free(tw.done);
+}
+
+TEST(free_timer_with_waiter_is_refused)
+{
+	ASSERT_EQ(0, run_kg(timer_free_main, NULL, 1));
+	ASSERT_EQ(0, co_failures());
+}
+
+/*
  * A parked coroutine resumed on a worker thread that never ran a channel
  * operation (the one sysmon hands main's proc to while main sits in a
  * marked blocking call) finishes its operation there. Nothing of it may

@@ -1252,19 +1252,30 @@ static void chan_free_rcu(struct rcu_head *h)
 	free(c);
 }
 
-void kg_chan_free(kg_chan_t *c)
+/*
+ * Free c, or refuse (-EBUSY, c untouched and usable: a timer channel's
+ * timer still runs, so its waiter is still woken) while an operation
+ * waits on it.
+ */
+static int chan_free(kg_chan_t *c)
 {
 	struct lf_seg *s;
 	int pass, i;
 
-	if (!c)
-		return;
-	if (c->timer)
-		chan_timer_stop(c->timer);
 	lf_read_lock();
 	/* pass 0: refuse while an operation still waits; pass 1: drop the
 	 * references cells hold on abandoned (timed-out, lost) operations */
 	for (pass = 0; pass < 2; pass++) {
+		/*
+		 * Not refused: stop the timer now (outside the read-side
+		 * section: the cancel waits out a callback running now).
+		 * Refused, the timer runs on and still wakes the waiter.
+		 */
+		if (pass == 1 && c->timer) {
+			lf_read_unlock();
+			chan_timer_stop(c->timer);
+			lf_read_lock();
+		}
 		for (s = atomic_load(&c->head); s; s = atomic_load(&s->next)) {
 			for (i = 0; i < (int)SEG_CELLS; i++) {
 				uintptr_t st = atomic_load(&s->cell[i]);
@@ -1279,7 +1290,7 @@ void kg_chan_free(kg_chan_t *c)
 						"kgreen: kg_chan_free: operations "
 						"still wait on channel %p; it is "
 						"not freed\n", (void *)c);
-					return;
+					return -EBUSY;
 				}
 				/* (a simple op's cell keeps no reference) */
 				if (pass == 1) {
@@ -1296,6 +1307,13 @@ void kg_chan_free(kg_chan_t *c)
 	/* operations that just finished may still be inside their read-side
 	 * sections, touching segments: free after a grace period */
 	urcu_memb_call_rcu(&c->rcu, chan_free_rcu);
+	return 0;
+}
+
+void kg_chan_free(kg_chan_t *c)
+{
+	if (c)
+		chan_free(c);
 }
 
 /* ------------------------------------------------------------------ */
@@ -1697,6 +1715,5 @@ int kg_ticker_stop(kg_ticker_t *t)
 {
 	if (!t)
 		return -EINVAL;
-	kg_chan_free(t->ct.ch);	/* stops and frees the timer too */
-	return 0;
+	return chan_free(t->ct.ch);	/* stops and frees the timer too */
 }

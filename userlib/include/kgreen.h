@@ -632,7 +632,9 @@ static inline int kg_recv(kg_recvch_t r, void *out)
 /*
  * kg_after - Go's time.After: a channel (capacity 1) that receives one
  * uint64_t, the kg_now_ns() at which ns nanoseconds had passed. The caller
- * frees it with kg_chan_free (which also stops the timer). Needs a running
+ * frees it with kg_chan_free (which also stops the timer; while a coroutine
+ * or thread waits on the channel it refuses, and the timer still fires and
+ * wakes the waiter). Needs a running
  * runtime. NULL with errno set on failure:
  *   EPERM   no runtime is running
  *   ENOMEM  no memory
@@ -653,7 +655,9 @@ KG_API kg_chan_t *kg_ticker_chan(kg_ticker_t *t);
 /* Change the period (next tick ns from now). 0, or -EINVAL (NULL, ns 0),
  * -EPERM (not the runtime the ticker was made in), -ENOMEM. */
 KG_API int kg_ticker_reset(kg_ticker_t *t, uint64_t ns);
-/* Stop the ticker and free it with its channel. 0, or -EINVAL (NULL). */
+/* Stop the ticker and free it with its channel. 0, or -EINVAL (NULL),
+ * -EBUSY (someone waits on its channel: nothing is stopped or freed, the
+ * ticks go on and wake the waiter). */
 KG_API int kg_ticker_stop(kg_ticker_t *t);
 
 #ifdef __cplusplus
