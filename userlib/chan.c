@@ -62,8 +62,8 @@
  * opening the claim, so that a case completed during registration can
  * never collide with a value the owner takes directly from a later cell
  * (Kotlin's REREGISTER). A select that has a send and a receive case on
- * the same channel would meet itself in cells forever; it polls instead
- * (documented in Documentation/channels.md).
+ * one unbuffered channel would meet itself in the cells; it waits in the
+ * channel's bidir list instead ("Both directions" below).
  *
  * close sets the closed bit in the send counter (later sends fail at
  * once), then walks the cells no partner will reach: senders parked past
@@ -154,6 +154,15 @@ struct lf_case {
 	_Atomic uint8_t rereg;		/* broken while registering */
 	kg_chan_t *ch;
 	_Atomic uintptr_t *cell;	/* where it was installed last */
+	/*
+	 * A select with both directions on one unbuffered channel (see
+	 * "Both directions" below): such a case never parks in a cell. The
+	 * pair's receive case is its node in the channel's bidir list
+	 * (bnext; linked under bidir_lock), twin its send case.
+	 */
+	bool bidir;
+	_Atomic uint8_t linked;
+	struct lf_case *twin, *bnext;
 };
 
 struct lf_op {
@@ -189,6 +198,8 @@ struct kg_chan {
 	size_t seg_bytes;
 	struct chan_timer *timer;	/* kg_after's timer, freed with us */
 	struct rcu_head rcu;
+	/* selects linked in bidir (read where an operation would wait) */
+	_Atomic uint32_t nbidir;
 
 	_Alignas(KG_CACHELINE) _Atomic uint64_t S;	/* sends; CLOSED_BIT */
 	_Atomic(struct lf_seg *) send_seg;
@@ -213,6 +224,13 @@ struct kg_chan {
 
 	_Alignas(KG_CACHELINE) _Atomic(struct lf_seg *) head;	/* oldest not
 								 * retired */
+	/*
+	 * Selects waiting in both directions here (unbuffered only): their
+	 * receive cases, oldest first. The lock protects the list and the
+	 * cases' linked flags; nothing else is taken while holding it.
+	 */
+	kg_lock_t bidir_lock;
+	struct lf_case *bidir;
 };
 
 /* Results of one pass of an operation. */
@@ -472,6 +490,9 @@ static void case_init(struct lf_case *k, struct lf_op *op, uint32_t idx,
 	k->ch = c;
 	atomic_store_explicit(&k->result, RES_NONE, memory_order_relaxed);
 	atomic_store_explicit(&k->rereg, 0, memory_order_relaxed);
+	k->bidir = false;
+	atomic_store_explicit(&k->linked, 0, memory_order_relaxed);
+	k->twin = k->bnext = NULL;
 }
 
 /*
@@ -587,7 +608,8 @@ static bool resolve(struct kg_worker *w, _Atomic uintptr_t *cell,
  * Take the cell holding waiter *st (-> RESUMING), and with it the cell's
  * reference to the waiter's op. False (st reloaded) if the cell changed.
  * self: the taker's own op, if any: meeting it is a broken invariant
- * (a select with both directions on one channel polls instead).
+ * (a select's cases on a channel it names in both directions never park
+ * in its cells).
  */
 static bool take_waiter(_Atomic uintptr_t *cell, uintptr_t *st,
 			const struct lf_case *self)
@@ -622,6 +644,223 @@ static bool install(_Atomic uintptr_t *cell, uintptr_t *st, struct lf_case *k)
 	if (!simple)
 		op_put(k->op);
 	return false;
+}
+
+/*
+ * While k's owner registers, flag k for re-registration (see select).
+ * Returns the claim word once it is not REGISTERING (nothing flagged).
+ */
+static uint32_t flag_rereg(struct lf_case *k)
+{
+	struct kg_parker *pk = &k->op->pk;
+	uint32_t v = atomic_load_explicit(&pk->claim, memory_order_acquire);
+
+	while (IS_REG(v)) {
+		/* flag before bit: the owner reads flags after the bit */
+		atomic_store_explicit(&k->rereg, 1, memory_order_relaxed);
+		if (atomic_compare_exchange_weak_explicit(
+			    &pk->claim, &v, CLAIM_REG | CLAIM_REREG,
+			    memory_order_acq_rel, memory_order_acquire))
+			return CLAIM_REG;
+	}
+	return v;
+}
+
+/* ------------------------------------------------------------------ */
+/* Both directions on one unbuffered channel                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A select with a send and a receive case on one unbuffered channel must
+ * meet another party's receive or send, never its own (Go's TestSelfSelect:
+ * two such selects meet each other). It cannot wait in the cells: waiting
+ * receivers fill cells [S, R) and waiting senders cells [R, S), never both,
+ * and its own two cases would meet in one cell. Go puts the one sudog in
+ * both queues; here the select waits in a side list of the channel
+ * instead, the bidir list (its receive case is the node, twin its send
+ * case), and never parks in that channel's cells:
+ *
+ *   1. The select links its pair (bidir_lock) and raises nbidir (seq_cst),
+ *      then tries both directions without parking (an operation that would
+ *      park breaks its cell and moves on).
+ *   2. Any other operation on the channel that would park or fail for want
+ *      of a partner reads nbidir (seq_cst, after taking its index and
+ *      reading the other counter) and, if it is not 0, looks in the list
+ *      (bidir_meet): it gives up its own cell (EMPTY -> BROKEN) and claims
+ *      an open select as a party would; if no select is open it parks (or
+ *      fails) as usual, after flagging the selects still REGISTERING for
+ *      re-registration, which tries both directions again and so finds it.
+ *   3. A party that read nbidir == 0 did so before step 1's increment
+ *      (the Dekker pair: index fetch_add, then nbidir load; nbidir
+ *      fetch_add, then index fetch_add), so the select's tries, which
+ *      walk the cells from the counters, reach that party's cell.
+ *
+ * Two selects registering at once: the lower address waits until the
+ * higher one has opened its claim (so no cycle of waits), the higher one
+ * flags the lower and moves on. The claimer of a select unlinks it; the
+ * select unlinks its pairs when its wait is over (bidir_leave, in an RCU
+ * read-side section: kg_chan_free unlinks what is left before freeing).
+ * A linked pair holds a reference to its op. On a buffered channel one of
+ * the two directions is always ready in a quiet moment, so the select
+ * only retries its tries there and never links (and a value never skips
+ * the buffer).
+ */
+enum { BM_NONE, BM_DONE, BM_CELL, BM_RETRY };
+
+/* Unlink e, found at *pp (bidir_lock held); the caller drops its ref. */
+static void bidir_unlink(kg_chan_t *c, struct lf_case **pp,
+			 struct lf_case *e)
+{
+	*pp = e->bnext;
+	e->bnext = NULL;
+	atomic_store_explicit(&e->linked, 0, memory_order_release);
+	atomic_fetch_sub(&c->nbidir, 1);
+}
+
+static void bidir_link(struct lf_case *node)
+{
+	kg_chan_t *c = node->ch;
+	struct lf_case **pp;
+
+	op_get(node->op);	/* the list's reference */
+	kg_lock(&c->bidir_lock);
+	for (pp = &c->bidir; *pp; pp = &(*pp)->bnext)
+		;
+	node->bnext = NULL;
+	*pp = node;
+	atomic_store_explicit(&node->linked, 1, memory_order_relaxed);
+	/* seq_cst: before our tries take indices (step 3 above) */
+	atomic_fetch_add(&c->nbidir, 1);
+	kg_unlock(&c->bidir_lock);
+}
+
+/* op's wait is over: unlink its pairs that nobody unlinked. */
+static void bidir_leave(struct lf_op *op)
+{
+	uint32_t i;
+
+	for (i = 0; i < op->ncases; i++) {
+		struct lf_case *k = &op->cases[i], *e, **pp;
+		kg_chan_t *c = k->ch;
+		bool put = false;
+
+		if (!atomic_load_explicit(&k->linked, memory_order_acquire))
+			continue;
+		/*
+		 * kg_chan_free may free c once nothing is linked: reading
+		 * linked == 1 inside a read-side section keeps c until the
+		 * section ends (it unlinks, then frees after a grace period).
+		 */
+		lf_read_lock();
+		if (atomic_load_explicit(&k->linked, memory_order_acquire)) {
+			kg_lock(&c->bidir_lock);
+			for (pp = &c->bidir; (e = *pp); pp = &e->bnext)
+				if (e == k) {
+					bidir_unlink(c, pp, e);
+					put = true;
+					break;
+				}
+			kg_unlock(&c->bidir_lock);
+		}
+		lf_read_unlock();
+		if (put)
+			op_put(op);	/* never the last: the owner holds one */
+	}
+}
+
+/*
+ * An operation on unbuffered c would park or fail at *cell (EMPTY: no
+ * partner has its index) and some select waits here in both directions:
+ * meet one. BM_DONE: met, the value moved (elem: the value to send, or
+ * where the received one goes). BM_CELL: the cell changed (*st reloaded).
+ * BM_RETRY: our index was given up, take another. BM_NONE: go on as
+ * without the list. k: the caller's case, if it has one (a select's own
+ * pairs are skipped; a registering select waits for higher ones).
+ */
+static int bidir_meet(kg_chan_t *c, _Atomic uintptr_t *cell, uintptr_t *st,
+		      bool is_send, void *elem, struct lf_case *k,
+		      struct kg_worker *w)
+{
+	struct lf_op *self = k ? k->op : NULL;
+	bool registering = self && IS_REG(atomic_load_explicit(
+					   &self->pk.claim, memory_order_relaxed));
+
+	for (;;) {
+		struct lf_case *e, **pp, *stale = NULL, *m = NULL, *t = NULL;
+		struct lf_op *wait_for = NULL;
+		int ret = BM_NONE;
+		uint32_t v;
+
+		kg_lock(&c->bidir_lock);
+		for (pp = &c->bidir; (e = *pp);) {
+			if (e->op == self) {
+				pp = &e->bnext;
+				continue;
+			}
+			v = atomic_load_explicit(&e->op->pk.claim,
+						 memory_order_acquire);
+			if (v == 0) {
+				m = e;
+				break;
+			}
+			if (!IS_REG(v)) {
+				/* decided elsewhere: unlink, put below */
+				bidir_unlink(c, pp, e);
+				e->bnext = stale;
+				stale = e;
+				continue;
+			}
+			if (registering && (uintptr_t)self < (uintptr_t)e->op) {
+				wait_for = e->op;
+				op_get(wait_for);
+				break;
+			}
+			flag_rereg(is_send ? e : e->twin);
+			pp = &e->bnext;
+		}
+		if (m) {
+			t = is_send ? m : m->twin;
+			/* give our index up first: no partner may find us too */
+			if (!atomic_compare_exchange_strong_explicit(
+				    cell, st, C_BROKEN, memory_order_acq_rel,
+				    memory_order_acquire))
+				ret = BM_CELL;
+			else if (party_claim(t) != CL_WON)
+				ret = BM_RETRY;
+			else {
+				bidir_unlink(c, pp, m);
+				ret = BM_DONE;
+			}
+		}
+		kg_unlock(&c->bidir_lock);
+		if (ret == BM_DONE) {
+			/* the select waits for our wake: its elems stay */
+			if (is_send)
+				copy_elem(t->elem, elem, c->elem_size);
+			else
+				copy_elem(elem, t->elem, c->elem_size);
+			atomic_store_explicit(&t->result, RES_VALUE,
+					      memory_order_relaxed);
+			kg_parker_wake(w, &m->op->pk);
+			op_put(m->op);	/* the list's reference */
+		}
+		while ((e = stale)) {
+			stale = e->bnext;
+			e->bnext = NULL;
+			op_put(e->op);
+		}
+		if (!wait_for)
+			return ret;
+		/* a select registering here: let it finish, then look again */
+		for (int spins = 0;
+		     IS_REG(atomic_load_explicit(&wait_for->pk.claim,
+						 memory_order_acquire));)
+			if (++spins < 256)
+				kg_cpu_relax();
+			else
+				sched_yield();
+		op_put(wait_for);
+	}
 }
 
 /*
@@ -759,9 +998,23 @@ static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
 						return R_DONE;
 					continue;
 				}
+				/* seq_cst: after S's fetch_add and R's load */
+				if (kg_unlikely(!c->cap &&
+						atomic_load(&c->nbidir))) {
+					int m = bidir_meet(c, cell, &st, true,
+							   (void *)val, k, w);
+
+					if (m == BM_DONE)
+						return R_DONE;
+					if (m == BM_CELL)
+						continue;
+					if (m == BM_RETRY)
+						break;
+				}
 				if (!k && lazy)
 					k = lazy_case(lazy, true, (void *)val, c);
-				if (!k) {
+				/* a select's pair never parks in a cell */
+				if (!k || k->bidir) {
 					if (atomic_compare_exchange_weak_explicit(
 						    cell, &st, C_BROKEN,
 						    memory_order_acq_rel,
@@ -871,9 +1124,25 @@ static int lf_recv(kg_chan_t *c, void *out, struct lf_case *k,
 						continue;
 					break;
 				}
+				/* seq_cst: after R's fetch_add and S's load;
+				 * closed, no select's send may meet us */
+				if (kg_unlikely(!c->cap &&
+						!(now & CLOSED_BIT) &&
+						atomic_load(&c->nbidir))) {
+					int m = bidir_meet(c, cell, &st, false,
+							   out, k, w);
+
+					if (m == BM_DONE)
+						return R_DONE;
+					if (m == BM_CELL)
+						continue;
+					if (m == BM_RETRY)
+						break;
+				}
 				if (!k && lazy)
 					k = lazy_case(lazy, false, out, c);
-				if (!k) {
+				/* a select's pair never parks in a cell */
+				if (!k || k->bidir) {
 					if (!atomic_compare_exchange_weak_explicit(
 						    cell, &st, C_BROKEN,
 						    memory_order_acq_rel,
@@ -998,8 +1267,9 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 		kg_note_caller();
 	if (timed && kg_now_ns() >= deadline)
 		deadline = 0;	/* already passed: one try */
-	if (deadline == 0) {
-		/* cheap checks first: a try that would fail takes no index */
+	if (deadline == 0 && !atomic_load(&c->nbidir)) {
+		/* cheap checks first: a try that would fail takes no index
+		 * (not while a select waits in the bidir list: it may meet) */
 		uint64_t sraw = atomic_load(&c->S), rr = atomic_load(&c->R);
 
 		if (is_send && !(sraw & CLOSED_BIT) && sraw >= rr + c->cap)
@@ -1107,6 +1377,44 @@ static struct lf_seg *seg_at(kg_chan_t *c, struct lf_seg *from, uint64_t i)
 	return seg_find(c, from, i >> SEG_SHIFT);
 }
 
+/*
+ * c was just closed: the selects waiting in both directions here complete
+ * their receive case, closed (as Go's closechan releases the receivers
+ * first); one still registering is flagged and sees the bit in its tries.
+ */
+static void bidir_close(kg_chan_t *c)
+{
+	struct lf_case *e, **pp, *won = NULL, *stale = NULL;
+
+	kg_lock(&c->bidir_lock);
+	for (pp = &c->bidir; (e = *pp);) {
+		if (flag_rereg(e) == CLAIM_REG) {
+			pp = &e->bnext;
+			continue;
+		}
+		/* open (claimed now for its receive) or decided elsewhere */
+		bool mine = party_claim(e) == CL_WON;
+
+		bidir_unlink(c, pp, e);
+		e->bnext = mine ? won : stale;
+		*(mine ? &won : &stale) = e;
+	}
+	kg_unlock(&c->bidir_lock);
+	while ((e = won)) {
+		won = e->bnext;
+		e->bnext = NULL;
+		atomic_store_explicit(&e->result, RES_CLOSED,
+				      memory_order_relaxed);
+		kg_parker_wake(NULL, &e->op->pk);
+		op_put(e->op);
+	}
+	while ((e = stale)) {
+		stale = e->bnext;
+		e->bnext = NULL;
+		op_put(e->op);
+	}
+}
+
 int kg_chan_close(kg_chan_t *c)
 {
 	struct lf_seg *seg = NULL;
@@ -1161,6 +1469,9 @@ int kg_chan_close(kg_chan_t *c)
 			break;
 		}
 	}
+	/* seq_cst, after the bit: a select that links later sees it */
+	if (!c->cap && atomic_load(&c->nbidir))
+		bidir_close(c);
 	lf_read_unlock();
 	return 0;
 }
@@ -1253,6 +1564,42 @@ static void chan_free_rcu(struct rcu_head *h)
 }
 
 /*
+ * kg_chan_free's part of the bidir list: refuse (true) while a select
+ * waits in it, else unlink the pairs of selects whose wait is over but
+ * that have not left yet (they see linked == 0 and touch c no more).
+ */
+static bool bidir_free(kg_chan_t *c)
+{
+	struct lf_case *e, *stale;
+	uint32_t v;
+
+	kg_lock(&c->bidir_lock);
+	for (e = c->bidir; e; e = e->bnext) {
+		v = atomic_load_explicit(&e->op->pk.claim,
+					 memory_order_acquire);
+		if (v == 0 || IS_REG(v)) {
+			kg_unlock(&c->bidir_lock);
+			fprintf(stderr, "kgreen: kg_chan_free: a select still "
+				"waits on channel %p; it is not freed\n",
+				(void *)c);
+			return true;
+		}
+	}
+	stale = c->bidir;
+	for (e = stale; e; e = e->bnext)
+		atomic_store_explicit(&e->linked, 0, memory_order_release);
+	c->bidir = NULL;
+	atomic_store(&c->nbidir, 0);
+	kg_unlock(&c->bidir_lock);
+	while ((e = stale)) {
+		stale = e->bnext;
+		e->bnext = NULL;
+		op_put(e->op);
+	}
+	return false;
+}
+
+/*
  * Free c, or refuse (-EBUSY, c untouched and usable: a timer channel's
  * timer still runs, so its waiter is still woken) while an operation
  * waits on it.
@@ -1262,6 +1609,8 @@ static int chan_free(kg_chan_t *c)
 	struct lf_seg *s;
 	int pass, i;
 
+	if (bidir_free(c))
+		return -EBUSY;
 	lf_read_lock();
 	/* pass 0: refuse while an operation still waits; pass 1: drop the
 	 * references cells hold on abandoned (timed-out, lost) operations */
@@ -1360,35 +1709,17 @@ static int select_none(int64_t timeout)
 	return -ETIMEDOUT;
 }
 
-static int by_chan_op(const void *a, const void *b, void *cases)
-{
-	const struct kg_case *x = &((struct kg_case *)cases)[*(const uint32_t *)a];
-	const struct kg_case *y = &((struct kg_case *)cases)[*(const uint32_t *)b];
-
-	if (x->ch != y->ch)
-		return (uintptr_t)x->ch < (uintptr_t)y->ch ? -1 : 1;
-	return x->op - y->op;
-}
-
 /* Does some channel have both a send and a receive case? */
-static bool both_directions(struct kg_case *cases, uint32_t *idx,
+static bool both_directions(struct kg_case *cases, uint32_t *order,
 			    uint32_t nact)
 {
 	uint32_t i, j;
 
-	if (nact <= 16) {
-		for (i = 0; i < nact; i++)
-			for (j = i + 1; j < nact; j++)
-				if (cases[idx[i]].ch == cases[idx[j]].ch &&
-				    cases[idx[i]].op != cases[idx[j]].op)
-					return true;
-		return false;
-	}
-	qsort_r(idx, nact, sizeof(*idx), by_chan_op, cases);
-	for (i = 1; i < nact; i++)
-		if (cases[idx[i]].ch == cases[idx[i - 1]].ch &&
-		    cases[idx[i]].op != cases[idx[i - 1]].op)
-			return true;
+	for (i = 0; i < nact; i++)
+		for (j = i + 1; j < nact; j++)
+			if (cases[order[i]].ch == cases[order[j]].ch &&
+			    cases[order[i]].op != cases[order[j]].op)
+				return true;
 	return false;
 }
 
@@ -1411,10 +1742,59 @@ static int select_try(struct kg_case *cases, uint32_t *order, uint32_t nact)
 	return -EAGAIN;
 }
 
+static int by_chan_dir(const void *a, const void *b, void *arg)
+{
+	const struct lf_op *op = arg;
+	uint32_t i = *(const uint32_t *)a, j = *(const uint32_t *)b;
+	const struct lf_case *x = &op->cases[i], *y = &op->cases[j];
+
+	if (x->ch != y->ch)
+		return (uintptr_t)x->ch < (uintptr_t)y->ch ? -1 : 1;
+	if (x->is_send != y->is_send)
+		return x->is_send ? 1 : -1;
+	return i < j ? -1 : 1;	/* poll order within a direction */
+}
+
 /*
- * Register case k (its op is REGISTERING). Returns 1 if it completed at
- * once (the op is then claimed for it), -EPIPE for a send on a closed
- * channel (claimed too), 0 if parked in a cell.
+ * Mark the cases of channels named in both directions (op->cases are in
+ * poll order). On each such channel the first receive and the first send
+ * in poll order become the pair (receive: the list node, twins of each
+ * other); the channel's other cases are bidir too but stand aside (no
+ * twin): the pair speaks for them, as a duplicate case of a ready channel
+ * would never be the only way to it. idx: nact scratch entries. Returns
+ * whether any channel has both directions.
+ */
+static bool mark_pairs(struct lf_op *op, uint32_t *idx, uint32_t nact)
+{
+	uint32_t i, j, k;
+	bool any = false;
+
+	for (i = 0; i < nact; i++)
+		idx[i] = i;
+	qsort_r(idx, nact, sizeof(*idx), by_chan_dir, op);
+	for (i = 0; i < nact; i = j) {
+		struct lf_case *first = &op->cases[idx[i]], *snd = NULL;
+
+		for (j = i + 1; j < nact && op->cases[idx[j]].ch == first->ch;
+		     j++)
+			if (!snd && op->cases[idx[j]].is_send)
+				snd = &op->cases[idx[j]];
+		if (first->is_send || !snd)
+			continue;	/* one direction only */
+		any = true;
+		for (k = i; k < j; k++)
+			op->cases[idx[k]].bidir = true;
+		first->twin = snd;
+		snd->twin = first;
+	}
+	return any;
+}
+
+/*
+ * Register case k (its op is REGISTERING). Returns its index + 1 if it
+ * completed at once (the op is then claimed for it; a receive that found
+ * the channel closed too), -EPIPE for a send on a closed channel (claimed
+ * too), 0 if parked in a cell or, for a pair's case, if it would wait.
  */
 static int select_register(struct lf_op *op, struct lf_case *k,
 			   struct kg_case *uc)
@@ -1425,45 +1805,58 @@ static int select_register(struct lf_op *op, struct lf_case *k,
 	r = k->is_send ? lf_send(k->ch, k->elem, k, NULL, NULL) :
 			 lf_recv(k->ch, k->elem, k, NULL, NULL);
 	lf_read_unlock();
-	if (r == R_INSTALLED)
+	if (r == R_INSTALLED || r == R_AGAIN)
 		return 0;
 	/* done or closed while registering: nobody else can have won (the
 	 * claim says REGISTERING), take it for this case */
 	atomic_store_explicit(&op->pk.claim, k->idx + 1, memory_order_release);
 	if (r == R_DONE) {
 		uc->ok = true;
-		return 1;
+		return (int)k->idx + 1;
 	}
-	return k->is_send ? -EPIPE : 1;	/* recv on closed: ok = false */
+	return k->is_send ? -EPIPE : (int)k->idx + 1;	/* closed: !ok */
 }
 
-/* A select that has both directions on one channel: poll with backoff. */
-static int select_poll(struct kg_case *cases, uint32_t *order, uint32_t nact,
-		       uint64_t deadline)
+/*
+ * Register a pair (node: its receive case; node->twin its send case), as
+ * select_register: on an unbuffered channel link it in the bidir list,
+ * then try both directions once, in a random order; on a buffered one
+ * retry until one completes (one is ready whenever the channel is quiet).
+ */
+static int select_register_pair(struct lf_op *op, struct lf_case *node,
+				struct kg_case *cases)
 {
-	uint64_t nap = 20000;
+	kg_chan_t *c = node->ch;
+	int spins = 0;
 
+	if (!c->cap &&
+	    !atomic_load_explicit(&node->linked, memory_order_relaxed))
+		bidir_link(node);
 	for (;;) {
-		int r = select_try(cases, order, nact), i;
+		struct lf_case *first = kg_fastrand() & 1 ? node : node->twin;
+		int r = select_register(op, first, &cases[first->idx]);
 
-		if (r != -EAGAIN)
+		if (!r)
+			r = select_register(op, first->twin,
+					    &cases[first->twin->idx]);
+		if (r || !c->cap)
 			return r;
-		if (deadline == 0)
-			return -EAGAIN;
-		if (kg_now_ns() >= deadline)
-			return -ETIMEDOUT;
-		kg_sleep(nap);
-		if (nap < 2000000)
-			nap *= 2;
-		/* a new random poll order each round */
-		for (i = (int)nact - 1; i > 0; i--) {
-			uint32_t j = (uint32_t)(kg_fastrand() % (uint64_t)(i + 1));
-			uint32_t t = order[i];
-
-			order[i] = order[j];
-			order[j] = t;
-		}
+		if (++spins < 64)
+			kg_cpu_relax();
+		else
+			sched_yield();
 	}
+}
+
+/* Register case k, or the pair it belongs to: as select_register. */
+static int select_register_any(struct lf_op *op, struct lf_case *k,
+			       struct kg_case *cases)
+{
+	if (!k->bidir)
+		return select_register(op, k, &cases[k->idx]);
+	if (!k->twin)
+		return 0;	/* stands aside: its channel's pair speaks */
+	return select_register_pair(op, k->is_send ? k->twin : k, cases);
 }
 
 int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
@@ -1472,6 +1865,7 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 	uint32_t *scratch, i, nact = 0, claim;
 	struct lf_op *op = NULL;
 	uint64_t deadline;
+	bool pairs;
 	int r;
 
 	r = select_validate(cases, n, timeout);
@@ -1501,17 +1895,12 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 		j = (uint32_t)(kg_fastrand() % (nact + 1));
 		order[nact] = order[j];
 		order[j] = i;
-		scratch[nact] = i;
 		nact++;
 	}
 	/* pass 1: the first ready case in poll order */
 	r = select_try(cases, order, nact);
 	if (r != -EAGAIN || deadline == 0)
 		goto out;
-	if (both_directions(cases, scratch, nact)) {
-		r = select_poll(cases, order, nact, deadline);
-		goto out;
-	}
 
 	/* pass 2: register every case, in poll order, while REGISTERING */
 	op = op_new(nact, CLAIM_REG);
@@ -1525,16 +1914,19 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 		case_init(&op->cases[i], op, order[i], uc->op == KG_SEND,
 			  uc->elem, uc->ch);
 	}
+	pairs = (nact > 16 || both_directions(cases, order, nact)) &&
+		mark_pairs(op, scratch, nact);
 	for (i = 0; i < nact; i++) {
-		r = select_register(op, &op->cases[i], &cases[order[i]]);
+		r = select_register_any(op, &op->cases[i], cases);
 		if (r) {
-			r = r < 0 ? r : (int)order[i];
+			r = r < 0 ? r : r - 1;
 			goto done_early;
 		}
 	}
 	/*
 	 * Open the claim. Parties that met a case meanwhile broke its cell
-	 * and flagged it (REREG): register those again, still REGISTERING.
+	 * (or flagged its pair) and flagged it (REREG): register those
+	 * again, still REGISTERING.
 	 */
 	for (;;) {
 		uint32_t v = CLAIM_REG;
@@ -1552,9 +1944,13 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 			if (!atomic_exchange_explicit(&k->rereg, 0,
 						      memory_order_acquire))
 				continue;
-			r = select_register(op, k, &cases[k->idx]);
+			/* a pair is tried whole: its twin's flag is covered */
+			if (k->bidir && k->twin)
+				atomic_store_explicit(&k->twin->rereg, 0,
+						      memory_order_relaxed);
+			r = select_register_any(op, k, cases);
 			if (r) {
-				r = r < 0 ? r : (int)k->idx;
+				r = r < 0 ? r : r - 1;
 				goto done_early;
 			}
 		}
@@ -1590,6 +1986,8 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 		}
 	}
 done_early:
+	if (pairs)
+		bidir_leave(op);
 	/* cells still holding our cases keep their references */
 	op_put(op);
 out:
