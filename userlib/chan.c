@@ -131,6 +131,15 @@ enum {
 struct lf_seg {
 	uint64_t id;
 	_Atomic(struct lf_seg *) next;
+	/*
+	 * Owners of heap records with a case parked in one of our cells
+	 * (PIN_COUNT), plus the state of our freeing: retired (unlinked, or
+	 * the channel freed), the retiring grace period's callback found us
+	 * pinned, freed. See seg_unpin.
+	 */
+	_Atomic uint32_t pins;
+	_Atomic uint32_t withdrawn;	/* cells owners withdrew (a hint) */
+	_Atomic uint32_t removed;	/* unlinked from the middle */
 	struct rcu_head rcu;
 	_Atomic uintptr_t cell[SEG_CELLS];
 	_Alignas(16) char elems[];	/* SEG_CELLS * elem_size */
@@ -154,6 +163,7 @@ struct lf_case {
 	_Atomic uint8_t rereg;		/* broken while registering */
 	kg_chan_t *ch;
 	_Atomic uintptr_t *cell;	/* where it was installed last */
+	struct lf_seg *seg;		/* its segment, pinned; NULL: none */
 	/*
 	 * A select with both directions on one unbuffered channel (see
 	 * "Both directions" below): such a case never parks in a cell. The
@@ -231,6 +241,7 @@ struct kg_chan {
 	 */
 	kg_lock_t bidir_lock;
 	struct lf_case *bidir;
+	kg_lock_t seg_lock;		/* seg_remove's unlinks */
 };
 
 /* Results of one pass of an operation. */
@@ -298,6 +309,81 @@ static void seg_free_rcu(struct rcu_head *h)
 	free(caa_container_of(h, struct lf_seg, rcu));
 }
 
+/*
+ * Pins. The owner of a heap record (a select, a timed operation, a plain
+ * thread's) takes its cases out of their cells when its wait is over
+ * (case_withdraw), so that what a select leaves in the channels it did
+ * not take is returned at once, as Go's select dequeues its sudogs. A
+ * segment may be retired while such an owner still has to come back to
+ * it (a party in flight to the owner's cell holds the segment in its
+ * read-side section, not the owner), so each parked case pins its
+ * segment: a retired segment is freed only when no pin is left.
+ *
+ *   retire (seg_retire, kg_chan_free): set PIN_RETIRED; after a grace
+ *   period (no party still reaches the segment) seg_try_free frees it if
+ *   no pin is left, else marks PIN_CBDONE;
+ *   unpin: the last pin of a PIN_CBDONE segment frees it (after another
+ *   grace period: parties may still read it).
+ * A pin is taken only inside a read-side section that found the segment,
+ * so never on a segment whose grace period has ended. PIN_DEAD is set by
+ * the one CAS that decides the free.
+ */
+#define PIN_RETIRED (1u << 31)
+#define PIN_CBDONE (1u << 30)
+#define PIN_DEAD (1u << 29)
+#define PIN_COUNT(v) ((v) & (PIN_DEAD - 1))
+
+static void seg_try_free(struct lf_seg *s)
+{
+	uint32_t v = atomic_load_explicit(&s->pins, memory_order_acquire);
+
+	for (;;) {
+		if (!PIN_COUNT(v)) {
+			if (atomic_compare_exchange_weak_explicit(
+				    &s->pins, &v, PIN_DEAD,
+				    memory_order_acq_rel, memory_order_acquire)) {
+				free(s);
+				return;
+			}
+			continue;
+		}
+		if (atomic_compare_exchange_weak_explicit(
+			    &s->pins, &v, v | PIN_CBDONE, memory_order_acq_rel,
+			    memory_order_acquire))
+			return;	/* the last unpin frees it */
+	}
+}
+
+static void seg_try_free_rcu(struct rcu_head *h)
+{
+	seg_try_free(caa_container_of(h, struct lf_seg, rcu));
+}
+
+/* Retire s (no party reaches it any more): one caller schedules it. */
+static void seg_retire_one(struct lf_seg *s)
+{
+	if (!(atomic_fetch_or(&s->pins, PIN_RETIRED) & PIN_RETIRED))
+		urcu_memb_call_rcu(&s->rcu, seg_try_free_rcu);
+}
+
+static inline void seg_pin(struct lf_seg *s)
+{
+	atomic_fetch_add_explicit(&s->pins, 1, memory_order_relaxed);
+}
+
+static void seg_unpin(struct lf_seg *s)
+{
+	/* acq_rel: our accesses to the segment before its free */
+	uint32_t v = atomic_fetch_sub_explicit(&s->pins, 1,
+					       memory_order_acq_rel) - 1;
+
+	if (v == (PIN_RETIRED | PIN_CBDONE) &&
+	    atomic_compare_exchange_strong_explicit(&s->pins, &v, PIN_DEAD,
+						    memory_order_acq_rel,
+						    memory_order_acquire))
+		urcu_memb_call_rcu(&s->rcu, seg_free_rcu);
+}
+
 static struct lf_seg *seg_new(kg_chan_t *c, uint64_t id)
 {
 	struct lf_seg *s;
@@ -346,6 +432,24 @@ seg_find_slow(kg_chan_t *c, struct lf_seg *s, uint64_t id)
 	return s;
 }
 
+/*
+ * A hint was just moved to s: if s was removed from the middle of the
+ * list meanwhile, move the hint on (seq_cst CAS, then the load of removed:
+ * the Dekker pair with seg_remove's store of removed, then its hint
+ * loads; one of the two moves the hint off).
+ */
+static void hint_settle(_Atomic(struct lf_seg *) *hint, struct lf_seg *s)
+{
+	while (atomic_load(&s->removed)) {
+		struct lf_seg *n = atomic_load_explicit(&s->next,
+							memory_order_acquire);
+
+		if (!atomic_compare_exchange_strong(hint, &s, n))
+			return;	/* moved by someone else: they settle it */
+		s = n;
+	}
+}
+
 /* Retire segments that every hint has left behind. */
 static void seg_retire(kg_chan_t *c)
 {
@@ -374,17 +478,19 @@ static void seg_retire(kg_chan_t *c)
 				struct lf_seg *n = atomic_load_explicit(
 					&h->next, memory_order_acquire);
 
-				atomic_compare_exchange_strong_explicit(
-					&c->eb_seg, &e, n, memory_order_acq_rel,
-					memory_order_acquire);
+				if (atomic_compare_exchange_strong(&c->eb_seg,
+								   &e, n))
+					hint_settle(&c->eb_seg, n);
 				continue;
 			}
 		}
 		/* exactly one CAS moves head past h: one call_rcu per segment */
-		if (atomic_compare_exchange_strong_explicit(
-			    &c->head, &h, atomic_load(&h->next),
-			    memory_order_acq_rel, memory_order_acquire))
-			urcu_memb_call_rcu(&h->rcu, seg_free_rcu);
+		struct lf_seg *n = atomic_load(&h->next);
+
+		if (atomic_compare_exchange_strong(&c->head, &h, n)) {
+			hint_settle(&c->head, n);
+			seg_retire_one(h);
+		}
 	}
 }
 
@@ -395,13 +501,66 @@ static void hint_forward(kg_chan_t *c, _Atomic(struct lf_seg *) *hint,
 	struct lf_seg *cur = atomic_load_explicit(hint, memory_order_acquire);
 
 	while (cur->id < s->id) {
-		if (atomic_compare_exchange_weak_explicit(
-			    hint, &cur, s, memory_order_acq_rel,
-			    memory_order_acquire)) {
+		/* seq_cst: see hint_settle */
+		if (atomic_compare_exchange_weak(hint, &cur, s)) {
+			hint_settle(hint, s);
 			seg_retire(c);
 			return;
 		}
 	}
+}
+
+/*
+ * Remove m from the middle of the list: every one of its cells is BROKEN
+ * (withdrawn waiters, mostly: the selects of a loop naming a channel on
+ * which a coroutine waits for ever keep landing behind it, and the front
+ * cannot move past that waiter). A party that looks for a cell of m
+ * afterwards finds a segment with a higher id, which means BROKEN, as
+ * the cell was. Under seg_lock (removals only; walkers and appends take
+ * no lock: an append links only at the tail, never m). Hints pointing at
+ * m move to its successor (hint_settle on the other side). m is retired
+ * like any segment: freed after a grace period, once unpinned. Inside a
+ * read-side section.
+ */
+static void seg_remove(kg_chan_t *c, struct lf_seg *m)
+{
+	struct lf_seg *p, *n = atomic_load_explicit(&m->next,
+						    memory_order_acquire);
+	_Atomic(struct lf_seg *) *hints[] = { &c->head, &c->send_seg,
+					      &c->recv_seg, &c->eb_seg };
+	unsigned int i;
+
+	if (!n)
+		return;	/* the tail stays: appends link there */
+	for (i = 0; i < SEG_CELLS; i++)
+		if (atomic_load_explicit(&m->cell[i], memory_order_acquire) !=
+		    C_BROKEN)
+			return;
+	kg_lock(&c->seg_lock);
+	p = atomic_load_explicit(&c->head, memory_order_acquire);
+	while (p && p->id < m->id) {
+		struct lf_seg *q = atomic_load_explicit(&p->next,
+							memory_order_acquire);
+
+		if (q == m)
+			break;
+		p = q;
+	}
+	/* m must still be linked after p (not the head, not retired) */
+	if (p && p != m && p->id < m->id && !atomic_load(&m->removed) &&
+	    atomic_load_explicit(&p->next, memory_order_acquire) == m) {
+		atomic_store(&m->removed, 1);
+		/* release: m's successor is read through p from now on */
+		atomic_store_explicit(&p->next, n, memory_order_release);
+		for (i = 0; i < sizeof(hints) / sizeof(hints[0]); i++) {
+			struct lf_seg *h = m;
+
+			if (atomic_compare_exchange_strong(hints[i], &h, n))
+				hint_settle(hints[i], n);
+		}
+		seg_retire_one(m);
+	}
+	kg_unlock(&c->seg_lock);
 }
 
 /* seg_find's common case, inline: start is already the segment. */
@@ -409,6 +568,23 @@ static inline struct lf_seg *seg_find(kg_chan_t *c, struct lf_seg *s,
 				      uint64_t id)
 {
 	return kg_likely(s->id == id) ? s : seg_find_slow(c, s, id);
+}
+
+/*
+ * The segment of index i, from a hint loaded before i was taken. A hint
+ * is behind its counter, except after an index was given back
+ * (give_back_index: the counter went back, the hint stays): then walk
+ * from the head. A segment with a higher id means i's was removed, or
+ * retired after both sides passed i: the cell counts as BROKEN.
+ */
+static inline struct lf_seg *seg_of(kg_chan_t *c, struct lf_seg *hint,
+				    uint64_t i)
+{
+	uint64_t id = i >> SEG_SHIFT;
+
+	if (kg_unlikely(hint->id > id))
+		hint = atomic_load_explicit(&c->head, memory_order_acquire);
+	return seg_find(c, hint, id);
 }
 
 static inline char *cell_elem(kg_chan_t *c, struct lf_seg *s, uint64_t i)
@@ -490,6 +666,7 @@ static void case_init(struct lf_case *k, struct lf_op *op, uint32_t idx,
 	k->ch = c;
 	atomic_store_explicit(&k->result, RES_NONE, memory_order_relaxed);
 	atomic_store_explicit(&k->rereg, 0, memory_order_relaxed);
+	k->seg = NULL;
 	k->bidir = false;
 	atomic_store_explicit(&k->linked, 0, memory_order_relaxed);
 	k->twin = k->bnext = NULL;
@@ -629,21 +806,155 @@ static bool take_waiter(_Atomic uintptr_t *cell, uintptr_t *st,
  * value in the cell) before the pointer. False (st reloaded) if the cell
  * changed meanwhile.
  */
-static bool install(_Atomic uintptr_t *cell, uintptr_t *st, struct lf_case *k)
+static bool install(struct lf_seg *seg, _Atomic uintptr_t *cell,
+		    uintptr_t *st, struct lf_case *k)
 {
 	bool simple = k->op->simple;
 
 	/* a simple op keeps no count (see struct lf_op) */
 	if (!simple)
 		op_get(k->op);
-	k->cell = cell;		/* for chan_abandon */
+	k->cell = cell;		/* for chan_abandon and case_withdraw */
 	if (atomic_compare_exchange_strong_explicit(cell, st, W_OF(k),
 						    memory_order_acq_rel,
-						    memory_order_acquire))
+						    memory_order_acquire)) {
+		/* its owner comes back to the cell (case_withdraw); a simple
+		 * op's owner never does */
+		if (!simple) {
+			seg_pin(seg);
+			k->seg = seg;
+		}
 		return true;
+	}
 	if (!simple)
 		op_put(k->op);
 	return false;
+}
+
+/*
+ * Move a counter (S for senders, R for receivers) over the cells at its
+ * front that are BROKEN, as the next parties would: a cell whose waiter
+ * was withdrawn needs nobody any more. Without this, a channel nobody
+ * sends on keeps every cell the selects that named it withdrew, and its
+ * segments could never be retired (the senders' hint never moves). R is
+ * left to receivers on a buffered channel (each also expands the buffer).
+ * Inside a read-side section.
+ */
+static void skip_broken_front(kg_chan_t *c, bool senders)
+{
+	_Atomic uint64_t *ctr = senders ? &c->S : &c->R;
+	_Atomic(struct lf_seg *) *hint = senders ? &c->send_seg : &c->recv_seg;
+	int n;
+
+	if (!senders && c->cap)
+		return;
+	for (n = 0; n < 4 * (int)SEG_CELLS; n++) {
+		/* the hint before the counter: its segment is at or before */
+		struct lf_seg *h = atomic_load_explicit(hint,
+							memory_order_acquire);
+		struct lf_seg *seg = h;
+		uint64_t i = atomic_load(ctr), id = i >> SEG_SHIFT;
+
+		if (i & CLOSED_BIT)
+			return;
+		if (seg->id > id)	/* an index was given back: see seg_of */
+			seg = atomic_load_explicit(&c->head,
+						   memory_order_acquire);
+		while (seg && seg->id < id)
+			seg = atomic_load_explicit(&seg->next,
+						   memory_order_acquire);
+		/* a higher id: i's segment was removed, its cells BROKEN */
+		if (!seg || (seg->id == id &&
+			     atomic_load_explicit(&seg->cell[i & SEG_MASK],
+						  memory_order_acquire) !=
+				     C_BROKEN))
+			return;
+		/* seq_cst, as a party's fetch_add; fails if one came */
+		if (!atomic_compare_exchange_strong(ctr, &i, i + 1))
+			return;
+		/* as the party with index i would: the hint to its segment
+		 * (segments behind both hints are retired) */
+		if (seg != h)
+			hint_forward(c, hint, seg);
+	}
+}
+
+/*
+ * k's cell, just withdrawn (BROKEN), was the last index of its side (a
+ * sender's s == S - 1, a receiver's r == R - 1): give the index back, so
+ * that a loop of selects naming a channel that never becomes ready reuses
+ * one cell instead of growing the channel. The cell is held RESUMING
+ * while we decide (parties that reach it wait), the index is returned
+ * only if no partner has taken the same index yet (it may have seen the
+ * cell BROKEN and moved on), and the cell is EMPTY again only if the
+ * counter went back. A receiver's index is given back only when
+ * unbuffered: R also bounds the buffer. Inside a read-side section.
+ */
+static void give_back_index(kg_chan_t *c, struct lf_case *k, uint64_t i)
+{
+	_Atomic uint64_t *mine = k->is_send ? &c->S : &c->R;
+	_Atomic uint64_t *other = k->is_send ? &c->R : &c->S;
+	uintptr_t st = C_BROKEN;
+	uint64_t next = i + 1;
+
+	if ((!k->is_send && c->cap) ||
+	    atomic_load_explicit(mine, memory_order_relaxed) != next)
+		return;
+	if (!atomic_compare_exchange_strong(k->cell, &st, C_RESUMING))
+		return;
+	/* seq_cst after the CAS: a partner that takes i from now waits */
+	if ((atomic_load(other) & ~CLOSED_BIT) <= i &&
+	    atomic_compare_exchange_strong(mine, &next, i)) {
+		atomic_store_explicit(k->cell, C_EMPTY, memory_order_release);
+		return;
+	}
+	atomic_store_explicit(k->cell, C_BROKEN, memory_order_release);
+}
+
+/*
+ * The owner's wait is over (or it re-registers k): take k out of the cell
+ * it was parked in, unless a party took it (then the party drops the
+ * cell's reference), and let go of its segment's pin. Only the owner
+ * calls this, for a heap record.
+ */
+static void case_withdraw(struct lf_case *k)
+{
+	struct lf_seg *seg = k->seg;
+	uintptr_t st = W_OF(k);
+
+	if (!seg)
+		return;
+	k->seg = NULL;
+	/*
+	 * The segment is pinned; the channel is kept by the read-side
+	 * section: kg_chan_free breaks every waiter's cell before its
+	 * call_rcu, so a CAS that wins here came first.
+	 */
+	lf_read_lock();
+	if (atomic_compare_exchange_strong_explicit(k->cell, &st, C_BROKEN,
+						    memory_order_acq_rel,
+						    memory_order_acquire)) {
+		op_put(k->op);	/* the cell's; never the last (ours) */
+		give_back_index(k->ch, k, seg->id * SEG_CELLS +
+				(uint64_t)(k->cell - seg->cell));
+		/* a receiver's cell is met by a sender, and vice versa */
+		skip_broken_front(k->ch, !k->is_send);
+		/* once half its cells were withdrawn, see if all are BROKEN */
+		if (atomic_fetch_add_explicit(&seg->withdrawn, 1,
+					      memory_order_relaxed) + 1 >=
+		    SEG_CELLS / 2)
+			seg_remove(k->ch, seg);
+	}
+	lf_read_unlock();
+	seg_unpin(seg);
+}
+
+static void op_withdraw(struct lf_op *op)
+{
+	uint32_t i;
+
+	for (i = 0; i < op->ncases; i++)
+		case_withdraw(&op->cases[i]);
 }
 
 /*
@@ -888,7 +1199,11 @@ static void expand(kg_chan_t *c, struct lf_seg *from, uint64_t e,
 		from = h;
 	if (hs->id <= eid && hs->id > from->id)
 		from = hs;
+	if (from->id > eid)
+		return;	/* e's segment was removed: its cells are BROKEN */
 	s = seg_find(c, from, eid);
+	if (s->id != eid)
+		return;
 	hint_forward(c, &c->eb_seg, s);
 	_Atomic uintptr_t *cell = &s->cell[e & SEG_MASK];
 	uintptr_t st = atomic_load_explicit(cell, memory_order_acquire);
@@ -975,11 +1290,14 @@ static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
 			atomic_fetch_sub(&c->S, 1);
 			return R_CLOSED;
 		}
-		cur = seg_find(c, seg, s >> SEG_SHIFT);
+		cur = seg_of(c, seg, s);
 		/* the hint is at seg already: only a new segment moves it */
 		if (cur != seg)
 			hint_forward(c, &c->send_seg, cur);
 		seg = cur;
+		/* a higher id: our cell's segment was removed, all BROKEN */
+		if (kg_unlikely(seg->id != s >> SEG_SHIFT))
+			continue;
 		cell = &seg->cell[s & SEG_MASK];
 		st = atomic_load_explicit(cell, memory_order_acquire);
 		for (;;) {
@@ -1022,7 +1340,7 @@ static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
 						return lazy ? R_NOMEM : R_AGAIN;
 					continue;
 				}
-				if (install(cell, &st, k))
+				if (install(seg, cell, &st, k))
 					return R_INSTALLED;
 				continue;
 			}
@@ -1066,7 +1384,7 @@ static int lf_recv(kg_chan_t *c, void *out, struct lf_case *k,
 		uintptr_t st;
 		int spins = 0;
 
-		cur = seg_find(c, seg, r >> SEG_SHIFT);
+		cur = seg_of(c, seg, r);
 		/* the hint is at seg already: only a new segment moves it */
 		if (cur != seg)
 			hint_forward(c, &c->recv_seg, cur);
@@ -1080,6 +1398,9 @@ static int lf_recv(kg_chan_t *c, void *out, struct lf_case *k,
 		 */
 		if (c->cap && atomic_load(&c->eb_need) >= e)
 			expand(c, seg, e, w);
+		/* a higher id: our cell's segment was removed, all BROKEN */
+		if (kg_unlikely(seg->id != r >> SEG_SHIFT))
+			continue;
 		cell = &seg->cell[r & SEG_MASK];
 		st = atomic_load_explicit(cell, memory_order_acquire);
 		/*
@@ -1154,7 +1475,7 @@ static int lf_recv(kg_chan_t *c, void *out, struct lf_case *k,
 						break;	/* retry: sees closed */
 					return R_AGAIN;
 				}
-				if (install(cell, &st, k))
+				if (install(seg, cell, &st, k))
 					return R_INSTALLED;
 				continue;
 			}
@@ -1219,10 +1540,10 @@ static void op_wait(struct lf_op *op, uint64_t deadline)
  * the cell must not lead to it any more, so break the cell (a party would
  * move past it). The cell's segment is still there: a segment holding a
  * waiter is never unlinked, and kg_chan_free refuses a channel that has
- * one. A record on the heap is given up as if timed out (parties then
- * break the cells that still hold it, and kg_chan_free drops them), and
- * our reference to it goes. A value a party already moved is spent with
- * co. No thread may be using the channel meanwhile.
+ * one. A record on the heap is given up as if timed out and withdrawn
+ * from the cells and bidir lists that still hold it, as its owner would
+ * have done, and our reference to it goes. A value a party already moved
+ * is spent with co. No thread may be using the channel meanwhile.
  */
 static void chan_abandon(struct kg_co *co, int pass)
 {
@@ -1233,6 +1554,8 @@ static void chan_abandon(struct kg_co *co, int pass)
 	if (!op->simple) {
 		kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT);
 		kg_parker_done(&op->pk);
+		op_withdraw(op);
+		bidir_leave(op);
 		op_put(op);
 		return;
 	}
@@ -1303,15 +1626,19 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 	/* a simple op has no deadline: arming it cannot fail */
 	if (kg_parker_arm(&op->pk, deadline) &&
 	    kg_parker_claim(&op->pk, KG_CLAIM_TIMEOUT)) {
-		op_put(op);	/* the cell keeps its reference */
+		op_withdraw(op);
+		op_put(op);
 		return -ENOMEM;
 	}
 	op_wait(op, deadline);
 	claim = atomic_load_explicit(&op->pk.claim, memory_order_acquire);
 	res = atomic_load_explicit(&op->cases[0].result, memory_order_relaxed);
-	/* a simple op's taker is done with it: it goes with our frame */
-	if (!op->simple)
+	/* a simple op's taker is done with it: it goes with our frame; a
+	 * heap record leaves the cell no party took (timed out) */
+	if (!op->simple) {
+		op_withdraw(op);
 		op_put(op);
+	}
 	if (claim == KG_CLAIM_TIMEOUT)
 		return -ETIMEDOUT;
 	return res == RES_VALUE ? 0 : -EPIPE;
@@ -1445,6 +1772,8 @@ int kg_chan_close(kg_chan_t *c)
 		uintptr_t st;
 
 		seg = seg_at(c, seg, i);
+		if (seg->id != i >> SEG_SHIFT)
+			continue;	/* removed: BROKEN */
 		cell = &seg->cell[i & SEG_MASK];
 		st = atomic_load_explicit(cell, memory_order_acquire);
 		for (;;) {
@@ -1496,7 +1825,9 @@ size_t kg_chan_len(kg_chan_t *c)
 	s = atomic_load(&c->S) & ~CLOSED_BIT;
 	end = s < r + c->cap ? s : r + c->cap;
 	for (i = r; i < end; i++) {
-		seg = seg_find(c, seg, i >> SEG_SHIFT);
+		seg = seg_of(c, seg, i);
+		if (seg->id != i >> SEG_SHIFT)
+			continue;	/* removed: BROKEN */
 		n += atomic_load_explicit(&seg->cell[i & SEG_MASK],
 					  memory_order_acquire) == C_BUFFERED;
 	}
@@ -1556,9 +1887,11 @@ static void chan_free_rcu(struct rcu_head *h)
 	kg_chan_t *c = caa_container_of(h, kg_chan_t, rcu);
 	struct lf_seg *s = atomic_load(&c->head), *n;
 
+	/* after a grace period: pinned segments go with their last unpin */
 	for (; s; s = n) {
 		n = atomic_load(&s->next);
-		free(s);
+		if (!(atomic_fetch_or(&s->pins, PIN_RETIRED) & PIN_RETIRED))
+			seg_try_free(s);
 	}
 	free(c);
 }
@@ -1641,12 +1974,15 @@ static int chan_free(kg_chan_t *c)
 						"not freed\n", (void *)c);
 					return -EBUSY;
 				}
-				/* (a simple op's cell keeps no reference) */
+				/* (a simple op's cell keeps no reference; the
+				 * owner may be withdrawing it: one CAS wins) */
 				if (pass == 1) {
 					struct lf_op *op = W_CASE(st)->op;
 
-					atomic_store(&s->cell[i], C_BROKEN);
-					if (!op->simple)
+					if (atomic_compare_exchange_strong(
+						    &s->cell[i], &st,
+						    C_BROKEN) &&
+					    !op->simple)
 						op_put(op);
 				}
 			}
@@ -1852,6 +2188,8 @@ static int select_register_pair(struct lf_op *op, struct lf_case *node,
 static int select_register_any(struct lf_op *op, struct lf_case *k,
 			       struct kg_case *cases)
 {
+	/* again after a party broke its cell: let go of that one first */
+	case_withdraw(k);
 	if (!k->bidir)
 		return select_register(op, k, &cases[k->idx]);
 	if (!k->twin)
@@ -1986,9 +2324,10 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 		}
 	}
 done_early:
+	/* take our cases out of the cells no party took, and the lists */
+	op_withdraw(op);
 	if (pairs)
 		bidir_leave(op);
-	/* cells still holding our cases keep their references */
 	op_put(op);
 out:
 	if (order != stack_order)
