@@ -609,6 +609,13 @@ static inline int kg_recv(kg_recvch_t r, void *out)
 	return kg_chan_recv(r.ch, out);
 }
 
+/* As kg_chan_close, through a send handle: in Go, close(ch) is the
+ * sender's; a receive-only handle cannot close. */
+static inline int kg_close(kg_sendch_t s)
+{
+	return kg_chan_close(s.ch);
+}
+
 /*
  * Typed convenience (GNU C): send a value, receive into an lvalue. The
  * value's size must equal the channel's element size, else -EINVAL.
