@@ -863,15 +863,32 @@ static void skip_broken_front(kg_chan_t *c, bool senders)
 		while (seg && seg->id < id)
 			seg = atomic_load_explicit(&seg->next,
 						   memory_order_acquire);
-		/* a higher id: i's segment was removed, its cells BROKEN */
-		if (!seg || (seg->id == id &&
-			     atomic_load_explicit(&seg->cell[i & SEG_MASK],
-						  memory_order_acquire) !=
-				     C_BROKEN))
+		if (!seg)
 			return;
-		/* seq_cst, as a party's fetch_add; fails if one came */
-		if (!atomic_compare_exchange_strong(ctr, &i, i + 1))
+		if (seg->id == id) {
+			/*
+			 * Hold the cell RESUMING while we move the counter:
+			 * its owner may be giving the index back (which
+			 * turns the cell EMPTY again); one of us owns it.
+			 */
+			_Atomic uintptr_t *cell = &seg->cell[i & SEG_MASK];
+			uintptr_t st = C_BROKEN;
+			bool moved;
+
+			if (!atomic_compare_exchange_strong(cell, &st,
+							    C_RESUMING))
+				return;
+			/* seq_cst, as a party's fetch_add; fails if one
+			 * came (it waits for the cell, then moves on) */
+			moved = atomic_compare_exchange_strong(ctr, &i, i + 1);
+			atomic_store_explicit(cell, C_BROKEN,
+					      memory_order_release);
+			if (!moved)
+				return;
+		} else if (!atomic_compare_exchange_strong(ctr, &i, i + 1)) {
+			/* a higher id: i's segment was removed, all BROKEN */
 			return;
+		}
 		/* as the party with index i would: the hint to its segment
 		 * (segments behind both hints are retired) */
 		if (seg != h)
