@@ -1587,6 +1587,29 @@ static void chan_abandon(struct kg_co *co, int pass)
 }
 
 /*
+ * Could a send (is_send) or a receive complete on c now, by the counters?
+ * False means it could not at one moment during the call: the counter
+ * the other side raises is read second (a receive is not ready while
+ * R >= S: no value buffered, no sender parked; a send while S >= R + cap:
+ * no room, no receiver parked). Closed counts as ready (the operation
+ * ends at once). A select waiting in both directions (nbidir) is not in
+ * the counters: the caller tries instead.
+ */
+static inline bool chan_ready(kg_chan_t *c, bool is_send)
+{
+	uint64_t s, r;
+
+	if (is_send) {
+		s = atomic_load(&c->S);
+		r = atomic_load(&c->R);
+		return (s & CLOSED_BIT) || s < r + c->cap;
+	}
+	r = atomic_load(&c->R);
+	s = atomic_load(&c->S);
+	return (s & CLOSED_BIT) || r < s;
+}
+
+/*
  * One send or receive. deadline: 0 never waits (try_), UINT64_MAX waits
  * forever, else the kg_now_ns() limit.
  */
@@ -1610,12 +1633,8 @@ static int chan_op(kg_chan_t *c, bool is_send, void *elem, uint64_t deadline,
 	if (deadline == 0 && !atomic_load(&c->nbidir)) {
 		/* cheap checks first: a try that would fail takes no index
 		 * (not while a select waits in the bidir list: it may meet) */
-		uint64_t sraw = atomic_load(&c->S), rr = atomic_load(&c->R);
-
-		if (is_send && !(sraw & CLOSED_BIT) && sraw >= rr + c->cap)
+		if (!chan_ready(c, is_send))
 			return would_wait;
-		if (!is_send && rr >= (sraw & ~CLOSED_BIT))
-			return (sraw & CLOSED_BIT) ? -EPIPE : would_wait;
 	}
 	lf_read_lock();
 	r = is_send ? lf_send(c, elem, NULL, deadline ? &lazy : NULL, w) :
@@ -2095,6 +2114,60 @@ static int select_try(struct kg_case *cases, uint32_t *order, uint32_t nact)
 	return -EAGAIN;
 }
 
+/*
+ * A select with a default found no case ready, one channel at a time. Go
+ * looks at all of them at once (under their locks): default only if, at
+ * one moment, none was ready (TestNonblockSelectRace: c2 becomes ready
+ * after its try, c1 stops being ready before its try). So confirm with a
+ * double collect of the counters: read every channel's S and R twice;
+ * if no case looked ready and nothing moved in between, that moment
+ * existed. A case that looks ready is tried again (a bounded number of
+ * rounds: under constant traffic, default is as good an answer as Go's
+ * own scheduler would give a moment later).
+ */
+static int select_default(struct kg_case *cases, uint32_t *order,
+			  uint32_t nact)
+{
+	uint64_t stack_snap[2 * SELECT_STACK_CASES], *snap = stack_snap;
+	int round, r = -EAGAIN;
+	uint32_t i;
+
+	if (nact > SELECT_STACK_CASES) {
+		snap = malloc(2 * nact * sizeof(*snap));
+		if (!snap)
+			return -EAGAIN;	/* the tries said so */
+	}
+	for (round = 0; round < 4; round++) {
+		bool again = false, same = true;
+
+		for (i = 0; i < nact && !again; i++) {
+			kg_chan_t *c = cases[order[i]].ch;
+
+			if (atomic_load(&c->nbidir) ||
+			    chan_ready(c, cases[order[i]].op == KG_SEND))
+				again = true;
+			snap[2 * i] = atomic_load(&c->S);
+			snap[2 * i + 1] = atomic_load(&c->R);
+		}
+		if (!again) {
+			for (i = 0; i < nact && same; i++) {
+				kg_chan_t *c = cases[order[i]].ch;
+
+				same = snap[2 * i] == atomic_load(&c->S) &&
+				       snap[2 * i + 1] == atomic_load(&c->R);
+			}
+			if (same)
+				break;	/* none was ready, all at once */
+		}
+		r = select_try(cases, order, nact);
+		if (r != -EAGAIN)
+			break;
+	}
+	if (snap != stack_snap)
+		free(snap);
+	return r;
+}
+
 static int by_chan_dir(const void *a, const void *b, void *arg)
 {
 	const struct lf_op *op = arg;
@@ -2254,6 +2327,8 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 	}
 	/* pass 1: the first ready case in poll order */
 	r = select_try(cases, order, nact);
+	if (r == -EAGAIN && deadline == 0 && nact > 1)
+		r = select_default(cases, order, nact);
 	if (r != -EAGAIN || deadline == 0)
 		goto out;
 
