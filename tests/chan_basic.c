@@ -702,6 +702,92 @@ TEST(free_with_waiters_is_refused)
 }
 
 /*
+ * Timed receivers that time out in reverse order give their indices back
+ * (the last one's each time), also across a segment's end (32 cells):
+ * afterwards, senders parked one after another are received in order,
+ * every one. With `pre` exchanges first, the waiters start anywhere in a
+ * segment. (A give-back across a segment's end once let the segment be
+ * retired under a parked sender: values lost, a sender hung.)
+ */
+struct giveback {
+	kg_chan_t *c;
+	int pre, k;
+	kg_wg_t wg;
+};
+
+static struct giveback *cur_gb;
+
+struct gb_waiter {
+	struct giveback *g;
+	long ns;
+};
+
+static void gb_recv_for(void *p)
+{
+	struct gb_waiter *w = p;
+	int v;
+
+	CO_CHECK(kg_chan_recv_timeout(w->g->c, &v, (uint64_t)w->ns) ==
+			 -ETIMEDOUT, "nothing was sent yet");
+	kg_wg_done(&w->g->wg);
+}
+
+static void gb_send(void *p)
+{
+	int v = (int)(intptr_t)p;
+
+	kg_chan_send(cur_gb->c, &v);
+}
+
+static void giveback_main(void *p)
+{
+	struct giveback *g = p;
+	struct gb_waiter w[8];
+	int i, v;
+
+	cur_gb = g;
+	for (i = 0; i < g->pre; i++) {
+		kg_go(gb_send, (void *)(intptr_t)i);
+		kg_chan_recv(g->c, &v);
+	}
+	/* k receivers park in order; the last parked times out first */
+	kg_wg_add(&g->wg, g->k);
+	for (i = 0; i < g->k; i++) {
+		w[i] = (struct gb_waiter){ g, (long)(g->k - i) * 2 * MS };
+		kg_go(gb_recv_for, &w[i]);
+		kg_yield();
+	}
+	kg_wg_wait(&g->wg);
+	/* k senders park in order, then are received in that order */
+	for (i = 0; i < g->k; i++) {
+		kg_go(gb_send, (void *)(intptr_t)(1000 + i));
+		kg_yield();
+	}
+	for (i = 0; i < g->k; i++) {
+		v = -1;
+		CO_CHECK(kg_chan_recv_timeout(g->c, &v, 500 * MS) == 0 &&
+				 v == 1000 + i,
+			 "pre %d k %d: receive %d got %d", g->pre, g->k, i, v);
+	}
+}
+
+TEST_TIMEOUT(indices_given_back_across_segments, 120)
+{
+	int pre, k;
+
+	for (k = 2; k <= 5; k += 3)
+		for (pre = 24; pre < 40; pre++) {
+			struct giveback g = { .pre = pre, .k = k,
+					      .wg = KG_WG_INIT };
+
+			g.c = kg_chan_make(sizeof(int), 0);
+			ASSERT_EQ(0, run_kg(giveback_main, &g, 1));
+			kg_chan_free(g.c);
+		}
+	ASSERT_EQ(0, co_failures());
+}
+
+/*
  * A timer channel with a waiter: kg_chan_free refuses before it touches
  * the timer, so the waiter is still woken when the timer fires; the same
  * for a ticker, whose stop says -EBUSY. Once nobody waits, both free.

@@ -537,6 +537,25 @@ static void seg_remove(kg_chan_t *c, struct lf_seg *m)
 		    C_BROKEN)
 			return;
 	kg_lock(&c->seg_lock);
+	/*
+	 * Hold every cell RESUMING while deciding, so that no index is given
+	 * back into m (give_back_index checks removed while it holds its
+	 * cell); parties that reach a cell meanwhile wait, then see BROKEN.
+	 */
+	for (i = 0; i < SEG_CELLS; i++) {
+		uintptr_t st = C_BROKEN;
+
+		if (!atomic_compare_exchange_strong(&m->cell[i], &st,
+						    C_RESUMING))
+			break;
+	}
+	if (i < SEG_CELLS) {
+		while (i--)
+			atomic_store_explicit(&m->cell[i], C_BROKEN,
+					      memory_order_release);
+		kg_unlock(&c->seg_lock);
+		return;
+	}
 	p = atomic_load_explicit(&c->head, memory_order_acquire);
 	while (p && p->id < m->id) {
 		struct lf_seg *q = atomic_load_explicit(&p->next,
@@ -560,6 +579,9 @@ static void seg_remove(kg_chan_t *c, struct lf_seg *m)
 		}
 		seg_retire_one(m);
 	}
+	for (i = 0; i < SEG_CELLS; i++)
+		atomic_store_explicit(&m->cell[i], C_BROKEN,
+				      memory_order_release);
 	kg_unlock(&c->seg_lock);
 }
 
@@ -907,20 +929,33 @@ static void skip_broken_front(kg_chan_t *c, bool senders)
  * counter went back. A receiver's index is given back only when
  * unbuffered: R also bounds the buffer. Inside a read-side section.
  */
-static void give_back_index(kg_chan_t *c, struct lf_case *k, uint64_t i)
+static void give_back_index(kg_chan_t *c, struct lf_seg *seg,
+			    struct lf_case *k, uint64_t i)
 {
 	_Atomic uint64_t *mine = k->is_send ? &c->S : &c->R;
 	_Atomic uint64_t *other = k->is_send ? &c->R : &c->S;
 	uintptr_t st = C_BROKEN;
 	uint64_t next = i + 1;
 
-	if ((!k->is_send && c->cap) ||
+	/*
+	 * Never back over a segment's end: a side's hint may already be in
+	 * the next segment (an index there was taken, then given back), and
+	 * hints must never be ahead of their counter's segment (seg_retire
+	 * retires what is behind both hints).
+	 */
+	if ((!k->is_send && c->cap) || (i & SEG_MASK) == SEG_MASK ||
 	    atomic_load_explicit(mine, memory_order_relaxed) != next)
 		return;
 	if (!atomic_compare_exchange_strong(k->cell, &st, C_RESUMING))
 		return;
-	/* seq_cst after the CAS: a partner that takes i from now waits */
-	if ((atomic_load(other) & ~CLOSED_BIT) <= i &&
+	/*
+	 * seq_cst after the CAS: a partner that takes i from now waits (its
+	 * first load of the cell is seq_cst too). A segment being removed
+	 * holds all its cells RESUMING while it sets removed: if we hold
+	 * ours now, it was removed before (stays BROKEN) or will see us.
+	 */
+	if (!atomic_load(&seg->removed) &&
+	    (atomic_load(other) & ~CLOSED_BIT) <= i &&
 	    atomic_compare_exchange_strong(mine, &next, i)) {
 		atomic_store_explicit(k->cell, C_EMPTY, memory_order_release);
 		return;
@@ -952,7 +987,7 @@ static void case_withdraw(struct lf_case *k)
 						    memory_order_acq_rel,
 						    memory_order_acquire)) {
 		op_put(k->op);	/* the cell's; never the last (ours) */
-		give_back_index(k->ch, k, seg->id * SEG_CELLS +
+		give_back_index(k->ch, seg, k, seg->id * SEG_CELLS +
 				(uint64_t)(k->cell - seg->cell));
 		/* a receiver's cell is met by a sender, and vice versa */
 		skip_broken_front(k->ch, !k->is_send);
@@ -1143,7 +1178,9 @@ static int bidir_meet(kg_chan_t *c, _Atomic uintptr_t *cell, uintptr_t *st,
 				op_get(wait_for);
 				break;
 			}
-			flag_rereg(is_send ? e : e->twin);
+			/* opened or decided meanwhile: look at it again */
+			if (flag_rereg(is_send ? e : e->twin) != CLAIM_REG)
+				continue;
 			pp = &e->bnext;
 		}
 		if (m) {
@@ -1316,7 +1353,9 @@ static int lf_send(kg_chan_t *c, const void *val, struct lf_case *k,
 		if (kg_unlikely(seg->id != s >> SEG_SHIFT))
 			continue;
 		cell = &seg->cell[s & SEG_MASK];
-		st = atomic_load_explicit(cell, memory_order_acquire);
+		/* seq_cst, after our fetch_add: the Dekker pair with an
+		 * index given back (hold the cell, then read S) */
+		st = atomic_load(cell);
 		for (;;) {
 			if (st == C_EMPTY || st == C_EB) {
 				if (!stored) {
@@ -1419,7 +1458,8 @@ static int lf_recv(kg_chan_t *c, void *out, struct lf_case *k,
 		if (kg_unlikely(seg->id != r >> SEG_SHIFT))
 			continue;
 		cell = &seg->cell[r & SEG_MASK];
-		st = atomic_load_explicit(cell, memory_order_acquire);
+		/* seq_cst, after our fetch_add: see lf_send */
+		st = atomic_load(cell);
 		/*
 		 * A buffered value needs nothing from S (its sender came:
 		 * r < S), and not reading S on this path keeps S's line with
@@ -2347,6 +2387,9 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 	pairs = (nact > 16 || both_directions(cases, order, nact)) &&
 		mark_pairs(op, scratch, nact);
 	for (i = 0; i < nact; i++) {
+		/* a pair registers once, through its node (receive case) */
+		if (op->cases[i].bidir && op->cases[i].is_send)
+			continue;
 		r = select_register_any(op, &op->cases[i], cases);
 		if (r) {
 			r = r < 0 ? r : r - 1;
