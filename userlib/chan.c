@@ -50,8 +50,13 @@
  * meets a case in a cell first takes the cell (waiter -> RESUMING, which
  * hands it the cell's reference), then races for the op's claim; the
  * winner moves the value and wakes the owner, a loser breaks the cell.
- * The owner never touches a cell after parking (its segment may be gone);
- * stale cases are broken by whoever reaches their cell.
+ * When its wait is over, the owner takes its cases out of the cells no
+ * party took (case_withdraw; each parked case pins its segment so that
+ * the owner can come back to it), gives the index back when it was the
+ * last, moves the other side over BROKEN cells at its front, and removes
+ * segments whose cells are all BROKEN from the middle of the list: what
+ * a select leaves in the channels it did not take is returned at once,
+ * as Go's select dequeues itself ("Pins" and seg_remove below).
  * A plain send or receive of a coroutine without a deadline has one
  * possible claimant, whoever takes its cell: it skips the count and the
  * claim race (struct lf_op, simple).
