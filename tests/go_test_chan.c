@@ -28,18 +28,34 @@ static const int primes100[] = { 2,  3,  5,  7,  11, 13, 17, 19, 23,
  */
 static struct {
 	pthread_mutex_t m;
-	void *p[8192];
-	kg_chan_t *c[8192];
-	int np, nc;
+	void **p;
+	kg_chan_t **c;
+	size_t np, nc, cap_p, cap_c;
 } tracked = { .m = PTHREAD_MUTEX_INITIALIZER };
+
+/* append x to *v (n used, *cap room); false if out of memory */
+static bool track_push(void ***v, size_t *n, size_t *cap, void *x)
+{
+	if (*n == *cap) {
+		size_t nc = *cap ? 2 * *cap : 256;
+		void **nv = realloc(*v, nc * sizeof(*nv));
+
+		if (!nv)
+			return false;
+		*v = nv;
+		*cap = nc;
+	}
+	(*v)[(*n)++] = x;
+	return true;
+}
 
 static void *tmalloc(size_t n)
 {
 	void *p = calloc(1, n);
 
 	pthread_mutex_lock(&tracked.m);
-	if (p && tracked.np < 8192)
-		tracked.p[tracked.np++] = p;
+	if (p && !track_push(&tracked.p, &tracked.np, &tracked.cap_p, p))
+		abort();
 	pthread_mutex_unlock(&tracked.m);
 	return p;
 }
@@ -49,8 +65,9 @@ static kg_chan_t *tchan(size_t size, size_t cap)
 	kg_chan_t *c = kg_chan_make(size, cap);
 
 	pthread_mutex_lock(&tracked.m);
-	if (c && tracked.nc < 8192)
-		tracked.c[tracked.nc++] = c;
+	if (c && !track_push((void ***)&tracked.c, &tracked.nc,
+			     &tracked.cap_c, c))
+		abort();
 	pthread_mutex_unlock(&tracked.m);
 	return c;
 }
@@ -391,6 +408,535 @@ TEST(nonblock)
 {
 	ASSERT_EQ(0, run_kg(nonblock_main, NULL, 1));
 	ASSERT_EQ(0, run_kg(nonblock_main, NULL, 2));
+	ASSERT_EQ(0, co_failures());
+}
+
+/* ------------------------------------------------------------------ */
+/* powser1.go: power series as channels (McIlroy's Squinting)           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A power series is a demand channel: a request on req, then the next
+ * coefficient (a rational; denominator 0 is the end) on dat. Every
+ * operation on series is a coroutine; split replicates a series onto two
+ * that are read at different rates, with a chain of generations handing
+ * the slower output on through selects; getn takes one item from two
+ * series with a select whose cases are disabled (NULL) as they complete.
+ * Coroutines and channels live on after main returns, as in Go.
+ */
+typedef struct {
+	int64_t num, den;
+} rat;
+
+typedef struct {
+	kg_chan_t *req, *dat;
+} dch;
+
+typedef dch *dch2[2];
+
+static _Atomic int ps_seqno;
+static rat ps_zero, ps_one, ps_finis;
+static dch *Ones, *Twos;
+
+static int64_t gcd(int64_t u, int64_t v)
+{
+	if (u < 0)
+		return gcd(-u, v);
+	if (u == 0)
+		return v;
+	return gcd(v % u, u);
+}
+
+static rat i2tor(int64_t u, int64_t v)
+{
+	int64_t g = gcd(u, v);
+
+	if (v > 0)
+		return (rat){ u / g, v / g };
+	return (rat){ -u / g, -v / g };
+}
+
+static rat itor(int64_t u)
+{
+	return i2tor(u, 1);
+}
+
+static bool end_(rat u)
+{
+	return u.den == 0;
+}
+
+static rat add(rat u, rat v)
+{
+	int64_t g = gcd(u.den, v.den);
+
+	return i2tor(u.num * (v.den / g) + v.num * (u.den / g),
+		     u.den * (v.den / g));
+}
+
+static rat mul(rat u, rat v)
+{
+	int64_t g1 = gcd(u.num, v.den), g2 = gcd(u.den, v.num);
+
+	return (rat){ (u.num / g1) * (v.num / g2), (u.den / g2) * (v.den / g1) };
+}
+
+static rat neg(rat u)
+{
+	return i2tor(-u.num, u.den);
+}
+
+static dch *mkdch(void)
+{
+	dch *d = tmalloc(sizeof(*d));
+
+	d->req = tchan(sizeof(int), 0);
+	d->dat = tchan(sizeof(rat), 0);
+	return d;
+}
+
+static dch **mkdch2(void)
+{
+	dch **d2 = tmalloc(sizeof(dch2));
+
+	d2[0] = mkdch();
+	d2[1] = mkdch();
+	return d2;
+}
+
+struct ps_arg {		/* the arguments of one series coroutine */
+	dch *in, *u, *v, *z;
+	dch **out;
+	kg_chan_t *wait;
+	rat c;
+	int n;
+};
+
+static struct ps_arg *ps_args(void)
+{
+	return tmalloc(sizeof(struct ps_arg));
+}
+
+static void dosplit(void *p);
+
+static void dosplit_go(dch *in, dch **out, kg_chan_t *wait)
+{
+	struct ps_arg *a = ps_args();
+
+	a->in = in;
+	a->out = out;
+	a->wait = wait;
+	kg_go(dosplit, a);
+}
+
+static void dosplit(void *p)
+{
+	struct ps_arg *a = p;
+	dch *in = a->in, **out = a->out;
+	kg_chan_t *release;
+	bool both = false;
+	int seq;
+	rat dat;
+	struct kg_case first[2] = { { out[0]->req, KG_RECV, NULL, false },
+				    { a->wait, KG_RECV, NULL, false } };
+
+	if (kg_select(first, 2, -1) == 1) {
+		struct kg_case second[2] = {
+			{ out[0]->req, KG_RECV, NULL, false },
+			{ out[1]->req, KG_RECV, NULL, false },
+		};
+
+		both = true;
+		if (kg_select(second, 2, -1) == 1) {
+			dch *t = out[0];
+
+			out[0] = out[1];
+			out[1] = t;
+		}
+	}
+	seq = ++ps_seqno;
+	kg_chan_send(in->req, &seq);
+	release = tchan(sizeof(int), 0);
+	dosplit_go(in, out, release);
+	kg_chan_recv(in->dat, &dat);
+	kg_chan_send(out[0]->dat, &dat);
+	if (!both)
+		kg_chan_recv(a->wait, NULL);
+	kg_chan_recv(out[1]->req, NULL);
+	kg_chan_send(out[1]->dat, &dat);
+	seq = 0;
+	kg_chan_send(release, &seq);
+}
+
+static void split(dch *in, dch **out)
+{
+	kg_chan_t *release = tchan(sizeof(int), 0);
+	int zero = 0;
+
+	dosplit_go(in, out, release);
+	kg_chan_send(release, &zero);
+}
+
+static void put(rat dat, dch *out)
+{
+	kg_chan_recv(out->req, NULL);
+	kg_chan_send(out->dat, &dat);
+}
+
+static rat get(dch *in)
+{
+	int seq = ++ps_seqno;
+	rat r;
+
+	kg_chan_send(in->req, &seq);
+	kg_chan_recv(in->dat, &r);
+	return r;
+}
+
+/* One item from each of two demand channels, in whatever order. */
+static void get2(dch *in0, dch *in1, rat out[2])
+{
+	kg_chan_t *req[2] = { in0->req, in1->req }, *dat[2] = { NULL, NULL };
+	dch *in[2] = { in0, in1 };
+	int n;
+
+	for (n = 4; n > 0; n--) {
+		int seq = ++ps_seqno;
+		rat it;
+		struct kg_case cs[4] = { { req[0], KG_SEND, &seq, false },
+					 { req[1], KG_SEND, &seq, false },
+					 { dat[0], KG_RECV, &it, false },
+					 { dat[1], KG_RECV, &it, false } };
+		int r = kg_select(cs, 4, -1);
+
+		if (r < 2) {
+			dat[r] = in[r]->dat;
+			req[r] = NULL;
+		} else {
+			out[r - 2] = it;
+			dat[r - 2] = NULL;
+		}
+	}
+}
+
+static void copy_(dch *in, dch *out)
+{
+	for (;;) {
+		rat r;
+
+		kg_chan_recv(out->req, NULL);
+		r = get(in);
+		kg_chan_send(out->dat, &r);
+	}
+}
+
+static void repeat_co(void *p)
+{
+	struct ps_arg *a = p;
+
+	for (;;)
+		put(a->c, a->z);
+}
+
+static dch *Rep(rat c)
+{
+	struct ps_arg *a = ps_args();
+
+	a->c = c;
+	a->z = mkdch();
+	kg_go(repeat_co, a);
+	return a->z;
+}
+
+static dch *ps_go(void (*fn)(void *), dch *u, dch *v, rat c, int n)
+{
+	struct ps_arg *a = ps_args();
+
+	a->u = u;
+	a->v = v;
+	a->c = c;
+	a->n = n;
+	a->z = mkdch();
+	kg_go(fn, a);
+	return a->z;
+}
+
+static void add_co(void *p)
+{
+	struct ps_arg *a = p;
+	rat uv[2];
+
+	for (;;) {
+		kg_chan_recv(a->z->req, NULL);
+		get2(a->u, a->v, uv);
+		switch (end_(uv[0]) + 2 * end_(uv[1])) {
+		case 0:
+			uv[0] = add(uv[0], uv[1]);
+			kg_chan_send(a->z->dat, &uv[0]);
+			break;
+		case 1:
+			kg_chan_send(a->z->dat, &uv[1]);
+			copy_(a->v, a->z);
+			break;
+		case 2:
+			kg_chan_send(a->z->dat, &uv[0]);
+			copy_(a->u, a->z);
+			break;
+		case 3:
+			kg_chan_send(a->z->dat, &ps_finis);
+			break;
+		}
+	}
+}
+
+static dch *Add(dch *u, dch *v)
+{
+	return ps_go(add_co, u, v, ps_zero, 0);
+}
+
+static void cmul_co(void *p)
+{
+	struct ps_arg *a = p;
+	bool done = false;
+
+	while (!done) {
+		rat u;
+
+		kg_chan_recv(a->z->req, NULL);
+		u = get(a->u);
+		if (end_(u)) {
+			done = true;
+		} else {
+			u = mul(a->c, u);
+			kg_chan_send(a->z->dat, &u);
+		}
+	}
+	kg_chan_send(a->z->dat, &ps_finis);
+}
+
+static dch *Cmul(rat c, dch *u)
+{
+	return ps_go(cmul_co, u, NULL, c, 0);
+}
+
+static dch *Sub(dch *u, dch *v)
+{
+	return Add(u, Cmul(neg(ps_one), v));
+}
+
+static dch **Split(dch *u)
+{
+	dch **uu = mkdch2();
+
+	split(u, uu);
+	return uu;
+}
+
+static void mul_co(void *p)
+{
+	struct ps_arg *a = p;
+	rat uv[2], w;
+
+	kg_chan_recv(a->z->req, NULL);
+	get2(a->u, a->v, uv);
+	if (end_(uv[0]) || end_(uv[1])) {
+		kg_chan_send(a->z->dat, &ps_finis);
+	} else {
+		dch **UU, **VV, *W;
+
+		w = mul(uv[0], uv[1]);
+		kg_chan_send(a->z->dat, &w);
+		UU = Split(a->u);
+		VV = Split(a->v);
+		W = Add(Cmul(uv[0], VV[0]), Cmul(uv[1], UU[0]));
+		kg_chan_recv(a->z->req, NULL);
+		w = get(W);
+		kg_chan_send(a->z->dat, &w);
+		copy_(Add(W, ps_go(mul_co, UU[1], VV[1], ps_zero, 0)), a->z);
+	}
+}
+
+static dch *Mul(dch *u, dch *v)
+{
+	return ps_go(mul_co, u, v, ps_zero, 0);
+}
+
+static void diff_co(void *p)
+{
+	struct ps_arg *a = p;
+	rat u;
+
+	kg_chan_recv(a->z->req, NULL);
+	u = get(a->u);
+	if (!end_(u)) {
+		bool done = false;
+		int64_t i;
+
+		for (i = 1; !done; i++) {
+			u = get(a->u);
+			if (end_(u)) {
+				done = true;
+			} else {
+				u = mul(itor(i), u);
+				kg_chan_send(a->z->dat, &u);
+				kg_chan_recv(a->z->req, NULL);
+			}
+		}
+	}
+	kg_chan_send(a->z->dat, &ps_finis);
+}
+
+static dch *Diff(dch *u)
+{
+	return ps_go(diff_co, u, NULL, ps_zero, 0);
+}
+
+static void integ_co(void *p)
+{
+	struct ps_arg *a = p;
+	bool done = false;
+	int64_t i;
+
+	put(a->c, a->z);
+	for (i = 1; !done; i++) {
+		rat u;
+
+		kg_chan_recv(a->z->req, NULL);
+		u = get(a->u);
+		if (end_(u))
+			done = true;
+		u = mul(i2tor(1, i), u);
+		kg_chan_send(a->z->dat, &u);
+	}
+	kg_chan_send(a->z->dat, &ps_finis);
+}
+
+static dch *Integ(rat c, dch *u)
+{
+	return ps_go(integ_co, u, NULL, c, 0);
+}
+
+static dch *Exp(dch *u)
+{
+	dch **zz = mkdch2();
+
+	split(Integ(ps_one, Mul(zz[0], Diff(u))), zz);
+	return zz[1];
+}
+
+static void monsubst_co(void *p)
+{
+	struct ps_arg *a = p;
+	rat c = ps_one;
+
+	for (;;) {
+		rat u, w;
+		int i;
+
+		kg_chan_recv(a->z->req, NULL);
+		u = get(a->u);
+		w = mul(u, c);
+		kg_chan_send(a->z->dat, &w);
+		c = mul(c, a->c);
+		if (end_(u)) {
+			kg_chan_send(a->z->dat, &ps_finis);
+			break;
+		}
+		for (i = 1; i < a->n; i++) {
+			kg_chan_recv(a->z->req, NULL);
+			kg_chan_send(a->z->dat, &ps_zero);
+		}
+	}
+}
+
+static dch *MonSubst(dch *u, rat c0, int n)
+{
+	return ps_go(monsubst_co, u, NULL, c0, n);
+}
+
+#define PS_N 10
+
+static int check(dch *u, rat c, int count, const char *str)
+{
+	int i;
+
+	for (i = 0; i < count; i++) {
+		rat r = get(u);
+
+		if (r.num != c.num || r.den != c.den) {
+			CO_CHECK(0, "%s: got %lld/%lld, should get %lld/%lld",
+				 str, (long long)r.num, (long long)r.den,
+				 (long long)c.num, (long long)c.den);
+			return 1;
+		}
+	}
+	return 0;
+}
+
+static void checka(dch *u, const rat *a, const char *str)
+{
+	int i;
+
+	for (i = 0; i < PS_N; i++)
+		if (check(u, a[i], 1, str))
+			return;
+}
+
+static void powser1_main(void *p)
+{
+	rat a[PS_N];
+	int i, c;
+
+	(void)p;
+	ps_seqno = 0;
+	ps_zero = itor(0);
+	ps_one = itor(1);
+	ps_finis = i2tor(1, 0);
+	Ones = Rep(ps_one);
+	Twos = Rep(itor(2));
+
+	check(Ones, ps_one, 5, "Ones");
+	check(Add(Ones, Ones), itor(2), 0, "Add Ones Ones");
+	check(Add(Ones, Twos), itor(3), 0, "Add Ones Twos");
+	for (i = 0; i < PS_N; i++)
+		a[i] = itor(i + 1);
+	checka(Diff(Ones), a, "Diff");	/* 1 2 3 4 5 */
+	a[0] = ps_zero;
+	for (i = 1; i < PS_N; i++)
+		a[i] = i2tor(1, i);
+	checka(Integ(ps_zero, Ones), a, "Integ");	/* 0 1 1/2 1/3 */
+	check(Cmul(neg(ps_one), Twos), itor(-2), 10, "CMul");
+	check(Sub(Ones, Twos), itor(-1), 0, "Sub Ones Twos");
+	for (i = 0; i < PS_N; i++)
+		a[i] = itor(i + 1);
+	checka(Mul(Ones, Ones), a, "Mul");	/* 1 2 3 4 5 */
+	a[0] = itor(1);
+	a[1] = itor(1);
+	a[2] = i2tor(3, 2);
+	a[3] = i2tor(13, 6);
+	a[4] = i2tor(73, 24);
+	a[5] = i2tor(167, 40);
+	a[6] = i2tor(4051, 720);
+	a[7] = i2tor(37633, 5040);
+	a[8] = i2tor(43817, 4480);
+	a[9] = i2tor(4596553, 362880);
+	checka(Exp(Ones), a, "Exp");	/* 1 1 3/2 13/6 73/24 */
+	for (c = 1, i = 0; i < PS_N; i++) {
+		if (i % 2 == 0) {
+			a[i] = ps_zero;
+		} else {
+			a[i] = i2tor(c, i);
+			c = -c;
+		}
+	}
+	checka(Integ(ps_zero, MonSubst(Ones, neg(ps_one), 2)), a,
+	       "ATan");	/* 0 -1 0 -1/3 0 -1/5 */
+}
+
+TEST_TIMEOUT(powser1, 120)
+{
+	ASSERT_EQ(0, run_tracked(powser1_main, NULL, 1));
+	ASSERT_EQ(0, run_tracked(powser1_main, NULL, 2));
 	ASSERT_EQ(0, co_failures());
 }
 
