@@ -108,6 +108,7 @@
 #include <urcu/urcu-memb.h>
 
 #include "internal.h"
+#include "hchan.h"
 
 #define SEG_SHIFT 5
 #define SEG_CELLS (1u << SEG_SHIFT)
@@ -2088,6 +2089,8 @@ void kg_chan_free(kg_chan_t *c)
 
 #define SELECT_STACK_CASES 8
 
+int kg__select_in_order;	/* test hook: see hchan.h */
+
 static int select_validate(struct kg_case *cases, size_t n, int64_t timeout)
 {
 	size_t i;
@@ -2304,14 +2307,39 @@ static int select_register_pair(struct lf_op *op, struct lf_case *node,
 	    !atomic_load_explicit(&node->linked, memory_order_relaxed))
 		bidir_link(node);
 	for (;;) {
-		struct lf_case *first = kg_fastrand() & 1 ? node : node->twin;
-		int r = select_register(op, first, &cases[first->idx]);
+		struct lf_case *first =
+			kg__select_in_order ?
+				(node->idx < node->twin->idx ? node : node->twin) :
+			kg_fastrand() & 1 ? node : node->twin;
+		struct lf_case *k = first;
+		int r, i;
 
-		if (!r)
-			r = select_register(op, first->twin,
-					    &cases[first->twin->idx]);
-		if (r || !c->cap)
+		if (!c->cap) {
+			r = select_register(op, first, &cases[first->idx]);
+			if (!r)
+				r = select_register(op, first->twin,
+						    &cases[first->twin->idx]);
 			return r;
+		}
+		/*
+		 * Buffered: plain tries, whose first look at the counters
+		 * takes no index when the case cannot go (a try that took
+		 * one would break a cell inside the buffer and shrink it
+		 * until receivers pass). Nobody can win us while we are
+		 * REGISTERING: a try that goes is this case's.
+		 */
+		for (i = 0; i < 2; i++, k = k->twin) {
+			r = chan_op(c, k->is_send, k->elem, 0, NULL);
+			if (r != 0 && r != -EPIPE)
+				continue;
+			atomic_store_explicit(&op->pk.claim, k->idx + 1,
+					      memory_order_release);
+			if (r == 0) {
+				cases[k->idx].ok = true;
+				return (int)k->idx + 1;
+			}
+			return k->is_send ? -EPIPE : (int)k->idx + 1;
+		}
 		if (++spins < 64)
 			kg_cpu_relax();
 		else
@@ -2365,7 +2393,8 @@ int kg_select(struct kg_case *cases, size_t n, int64_t timeout)
 
 		if (!cases[i].ch)
 			continue;
-		j = (uint32_t)(kg_fastrand() % (nact + 1));
+		j = kg__select_in_order ? nact :
+					  (uint32_t)(kg_fastrand() % (nact + 1));
 		order[nact] = order[j];
 		order[j] = i;
 		nact++;

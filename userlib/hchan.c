@@ -570,7 +570,8 @@ int kg_hselect(struct kg_hcase *cases, size_t n, int64_t timeout)
 
 		if (!cases[i].ch)
 			continue;
-		j = (uint32_t)(kg_fastrand() % (nact + 1));
+		j = kg__select_in_order ? nact :
+					  (uint32_t)(kg_fastrand() % (nact + 1));
 		pollorder[nact] = pollorder[j];
 		pollorder[j] = i;
 		lockorder[nact] = i;

@@ -35,4 +35,11 @@ size_t kg_hchan_cap(kg_hchan_t *ch);
 size_t kg_hchan_elem_size(kg_hchan_t *ch);
 int kg_hselect(struct kg_hcase *cases, size_t n, int64_t timeout_ns);
 
+/*
+ * Test hook (chan_model): when set, kg_select and kg_hselect poll their
+ * cases in index order instead of a random one, so that on one proc both
+ * make the same choices and the oracle can decide every result.
+ */
+extern int kg__select_in_order;
+
 #endif /* KG_HCHAN_H */
