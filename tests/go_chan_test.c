@@ -343,85 +343,92 @@ static void test_chan_main(void *p)
 {
 	int n = *(int *)p, chan_cap, i, v, zero = 0;
 
+	/* one record per capacity: coroutines of a round may still read
+	 * theirs (a receiver woken late) while the next round runs */
+	static struct tc rounds[200];
+
 	for (chan_cap = 0; chan_cap < n; chan_cap++) {
-		struct tc t = { .cap = (size_t)chan_cap };
+		struct tc *t = &rounds[chan_cap];
 		int *total = calloc(TC_L, sizeof(int)), *part;
 		bool ok;
 
+		memset(t, 0, sizeof(*t));
+		t->cap = (size_t)chan_cap;
+
 		/* receive from an empty channel blocks */
-		t.c = kg_chan_make(sizeof(int), t.cap);
-		kg_go(tc_recv_flag, &t);
-		kg_go(tc_recv_flag, &t);
+		t->c = kg_chan_make(sizeof(int), t->cap);
+		kg_go(tc_recv_flag, t);
+		kg_go(tc_recv_flag, t);
 		kg_sleep(1 * MS);
-		CO_CHECK(!atomic_load(&t.flag1), "chan[%d]: receive from empty",
+		CO_CHECK(!atomic_load(&t->flag1), "chan[%d]: receive from empty",
 			 chan_cap);
 		/* a non-blocking receive does not block */
-		CO_CHECK(kg_chan_try_recv(t.c, &v) == -EAGAIN, "chan[%d]",
+		CO_CHECK(kg_chan_try_recv(t->c, &v) == -EAGAIN, "chan[%d]",
 			 chan_cap);
-		kg_chan_send(t.c, &zero);
-		kg_chan_send(t.c, &zero);
+		kg_chan_send(t->c, &zero);
+		kg_chan_send(t->c, &zero);
 		kg_sleep(100 * US);
-		kg_chan_free(t.c);
+		kg_chan_free(t->c);
 
 		/* send to a full channel blocks */
-		t.c = kg_chan_make(sizeof(int), t.cap);
+		t->c = kg_chan_make(sizeof(int), t->cap);
 		for (i = 0; i < chan_cap; i++)
-			kg_chan_send(t.c, &i);
-		kg_go(tc_send_flag, &t);
+			kg_chan_send(t->c, &i);
+		kg_go(tc_send_flag, t);
 		kg_sleep(1 * MS);
-		CO_CHECK(!atomic_load(&t.flag2), "chan[%d]: send to full",
+		CO_CHECK(!atomic_load(&t->flag2), "chan[%d]: send to full",
 			 chan_cap);
-		CO_CHECK(kg_chan_try_send(t.c, &zero) == -EAGAIN, "chan[%d]",
+		CO_CHECK(kg_chan_try_send(t->c, &zero) == -EAGAIN, "chan[%d]",
 			 chan_cap);
-		kg_chan_recv(t.c, &v);
+		kg_chan_recv(t->c, &v);
 		kg_sleep(100 * US);
-		while (kg_chan_try_recv(t.c, &v) == 0)
+		while (kg_chan_try_recv(t->c, &v) == 0)
 			;
-		kg_chan_free(t.c);
+		kg_chan_free(t->c);
 
 		/* values then zero (closed) from a closed channel */
-		t.c = kg_chan_make(sizeof(int), t.cap);
+		t->c = kg_chan_make(sizeof(int), t->cap);
 		for (i = 0; i < chan_cap; i++)
-			kg_chan_send(t.c, &i);
-		kg_chan_close(t.c);
+			kg_chan_send(t->c, &i);
+		kg_chan_close(t->c);
 		for (i = 0; i < chan_cap; i++) {
 			v = -1;
-			kg_chan_recv(t.c, &v);
+			kg_chan_recv(t->c, &v);
 			CO_CHECK(v == i, "chan[%d]: received %d, expected %d",
 				 chan_cap, v, i);
 		}
-		CO_CHECK(kg_chan_recv(t.c, &v) == -EPIPE, "closed");
-		kg_chan_free(t.c);
+		CO_CHECK(kg_chan_recv(t->c, &v) == -EPIPE, "closed");
+		kg_chan_free(t->c);
 
 		/* close unblocks a receive */
-		t.c = kg_chan_make(sizeof(int), t.cap);
-		t.done = kg_chan_make(sizeof(bool), 0);
-		kg_go(tc_close_wait, &t);
+		t->c = kg_chan_make(sizeof(int), t->cap);
+		t->done = kg_chan_make(sizeof(bool), 0);
+		kg_go(tc_close_wait, t);
 		kg_sleep(1 * MS);
-		kg_chan_close(t.c);
-		kg_chan_recv(t.done, &ok);
+		kg_chan_close(t->c);
+		kg_chan_recv(t->done, &ok);
 		CO_CHECK(ok, "chan[%d]: close did not unblock", chan_cap);
-		kg_chan_free(t.c);
+		kg_chan_free(t->c);
 
 		/* 100 integers in FIFO order, twice */
-		t.c = kg_chan_make(sizeof(int), t.cap);
+		t->c = kg_chan_make(sizeof(int), t->cap);
 		for (int round = 0; round < 2; round++) {
-			kg_go(tc_send100, &t);
+			kg_go(tc_send100, t);
 			for (i = 0; i < 100; i++) {
 				v = -1;
-				CO_CHECK(kg_chan_recv(t.c, &v) == 0 && v == i,
+				CO_CHECK(kg_chan_recv(t->c, &v) == 0 && v == i,
 					 "chan[%d]: received %d, expected %d",
 					 chan_cap, v, i);
 			}
 		}
 		/* 1000 integers in 4 coroutines, each received 4 times */
-		t.parts = kg_chan_make(sizeof(int *), 0);
+		t->parts = kg_chan_make(sizeof(int *), 0);
 		for (i = 0; i < TC_P; i++)
-			kg_go(tc_sendL, &t);
+			kg_go(tc_sendL, t);
 		for (i = 0; i < TC_P; i++)
-			kg_go(tc_recvL, &t);
+			kg_go(tc_recvL, t);
 		for (i = 0; i < TC_P; i++) {
-			kg_chan_recv(t.parts, &part);
+			kg_chan_recv(t->parts, &part);
 			for (v = 0; v < TC_L; v++)
 				total[v] += part[v];
 			free(part);
@@ -432,20 +439,20 @@ static void test_chan_main(void *p)
 					 chan_cap, v, total[v]);
 				break;
 			}
-		kg_chan_free(t.c);
-		kg_chan_free(t.done);
-		kg_chan_free(t.parts);
+		kg_chan_free(t->c);
+		kg_chan_free(t->done);
+		kg_chan_free(t->parts);
 		free(total);
 
 		/* len and cap */
-		t.c = kg_chan_make(sizeof(int), t.cap);
-		CO_CHECK(kg_chan_len(t.c) == 0 && kg_chan_cap(t.c) == t.cap,
+		t->c = kg_chan_make(sizeof(int), t->cap);
+		CO_CHECK(kg_chan_len(t->c) == 0 && kg_chan_cap(t->c) == t->cap,
 			 "len/cap");
 		for (i = 0; i < chan_cap; i++)
-			kg_chan_send(t.c, &i);
-		CO_CHECK(kg_chan_len(t.c) == t.cap, "len %zu, cap %zu",
-			 kg_chan_len(t.c), t.cap);
-		kg_chan_free(t.c);
+			kg_chan_send(t->c, &i);
+		CO_CHECK(kg_chan_len(t->c) == t->cap, "len %zu, cap %zu",
+			 kg_chan_len(t->c), t->cap);
+		kg_chan_free(t->c);
 	}
 }
 

@@ -359,8 +359,9 @@ TEST(errno_travels_with_the_coroutine)
 	errno_wg = (kg_wg_t)KG_WG_INIT;
 	ASSERT_EQ(0, run_kg(errno_main, NULL, 2));
 	ASSERT_EQ(0, atomic_load(&errno_bad));
+	/* (moves are likely, not certain: errno_after_a_taken_proc_sysmon
+	 * forces one) */
 	TH_LOG("%ld moves between threads", atomic_load(&errno_moves));
-	ASSERT_LT(0, atomic_load(&errno_moves));
 	/* the limit: each move changed the variable errno names */
 	ASSERT_EQ(atomic_load(&errno_moves), atomic_load(&errno_addr_moved));
 }
