@@ -80,7 +80,7 @@ TEST_TIMEOUT(TestSelfSelect, 120)
 	size_t caps[] = { 0, 10 };
 	int i, k, round;
 
-	for (round = 0; round < 10; round++)
+	for (round = 0; round < scaled(10, 5); round++)
 		for (k = 0; k < 2; k++)
 			for (i = 0; i < 2; i++) {
 				struct self_select s = { .cap = caps[i],
@@ -458,7 +458,7 @@ static void test_chan_main(void *p)
 
 TEST_TIMEOUT(TestChan, 300)
 {
-	int n = KG_TEST_SANITIZED ? 20 : 200;	/* Go's -short: 20 */
+	int n = (int)scaled(200, 10);	/* Go's -short: 20 */
 
 	ASSERT_EQ(0, run_kg(test_chan_main, &n, 2));
 	ASSERT_EQ(0, co_failures());
@@ -1023,7 +1023,8 @@ TEST(TestChanSendInterface)
 }
 
 #define BAR_N 4
-#define BAR_PER 20000
+#define BAR_PER bar_per
+static long bar_per;
 
 struct bar {
 	kg_chan_t *c, *never;
@@ -1085,6 +1086,7 @@ TEST(TestChanSendSelectBarrier)
 	size_t caps[] = { 0, 1, 16 };
 	int k;
 
+	bar_per = scaled(20000, 10);
 	for (k = 0; k < 3; k++) {
 		struct bar b = { kg_chan_make(sizeof(long *), caps[k]),
 				 kg_chan_make(sizeof(long *), 0), NULL,
