@@ -12,25 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench.h"
+
 #define ROUND 100000
 #define ROUNDS 10
 
 static kg_chan_t *c, *dummy;
-
-static long rss_kb(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long v = -1;
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "VmRSS:", 6))
-			v = atol(line + 6);
-	fclose(f);
-	return v;
-}
 
 static void sender(void *arg)
 {

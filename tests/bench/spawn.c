@@ -11,23 +11,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bench.h"
+
 static long n = 1000000;
 static kg_wg_t gate, started, ended;
-
-static long rss_kb(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long v = -1;
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "VmRSS:", 6))
-			v = atol(line + 6);
-	fclose(f);
-	return v;
-}
 
 static void parked(void *arg)
 {
