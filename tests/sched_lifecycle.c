@@ -199,6 +199,45 @@ static void main_leaves_blocked(void *p)
 		 atomic_load(&b->entered));
 }
 
+static void busy_child(void *p)
+{
+	int i;
+
+	for (i = 0; i < 200; i++)
+		kg_yield();
+	kg_chan_send(p, NULL);
+}
+
+/* the second runtime's main: wake the left-behind reader, then work */
+static void wake_left_behind(void *p)
+{
+	struct blocked *b = p;
+	kg_chan_t *done = kg_chan_make(0, 4);
+	int i, pfd[2];
+	char c;
+
+	CO_CHECK(write(b->pipe[1], "x", 1) == 1, "write");
+	for (i = 0; i < 2000 && atomic_load(&b->resumed) < 1; i++)
+		kg_sleep(1000000);
+	CO_CHECK(atomic_load(&b->resumed) == 1, "resumed %d",
+		 atomic_load(&b->resumed));
+	for (i = 0; i < 4; i++)
+		kg_go(busy_child, done);
+	for (i = 0; i < 4; i++)
+		CO_CHECK(kg_chan_recv_timeout(done, NULL, 2000000000ull) == 0,
+			 "child %d", i);
+	/* a block of our own is handed off as before */
+	CO_CHECK(pipe(pfd) == 0, "pipe");
+	CO_CHECK(write(pfd[1], "y", 1) == 1, "write");
+	kg_blocking_begin();
+	CO_CHECK(read(pfd[0], &c, 1) == 1, "read");
+	kg_blocking_end();
+	kg_sleep(20 * 1000000ull);
+	close(pfd[0]);
+	close(pfd[1]);
+	kg_chan_free(done);
+}
+
 static void leave_blocked(struct __test_metadata *_metadata,
 			  const char *backend, unsigned int procs)
 {
@@ -228,14 +267,14 @@ static void leave_blocked(struct __test_metadata *_metadata,
 	ASSERT_EQ(0, run_kg(note_self, &first, procs));
 	ASSERT_GT(first, 0);
 	/*
-	 * A left-behind coroutine that comes back finds its runtime gone: it
-	 * runs on to its next kgreen call, which ends it (nothing crashes,
-	 * nothing of the new runtime is touched).
+	 * A left-behind coroutine that comes back while the next runtime
+	 * runs finds its own runtime gone: it runs on to its next kgreen
+	 * call, which ends its thread. Nothing of the new runtime is
+	 * touched (it shares the backend's state with the old one): the new
+	 * one goes on scheduling, sleeping and blocking, and ends.
 	 */
-	ASSERT_EQ(1, write(b.pipe[1], "x", 1));
-	for (r = 0; r < 2000 && atomic_load(&b.resumed) < 1; r++)
-		usleep(1000);
-	usleep(50000);
+	ASSERT_EQ(0, run_kg(wake_left_behind, &b, procs));
+	ASSERT_EQ(0, co_failures());
 	ASSERT_EQ(1, atomic_load(&b.resumed));
 	ASSERT_EQ(0, run_kg(note_self, &first, procs));
 }

@@ -331,6 +331,7 @@ static void bpf_kick(struct kg_worker *w)
 static const struct kg_evops bpf_ops = {
 	.worker_add = bpf_worker_add,
 	.worker_del = bpf_worker_del,
+	.worker_forget = bpf_worker_del,	/* map updates: any thread */
 	.events = bpf_events,
 	.waiter_open = bpf_waiter_open,
 	.wait = bpf_wait,

@@ -562,6 +562,13 @@ static void seg_remove(kg_chan_t *c, struct lf_seg *m)
 		kg_unlock(&c->seg_lock);
 		return;
 	}
+	/*
+	 * m's successor again, under the lock: another removal may have
+	 * unlinked the one we saw (it is retired, freed after a grace
+	 * period): linking it back would leave a freed segment in the list.
+	 * Not NULL: m was not the tail, and the tail is never removed.
+	 */
+	n = atomic_load_explicit(&m->next, memory_order_acquire);
 	p = atomic_load_explicit(&c->head, memory_order_acquire);
 	while (p && p->id < m->id) {
 		struct lf_seg *q = atomic_load_explicit(&p->next,
@@ -2171,7 +2178,11 @@ static int select_try(struct kg_case *cases, uint32_t *order, uint32_t nact)
  * if no case looked ready and nothing moved in between, that moment
  * existed. A case that looks ready is tried again (a bounded number of
  * rounds: under constant traffic, default is as good an answer as Go's
- * own scheduler would give a moment later).
+ * own scheduler would give a moment later). The proof assumes counters
+ * only grow; an index given back (give_back_index) lowers one, so changes
+ * that undo themselves on two channels between the collects could, in
+ * principle, hide a moment: it needs parked operations withdrawing on
+ * both at just those times.
  */
 static int select_default(struct kg_case *cases, uint32_t *order,
 			  uint32_t nact)

@@ -493,6 +493,10 @@ struct kg_evops {
 	 * that it is leaving (always called by w's own thread). */
 	int (*worker_add)(struct kg_worker *w);
 	void (*worker_del)(struct kg_worker *w);
+	/* Forget worker w's thread, from another thread (kg_run leaving w
+	 * behind); NULL where only the thread itself can (kmod: it does so
+	 * when it ends). */
+	void (*worker_forget)(struct kg_worker *w);
 	/*
 	 * Hand every pending handoff record to fn (non-blocking), w's own
 	 * first; how many. Called by the standby w; fn may take rt.lock.

@@ -2308,6 +2308,50 @@ static bool join_workers(struct kg_rt *rt)
 }
 
 /*
+ * join_workers left workers behind, each still in a coroutine (blocked in
+ * the kernel, or computing). The shared slots they would write at their
+ * next kgreen call are the process's (the backend's mapping), which the
+ * next runtime reuses: give this runtime a private copy and point its
+ * workers and procs there, and have the kernel side forget their threads
+ * where that can be done from here (bpf; with kmod each thread leaves
+ * when it ends). The rest of this runtime's memory stays for them; a
+ * left-behind worker's next scheduler entry finds the runtime done and
+ * ends its thread. They are in coroutine code, not the scheduler's: the
+ * slot pointers are read again at their next entry.
+ */
+static void leave_behind(struct kg_rt *rt)
+{
+	struct kg_shared *priv = malloc(sizeof(*priv));
+	uint32_t i, n = atomic_load(&rt->nworkers);
+
+	for (i = 0; i < n; i++) {
+		struct kg_worker *w = rt->workers[i];
+
+		if (w && !atomic_load(&w->exited) && w->tid &&
+		    rt->ev->worker_forget) {
+			rt->ev->worker_forget(w);
+			w->tid = 0;	/* its own exit unregisters nothing */
+		}
+	}
+	if (!priv) {
+		kg_debug("no memory to detach the workers left behind from "
+			 "the shared state");
+		return;
+	}
+	memcpy(priv, rt->shared, sizeof(*priv));
+	for (i = 0; i < n; i++)
+		if (rt->workers[i])
+			rt->workers[i]->slot = &priv->workers[i];
+	for (i = 0; i < rt->nprocs; i++) {
+		struct kg_proc *p = &rt->procs[i];
+
+		p->slot = &priv->procs[i];
+		p->timers.hint = &p->slot->timers;
+	}
+	rt->shared = priv;
+}
+
+/*
  * kg_run's own thread runs no coroutine: it starts worker 0 on proc 0
  * with main queued, then waits until the runtime ends (rt->done). A
  * coroutine may block in the kernel for ever (accept, read on a pipe
@@ -2360,16 +2404,16 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	for (i = rt->nprocs; i-- > 1;)
 		__pidle_put(rt, &rt->procs[i]);
 
-	/* worker 0 runs main first; its thread starts after the standby's */
-	w0 = worker_new(rt);
-	if (!w0) {
-		err = -ENOMEM;
-		goto out;
-	}
 	/* main, queued on proc 0 before any thread can own it */
 	p0 = &rt->procs[0];
 	co = kg_co_alloc(rt, p0, rt->stack_size);
 	if (!co) {
+		err = -ENOMEM;
+		goto out;
+	}
+	/* worker 0 runs main first; its thread starts after the standby's */
+	w0 = worker_new(rt);
+	if (!w0) {
 		err = -ENOMEM;
 		goto out;
 	}
@@ -2414,8 +2458,17 @@ out:
 	if (rt->debug && kg_live(rt))
 		kg_debug("main returned with %llu coroutine(s) still alive",
 			 (unsigned long long)kg_live(rt));
+	/*
+	 * A worker may be starting under rt.lock (it checked done before
+	 * rt_finish set it): let it finish, so that join_workers sees it.
+	 * Later ones see done and start nothing.
+	 */
+	pthread_mutex_lock(&rt->lock);
+	pthread_mutex_unlock(&rt->lock);
 	if (join_workers(rt))
 		rt_free(rt);
+	else if (rt->ev)
+		leave_behind(rt);
 	kg_segv_restore();
 	kg_foreign_resume(was_foreign);
 	atomic_store(&rt_running, 0);
