@@ -260,6 +260,7 @@ struct kg_worker {
 	struct kg_proc *proc;		/* proc held, NULL when none */
 	struct kg_worker_slot *slot;	/* shared with the kernel side */
 	struct kg_rt *rt;
+	int *errno_addr;		/* this thread's errno (switch_to) */
 	/*
 	 * Post-switch action, set by the coroutine switching away and run by
 	 * whichever context runs next on this worker (the new coroutine or

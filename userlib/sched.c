@@ -149,22 +149,6 @@ uint64_t kg_rand(struct kg_worker *w)
 	return x * 0x2545F4914F6CDD1DULL;
 }
 
-/*
- * errno belongs to the thread, and a coroutine may resume on another one:
- * switch_to carries it in the coroutine's own frame. Out of line (noipa):
- * glibc declares __errno_location const, so inline code could reuse the
- * old thread's address after the switch.
- */
-static __attribute__((noinline, noipa)) int kg_errno_load(void)
-{
-	return errno;
-}
-
-static __attribute__((noinline, noipa)) void kg_errno_store(int e)
-{
-	errno = e;
-}
-
 uint64_t kg_now_ns(void)
 {
 	struct timespec ts;
@@ -866,7 +850,14 @@ static struct kg_worker *switch_to(struct kg_worker *w, struct kg_co *next)
 		kg_throw("switch_to: coroutine %ld switches inside an RCU "
 			 "read-side section", self->id);
 #endif
-	int e = kg_errno_load();	/* the old thread's, ours */
+	/*
+	 * errno belongs to the thread, and we may resume on another one: it
+	 * travels in our frame, read through this worker's address of it
+	 * and stored through the address of the worker that resumes us (each
+	 * worker notes its thread's at start: glibc's __errno_location is
+	 * const, so calling it here could reuse the old thread's address).
+	 */
+	int e = *w->errno_addr;
 
 	atomic_store_explicit(&next->state, KG_CO_RUNNING, memory_order_relaxed);
 	w->cur = next;
@@ -875,7 +866,7 @@ static struct kg_worker *switch_to(struct kg_worker *w, struct kg_co *next)
 	KG_PROBE2(co_run, w->index, next->id);
 	w = finish_switch(kg_switch(self, next, w));
 	/* after the post-switch action, whose system calls may set it */
-	kg_errno_store(e);
+	*w->errno_addr = e;
 	return w;
 }
 
@@ -1907,6 +1898,7 @@ static void g0_init(struct kg_worker *w)
 	size_t size;
 
 	w->g0.id = 0;
+	w->errno_addr = &errno;	/* on the worker's own thread */
 	snprintf(w->g0.name, sizeof(w->g0.name), "g0/%u", w->index);
 	if (pthread_getattr_np(pthread_self(), &attr) == 0) {
 		if (pthread_attr_getstack(&attr, &addr, &size) == 0) {
