@@ -743,6 +743,26 @@ static struct lf_case *lazy_case(struct lazy_op *lazy, bool is_send,
 	return &op->cases[0];
 }
 
+/*
+ * While k's owner registers, flag k for re-registration (see select).
+ * Returns the claim word once it is not REGISTERING (nothing flagged).
+ */
+static uint32_t flag_rereg(struct lf_case *k)
+{
+	struct kg_parker *pk = &k->op->pk;
+	uint32_t v = atomic_load_explicit(&pk->claim, memory_order_acquire);
+
+	while (IS_REG(v)) {
+		/* flag before bit: the owner reads flags after the bit */
+		atomic_store_explicit(&k->rereg, 1, memory_order_relaxed);
+		if (atomic_compare_exchange_weak_explicit(
+			    &pk->claim, &v, CLAIM_REG | CLAIM_REREG,
+			    memory_order_acq_rel, memory_order_acquire))
+			return CLAIM_REG;
+	}
+	return v;
+}
+
 enum { CL_WON, CL_LOST };
 
 /*
@@ -764,16 +784,10 @@ static int party_claim(struct lf_case *k)
 				return CL_WON;
 			continue;
 		}
-		if (IS_REG(v)) {
-			/* flag before bit: the owner reads flags after the bit */
-			atomic_store_explicit(&k->rereg, 1, memory_order_relaxed);
-			if (atomic_compare_exchange_weak_explicit(
-				    &pk->claim, &v, CLAIM_REG | CLAIM_REREG,
-				    memory_order_acq_rel, memory_order_acquire))
-				return CL_LOST;
-			continue;
-		}
-		return CL_LOST;
+		/* flagged while registering, or decided: lost; opened
+		 * meanwhile (0): try again */
+		if (!IS_REG(v) || (v = flag_rereg(k)) != 0)
+			return CL_LOST;
 	}
 }
 
@@ -1022,25 +1036,6 @@ static void op_withdraw(struct lf_op *op)
 		case_withdraw(&op->cases[i]);
 }
 
-/*
- * While k's owner registers, flag k for re-registration (see select).
- * Returns the claim word once it is not REGISTERING (nothing flagged).
- */
-static uint32_t flag_rereg(struct lf_case *k)
-{
-	struct kg_parker *pk = &k->op->pk;
-	uint32_t v = atomic_load_explicit(&pk->claim, memory_order_acquire);
-
-	while (IS_REG(v)) {
-		/* flag before bit: the owner reads flags after the bit */
-		atomic_store_explicit(&k->rereg, 1, memory_order_relaxed);
-		if (atomic_compare_exchange_weak_explicit(
-			    &pk->claim, &v, CLAIM_REG | CLAIM_REREG,
-			    memory_order_acq_rel, memory_order_acquire))
-			return CLAIM_REG;
-	}
-	return v;
-}
 
 /* ------------------------------------------------------------------ */
 /* Both directions on one unbuffered channel                           */
