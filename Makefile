@@ -59,7 +59,7 @@ endif
 
 CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -g $(OPT) -pthread \
 	-I$(SRCDIR)/userlib/include -I$(SRCDIR)/kmod/include $(SAN_FLAGS)
-LIB_CFLAGS := $(CFLAGS_BASE) -fPIC -fvisibility=hidden -I$(SRCDIR)/userlib \
+LIB_CFLAGS := $(CFLAGS_BASE) -fPIC -fvisibility=hidden -iquote $(SRCDIR)/userlib \
 	$(EXTRA_CFLAGS)
 
 # The BPF backend: built when the target is the build machine's x86_64 and

@@ -24,7 +24,7 @@
 
 #include "harness.h"
 #include "kg_test.h"
-#include "../userlib/hchan.h"
+#include "hchan.h"
 
 #define NCO 6
 #define NOPS 40

@@ -24,7 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "backend.h"
 
 #ifdef KG_HAVE_BPF
 #include <bpf/bpf.h>
@@ -263,14 +263,25 @@ static int bpf_events(struct kg_worker *w, kg_event_fn fn, void *arg)
 	return n;
 }
 
-/* A standby's own wait: an epoll set of the ring and an eventfd for kicks. */
+/*
+ * A standby's own wait (kg_worker.be): an epoll set of the ring and an
+ * eventfd for kicks, made the first time the worker is a standby.
+ */
+struct bpf_waiter {
+	int ep_fd, kick_fd;
+};
+
 static int bpf_waiter_open(struct kg_worker *w)
 {
 	struct epoll_event ev = { .events = EPOLLIN };
+	struct bpf_waiter *bw;
 	int ep, k;
 
-	if (w->ep_fd >= 0)
+	if (w->be)
 		return 0;
+	bw = malloc(sizeof(*bw));
+	if (!bw)
+		return -ENOMEM;
 	ep = epoll_create1(EPOLL_CLOEXEC);
 	k = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
 
@@ -282,29 +293,40 @@ static int bpf_waiter_open(struct kg_worker *w)
 	ev.data.u32 = 1;
 	if (epoll_ctl(ep, EPOLL_CTL_ADD, k, &ev))
 		goto fail;
-	w->ep_fd = ep;
-	w->kick_fd = k;
+	bw->ep_fd = ep;
+	bw->kick_fd = k;
+	w->be = bw;
 	return 0;
 fail:
 	if (ep >= 0)
 		close(ep);
 	if (k >= 0)
 		close(k);
+	free(bw);
 	return -ENOMEM;
+}
+
+static void bpf_worker_free(struct kg_worker *w)
+{
+	struct bpf_waiter *bw = w->be;
+
+	close(bw->ep_fd);
+	close(bw->kick_fd);
+	free(bw);
+	w->be = NULL;
 }
 
 static void bpf_wait(struct kg_worker *w, uint64_t deadline)
 {
-	int epfd = w->ep_fd, kickfd = w->kick_fd;
+	struct bpf_waiter *bw = w->be;
+	int epfd = bw->ep_fd, kickfd = bw->kick_fd;
 	struct epoll_event evs[2];
 	struct timespec ts, *tsp = NULL;
 	uint64_t v, now;
 
 	if (deadline != UINT64_MAX) {
 		now = kg_now_ns();
-		v = deadline > now ? deadline - now : 0;
-		ts.tv_sec = (time_t)(v / 1000000000u);
-		ts.tv_nsec = (long)(v % 1000000000u);
+		ts = kg_timespec(deadline > now ? deadline - now : 0);
 		tsp = &ts;
 	}
 	if (epoll_pwait2(epfd, evs, 2, tsp, NULL) > 0)
@@ -321,9 +343,10 @@ static bool bpf_pending(void)
 
 static void bpf_kick(struct kg_worker *w)
 {
+	struct bpf_waiter *bw = w->be;
 	uint64_t one = 1;
 
-	if (write(w->kick_fd, &one, sizeof(one)) < 0) {
+	if (write(bw->kick_fd, &one, sizeof(one)) < 0) {
 		/* EAGAIN: the counter is saturated, a wake is pending */
 	}
 }
@@ -332,6 +355,7 @@ static const struct kg_evops bpf_ops = {
 	.worker_add = bpf_worker_add,
 	.worker_del = bpf_worker_del,
 	.worker_forget = bpf_worker_del,	/* map updates: any thread */
+	.worker_free = bpf_worker_free,
 	.events = bpf_events,
 	.waiter_open = bpf_waiter_open,
 	.wait = bpf_wait,

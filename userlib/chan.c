@@ -107,8 +107,8 @@
 #endif
 #include <urcu/urcu-memb.h>
 
-#include "internal.h"
-#include "hchan.h"
+#include "timer.h"
+#include "wait.h"
 
 #define SEG_SHIFT 5
 #define SEG_CELLS (1u << SEG_SHIFT)
@@ -277,12 +277,8 @@ static void rcu_key_make(void)
 /*
  * Enter a read-side section. Out of line: a coroutine may resume on
  * another thread between two operations, and the thread-local flag must
- * be read on the thread running now.
+ * be read on the thread running now. (kg_rcu_depth: base.h.)
  */
-#ifdef KG_DEBUG_RCU
-__thread int kg_rcu_depth KG_TLS;
-#endif
-
 static __attribute__((noinline)) void lf_read_lock(void)
 {
 	if (kg_unlikely(!rcu_registered)) {
@@ -2091,7 +2087,11 @@ void kg_chan_free(kg_chan_t *c)
 
 #define SELECT_STACK_CASES 8
 
-int kg__select_in_order;	/* test hook: see hchan.h */
+/*
+ * Test hook (tests/chan_model.c): nonzero makes kg_select poll its cases
+ * in order instead of at random, so that a model can predict it.
+ */
+int kg__select_in_order;
 
 static int select_validate(struct kg_case *cases, size_t n, int64_t timeout)
 {

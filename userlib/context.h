@@ -11,7 +11,7 @@
 #ifndef KG_CONTEXT_H
 #define KG_CONTEXT_H
 
-#include "internal.h"
+#include "rt.h"
 
 #ifndef __has_feature
 #define __has_feature(x) 0
@@ -27,15 +27,16 @@
 
 void *kg_ctx_switch(void **save_sp, void *new_sp, void *arg);
 void kg_ctx_entry(void);
-/* First C function of every coroutine; prev is the coroutine switched from. */
-__attribute__((noreturn)) void kg_co_main(struct kg_worker *w);
+/* A coroutine's first C function: it gets the worker that switched to it. */
+typedef void (*kg_ctx_fn)(struct kg_worker *w);
 
 /*
  * Build the frame kg_ctx_switch expects (arch/switch_*.S) at the top of
  * co's stack, below the struct kg_co that lives there, so the first
- * switch to co "returns" into kg_ctx_entry with default FP control state.
+ * switch to co "returns" into kg_ctx_entry with default FP control state,
+ * which calls entry (kept in a callee-saved register of the frame).
  */
-static inline void kg_ctx_make(struct kg_co *co, void *top)
+static inline void kg_ctx_make(struct kg_co *co, void *top, kg_ctx_fn entry)
 {
 	uintptr_t sp = (uintptr_t)top & ~(uintptr_t)15;
 	uint64_t *f;
@@ -45,13 +46,15 @@ static inline void kg_ctx_make(struct kg_co *co, void *top)
 	sp -= 8 * sizeof(uint64_t);
 	f = (uint64_t *)sp;
 	f[0] = 0x1f80 | ((uint64_t)0x037f << 32);	/* default MXCSR, x87 CW */
-	f[1] = f[2] = f[3] = f[4] = f[5] = f[6] = 0;	/* r15..rbp */
+	f[1] = f[2] = f[3] = f[4] = f[6] = 0;	/* r15..r12, rbp */
+	f[5] = (uint64_t)(uintptr_t)entry;		/* rbx */
 	f[7] = (uint64_t)(uintptr_t)kg_ctx_entry;
 #elif defined(__aarch64__)
 	sp -= 176;
 	f = (uint64_t *)sp;
 	for (int i = 0; i < 22; i++)
 		f[i] = 0;			/* x19..x29, d8..d15, fpcr */
+	f[0] = (uint64_t)(uintptr_t)entry;		/* x19 */
 	f[11] = (uint64_t)(uintptr_t)kg_ctx_entry;	/* x30 */
 #else
 #error "kgreen: no context switch for this architecture"

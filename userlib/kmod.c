@@ -21,7 +21,7 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "backend.h"
 
 static struct {
 	pthread_mutex_t lock;		/* opening */
@@ -131,10 +131,33 @@ static int worker_ioctl(struct kg_worker *w, unsigned long cmd)
 	return ioctl(K.fd, cmd, &a) ? -errno : 0;
 }
 
+/*
+ * Per worker (kg_worker.be): a record KG_IOC_WAIT returned to it, not yet
+ * handled (it is the worker's own: the module handed it to this waiter).
+ */
+struct kmod_waiter {
+	struct kg_handoff_event ev;
+	bool full;
+};
+
 static int kmod_worker_add(struct kg_worker *w)
 {
-	w->kev_full = false;
+	struct kmod_waiter *kw = w->be;
+
+	if (!kw) {
+		kw = calloc(1, sizeof(*kw));
+		if (!kw)
+			return -ENOMEM;
+		w->be = kw;
+	}
+	kw->full = false;
 	return worker_ioctl(w, KG_IOC_REGISTER);
+}
+
+static void kmod_worker_free(struct kg_worker *w)
+{
+	free(w->be);
+	w->be = NULL;
 }
 
 static void kmod_worker_del(struct kg_worker *w)
@@ -164,12 +187,13 @@ static int take(struct kg_worker *w, uint64_t deadline,
 
 static int kmod_events(struct kg_worker *w, kg_event_fn fn, void *arg)
 {
+	struct kmod_waiter *kw = w->be;
 	struct kg_handoff_event ev;
 	int n = 0;
 
-	if (w->kev_full) {
-		w->kev_full = false;
-		fn(arg, &w->kev);
+	if (kw->full) {
+		kw->full = false;
+		fn(arg, &kw->ev);
 		n++;
 	}
 	/* a poll (deadline 0) leaves a pending kick for the next wait */
@@ -189,17 +213,19 @@ static int kmod_waiter_open(struct kg_worker *w)
 
 /*
  * Sleep in the module. A record it returns is w's to handle first: it is
- * kept in w->kev for the events call that follows (park_worker also
- * passes it on if w leaves the standby role instead).
+ * kept in w->be for the events call that follows (kg_park_worker also
+ * passes it on if w leaves the standby role instead: kmod_held).
  */
 static void kmod_wait(struct kg_worker *w, uint64_t deadline)
 {
-	if (w->kev_full)
+	struct kmod_waiter *kw = w->be;
+
+	if (kw->full)
 		return;
 	if (!deadline)
 		deadline = 1;	/* 0 means "do not sleep" to the module */
-	if (!take(w, deadline, &w->kev))
-		w->kev_full = true;
+	if (!take(w, deadline, &kw->ev))
+		kw->full = true;
 	/* -EAGAIN kicked, -ETIMEDOUT, -EINTR: the caller looks again */
 }
 
@@ -218,9 +244,16 @@ static bool kmod_pending(void)
 	return __atomic_load_n(&K.shared->hdr.kev_pending, __ATOMIC_RELAXED);
 }
 
+static bool kmod_held(struct kg_worker *w)
+{
+	return ((struct kmod_waiter *)w->be)->full;
+}
+
 static const struct kg_evops kmod_ops = {
 	.worker_add = kmod_worker_add,
 	.worker_del = kmod_worker_del,
+	.worker_free = kmod_worker_free,
+	.held = kmod_held,
 	.events = kmod_events,
 	.waiter_open = kmod_waiter_open,
 	.wait = kmod_wait,

@@ -37,7 +37,7 @@
 #include <unistd.h>
 
 #include "context.h"
-#include "internal.h"
+#include "stack.h"
 
 #if __has_include(<valgrind/valgrind.h>)
 #include <valgrind/valgrind.h>

@@ -54,7 +54,7 @@
 #include <stdint.h>
 #include <unistd.h>
 
-#include "internal.h"
+#include "wait.h"
 
 /* A sync object's grant: the claim that hands the waiter what it waits for. */
 #define CLAIM_GRANT 1u

@@ -21,50 +21,76 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
-#include "internal.h"
+#include "sched.h"
+#include "sysmon.h"
 
 #define SYSMON_RETAKE_NS (20 * 1000ull)
 #define SYSMON_MIN_NS (20 * 1000ull)
 #define SYSMON_MAX_NS (10 * 1000 * 1000ull)
 #define SYSMON_IDLE_ROUNDS 50
 
-/* The calling coroutine's worker, when the sysmon backend serves it. */
-static struct kg_worker *sysmon_worker(void)
+/*
+ * Per worker: blk is BLK_IN between kg_blocking_begin and _end (since:
+ * when it began); sysmon moves it IN -> RETAKEN by CAS before it takes
+ * the proc, and _end's CAS IN -> NONE fails then. One line each: every
+ * worker writes its own at each begin and end.
+ */
+enum { BLK_NONE = 0, BLK_IN = 1, BLK_RETAKEN = 2 };
+
+struct sysmon_worker {
+	_Alignas(KG_CACHELINE) _Atomic uint32_t blk;
+	_Atomic uint64_t since;
+};
+
+struct kg_sysmon {
+	pthread_t thread;
+	_Atomic uint32_t stop;		/* futex word: 1 = stop */
+	bool stopped;			/* joined (kg_run's thread only) */
+	struct sysmon_worker w[KG_MAX_WORKERS];
+};
+
+/* The calling coroutine's worker's state, when sysmon serves it. */
+static struct sysmon_worker *sysmon_worker(struct kg_worker **wp)
 {
 	struct kg_worker *w = kg_tls_worker;
 
-	if (!w || w->cur == &w->g0 || w->rt->backend != KG_BACKEND_SYSMON)
+	if (!w || w->cur == &w->g0 || !w->rt->sysmon)
 		return NULL;
-	return w;
+	*wp = w;
+	return &w->rt->sysmon->w[w->index];
 }
 
 void kg_blocking_begin(void)
 {
-	struct kg_worker *w = sysmon_worker();
+	struct kg_worker *w;
+	struct sysmon_worker *sw = sysmon_worker(&w);
 
-	if (!w)
+	if (!sw)
 		return;
-	atomic_store_explicit(&w->blk_since, kg_now_ns(), memory_order_relaxed);
-	/* release: sysmon that sees IN (acquire) sees blk_since too */
-	atomic_store_explicit(&w->blk, KG_BLK_IN, memory_order_release);
+	atomic_store_explicit(&sw->since, kg_now_ns(), memory_order_relaxed);
+	/* release: sysmon that sees IN (acquire) sees since too */
+	atomic_store_explicit(&sw->blk, BLK_IN, memory_order_release);
 }
 
 void kg_blocking_end(void)
 {
-	struct kg_worker *w = sysmon_worker();
-	uint32_t in = KG_BLK_IN;
+	struct kg_worker *w;
+	struct sysmon_worker *sw = sysmon_worker(&w);
+	uint32_t in = BLK_IN;
 
-	if (!w)
+	if (!sw)
 		return;
 	/* acq_rel: on failure, sysmon's retake happened before; see it */
-	if (atomic_compare_exchange_strong_explicit(&w->blk, &in, KG_BLK_NONE,
+	if (atomic_compare_exchange_strong_explicit(&sw->blk, &in, BLK_NONE,
 						    memory_order_acq_rel,
 						    memory_order_acquire))
 		return;
-	if (in != KG_BLK_RETAKEN)
+	if (in != BLK_RETAKEN)
 		return;		/* end without begin */
-	atomic_store_explicit(&w->blk, KG_BLK_NONE, memory_order_relaxed);
+	atomic_store_explicit(&sw->blk, BLK_NONE, memory_order_relaxed);
 	/* the proc went to another worker: take an idle one or requeue */
 	kg_sched_lost(w);
 }
@@ -77,15 +103,15 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 
 	for (i = 0; i < n; i++) {
 		struct kg_worker *w = rt->workers[i];
-		uint32_t in = KG_BLK_IN, pi, expect;
+		struct sysmon_worker *sw = &rt->sysmon->w[i];
+		uint32_t in = BLK_IN, pi, expect;
 		struct kg_proc *p;
 		uint64_t since;
 
-		if (!w || atomic_load_explicit(&w->blk, memory_order_acquire) !=
-				  KG_BLK_IN)
+		if (!w || atomic_load_explicit(&sw->blk, memory_order_acquire) !=
+				  BLK_IN)
 			continue;
-		since = atomic_load_explicit(&w->blk_since,
-					     memory_order_relaxed);
+		since = atomic_load_explicit(&sw->since, memory_order_relaxed);
 		if (now - since < SYSMON_RETAKE_NS)
 			continue;
 		/* in a region the worker leaves proc alone: a stable read */
@@ -95,8 +121,8 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 		p = &rt->procs[pi];
 		if (!kg_proc_has_work(rt->shared, p->slot))
 			continue;
-		if (!atomic_compare_exchange_strong(&w->blk, &in,
-						    KG_BLK_RETAKEN))
+		if (!atomic_compare_exchange_strong(&sw->blk, &in,
+						    BLK_RETAKEN))
 			continue;	/* it left the region */
 		expect = w->index;
 		if (!__atomic_compare_exchange_n(&p->slot->owner, &expect,
@@ -117,12 +143,13 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 static void *sysmon_main(void *arg)
 {
 	struct kg_rt *rt = arg;
+	struct kg_sysmon *sm = rt->sysmon;
 	uint64_t delay = SYSMON_MIN_NS;
 	unsigned int idle = 0;
 
-	while (!atomic_load(&rt->sysmon_stop)) {
-		kg_futex_wait(&rt->sysmon_stop, 0, kg_now_ns() + delay);
-		if (atomic_load(&rt->sysmon_stop))
+	while (!atomic_load(&sm->stop)) {
+		kg_futex_wait(&sm->stop, 0, kg_now_ns() + delay);
+		if (atomic_load(&sm->stop))
 			break;
 		if (retake(rt, kg_now_ns())) {
 			idle = 0;
@@ -137,22 +164,36 @@ static void *sysmon_main(void *arg)
 
 int kg_sysmon_start(struct kg_rt *rt)
 {
+	struct kg_sysmon *sm = aligned_alloc(KG_CACHELINE, sizeof(*sm));
 	int err;
 
-	atomic_store(&rt->sysmon_stop, 0);
-	err = pthread_create(&rt->sysmon, NULL, sysmon_main, rt);
-	if (err)
+	if (!sm)
+		return -ENOMEM;
+	memset(sm, 0, sizeof(*sm));
+	rt->sysmon = sm;
+	err = pthread_create(&sm->thread, NULL, sysmon_main, rt);
+	if (err) {
+		rt->sysmon = NULL;
+		free(sm);
 		return -ENOMEM;	/* kg_run's error for threads it cannot start */
-	rt->sysmon_on = true;
+	}
 	return 0;
 }
 
 void kg_sysmon_stop(struct kg_rt *rt)
 {
-	if (!rt->sysmon_on)
+	struct kg_sysmon *sm = rt->sysmon;
+
+	if (!sm || sm->stopped)
 		return;
-	atomic_store(&rt->sysmon_stop, 1);
-	kg_futex_wake(&rt->sysmon_stop, 1);
-	pthread_join(rt->sysmon, NULL);
-	rt->sysmon_on = false;
+	atomic_store(&sm->stop, 1);
+	kg_futex_wake(&sm->stop, 1);
+	pthread_join(sm->thread, NULL);
+	sm->stopped = true;
+}
+
+void kg_sysmon_free(struct kg_rt *rt)
+{
+	free(rt->sysmon);
+	rt->sysmon = NULL;
 }

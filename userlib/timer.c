@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: MIT
 /*
- * timer.c - per-proc timer heaps and kg_sleep.
+ * timer.c - per-proc timer heaps.
  *
  * Each proc keeps a binary min-heap of sleeping coroutines ordered by
  * deadline, as Go keeps timers per P. The owning worker fires expired
@@ -12,19 +12,20 @@
  * Locking: heap.lock protects the heap array; heap.next is a lock-free copy
  * of the earliest deadline, written under the lock with seq_cst stores so
  * that a parking worker and a new timer cannot miss each other (see
- * kg_timer_arm and park_worker in sched.c). Lock order: a heap lock may be
- * held while taking rt.lock (queue overflow), never the reverse.
+ * kg_timer_notify in sched.c and kg_park_worker in handoff.c). Lock order:
+ * a heap lock may be held while taking rt.lock (queue overflow), never the
+ * reverse. A timer's function runs under its heap's lock, so
+ * kg_timer_cancel returning means it is not running and will not run.
  *
- * A sleeping coroutine is armed only after it has switched away (the
- * post-switch action), so a worker that fires the timer always finds its
- * registers saved.
+ * This file keeps the heaps; which worker fires what, and when, is the
+ * scheduler's (kg_timer_start, find_local, steal_work, kg_park_worker).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <stdlib.h>
-#include <time.h>
+#include <pthread.h>
 
-#include "internal.h"
+#include "timer.h"
 
 int kg_timers_init(struct kg_timer_heap *h)
 {
@@ -135,39 +136,18 @@ static void __heap_remove(struct kg_timer_heap *h, uint32_t i)
 	t->heap_idx = -1;
 }
 
-/*
- * A new deadline on some heap: a parked timer watcher sleeps until
- * timer_watch_until; wake it if this deadline is earlier, or get a worker
- * to watch if none does. seq_cst load after the seq_cst heap.next store
- * (publish_next): pairs with the watcher's store of timer_watch_until then
- * re-read of heap.next (park_worker in sched.c).
- */
-static void timer_notify(struct kg_rt *rt, uint64_t when)
+int kg_timer_reserve(struct kg_timer_heap *h)
 {
-	if (when < atomic_load(&rt->timer_watch_until)) {
-		struct kg_worker *watcher = atomic_load(&rt->timer_watcher);
+	int err;
 
-		if (watcher)
-			kg_kick_watcher(watcher);
-		else
-			kg_wakep(rt);
-	}
+	pthread_mutex_lock(&h->lock);
+	err = __heap_reserve(h);
+	pthread_mutex_unlock(&h->lock);
+	return err;
 }
 
-static struct kg_timer_heap *heap_for(struct kg_rt *rt)
+int kg_timer_add(struct kg_timer_heap *h, struct kg_timer *t, uint64_t when)
 {
-	struct kg_worker *w = kg_worker_self();
-
-	/* a stale w->proc (taken by a handoff) still names a live heap */
-	if (w && w->rt == rt && w->proc)
-		return &w->proc->timers;
-	return &rt->procs[0].timers;
-}
-
-int kg_timer_start(struct kg_rt *rt, struct kg_timer *t, uint64_t when)
-{
-	struct kg_timer_heap *h = heap_for(rt);
-
 	pthread_mutex_lock(&h->lock);
 	if (__heap_reserve(h)) {
 		pthread_mutex_unlock(&h->lock);
@@ -177,7 +157,6 @@ int kg_timer_start(struct kg_rt *rt, struct kg_timer *t, uint64_t when)
 	__heap_push(h, t);
 	publish_next(h);
 	pthread_mutex_unlock(&h->lock);
-	timer_notify(rt, when);
 	return 0;
 }
 
@@ -218,52 +197,6 @@ void kg_timers_orphan(struct kg_rt *rt)
 		publish_next(h);
 		pthread_mutex_unlock(&h->lock);
 	}
-}
-
-/* kg_sleep's timer: make the sleeper runnable on the firing worker. */
-static uint64_t sleep_fire(struct kg_worker *w, struct kg_timer *t)
-{
-	kg_ready(w, t->arg, false);
-	return 0;
-}
-
-/* Post-switch action of kg_sleep: put prev on w's proc's heap. */
-static void after_arm(struct kg_worker *w, struct kg_co *prev, void *arg)
-{
-	struct kg_rt *rt = w->rt;
-	struct kg_proc *p = w->proc ? w->proc : &rt->procs[0];
-	struct kg_timer_heap *h = &p->timers;
-	/* once on the heap, prev may fire, run and sleep again: copy first */
-	uint64_t when = prev->timer.when;
-
-	(void)arg;
-	prev->timer.fn = sleep_fire;
-	prev->timer.arg = prev;
-	pthread_mutex_lock(&h->lock);
-	if (__heap_reserve(h)) {
-		/*
-		 * kg_sleep reserved room on the proc it ran on; only a proc
-		 * change in between (a handoff) gets here. Wake it now:
-		 * kg_sleep sees the deadline not reached and sleeps again.
-		 */
-		pthread_mutex_unlock(&h->lock);
-		kg_ready(w, prev, false);
-		return;
-	}
-	__heap_push(h, &prev->timer);
-	publish_next(h);
-	pthread_mutex_unlock(&h->lock);
-	timer_notify(rt, when);
-}
-
-static int timer_reserve(struct kg_proc *p)
-{
-	int err;
-
-	pthread_mutex_lock(&p->timers.lock);
-	err = __heap_reserve(&p->timers);
-	pthread_mutex_unlock(&p->timers.lock);
-	return err;
 }
 
 unsigned int kg_timers_run(struct kg_worker *w, struct kg_proc *p,
@@ -311,47 +244,4 @@ uint64_t kg_timers_next_all(struct kg_rt *rt)
 			min = t;
 	}
 	return min;
-}
-
-static void plain_sleep(uint64_t ns)
-{
-	struct timespec ts = {
-		.tv_sec = (time_t)(ns / 1000000000ull),
-		.tv_nsec = (long)(ns % 1000000000ull),
-	};
-
-	while (nanosleep(&ts, &ts) && errno == EINTR)
-		;
-}
-
-int kg_sleep(uint64_t ns)
-{
-	struct kg_worker *w = kg_worker_self();
-	uint64_t now, deadline;
-
-	if (!w || w->cur == &w->g0) {
-		/* a plain thread that sleeps in kgreen may wake a coroutine
-		 * after it: a possible waker for the deadlock watch */
-		if (!w)
-			kg_foreign_note();
-		plain_sleep(ns);
-		return 0;
-	}
-	if (!ns) {
-		kg_yield();
-		return 0;
-	}
-	now = kg_now_ns();
-	deadline = now + ns < now ? UINT64_MAX - 1 : now + ns;
-	do {
-		/* after_arm's heap: a coroutine whose proc was taken while
-		 * it held a lock runs without one until it parks */
-		if (timer_reserve(w->proc ? w->proc : &w->rt->procs[0]))
-			return -ENOMEM;
-		w->cur->timer.when = deadline;
-		kg_co_waiting(w->cur, "sleep", NULL);
-		kg_sched_park(after_arm, NULL);
-		w = kg_worker_self();
-	} while (kg_now_ns() < deadline);
-	return 0;
 }

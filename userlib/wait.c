@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: MIT
 /*
  * wait.c - how a coroutine or a plain thread waits for a channel or a sync
- * object, and how whoever completes its operation resumes it.
+ * object, and how whoever completes its operation resumes it; kg_sleep.
  *
  * The problem: one waiting operation may be completed by several parties
  * racing each other (the partners of each case of a select, a close, the
@@ -31,128 +31,10 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <linux/futex.h>
-#include <sys/syscall.h>
 #include <time.h>
-#include <unistd.h>
 
-#include "internal.h"
-
-#define LOCK_SPINS 128
-
-void kg_futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline)
-{
-	struct timespec ts, *tsp = NULL;
-
-	if (deadline != UINT64_MAX) {
-		uint64_t now = kg_now_ns();
-		uint64_t rel = deadline > now ? deadline - now : 0;
-
-		if (!rel)
-			return;
-		ts.tv_sec = (time_t)(rel / 1000000000ull);
-		ts.tv_nsec = (long)(rel % 1000000000ull);
-		tsp = &ts;
-	}
-	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
-}
-
-void kg_futex_wake(_Atomic uint32_t *addr, int n)
-{
-	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
-}
-
-/* ------------------------------------------------------------------ */
-/* kg_lock                                                             */
-/* ------------------------------------------------------------------ */
-
-void kg_lock_slow(kg_lock_t *l)
-{
-	int i;
-
-	for (i = 0; i < LOCK_SPINS; i++) {
-		uint32_t zero = 0;
-
-		if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
-		    atomic_compare_exchange_weak_explicit(
-			    &l->v, &zero, 1, memory_order_acquire,
-			    memory_order_relaxed))
-			return;
-		kg_cpu_relax();
-	}
-	/*
-	 * Mark "locked, sleepers" and sleep until we are the one that moved
-	 * it from 0. acquire: pairs with the release exchange in kg_unlock.
-	 */
-	while (atomic_exchange_explicit(&l->v, 2, memory_order_acquire) != 0)
-		kg_futex_wait(&l->v, 2, UINT64_MAX);
-}
-
-void kg_unlock_slow(kg_lock_t *l)
-{
-	kg_futex_wake(&l->v, 1);
-}
-
-/* ------------------------------------------------------------------ */
-/* Plain threads as possible wakers (the deadlock watch)               */
-/* ------------------------------------------------------------------ */
-
-_Atomic long kg_foreign_threads;
-static pthread_key_t foreign_key;
-static pthread_once_t foreign_once = PTHREAD_ONCE_INIT;
-static __thread bool foreign_noted KG_TLS;
-
-static void foreign_exit(void *v)
-{
-	(void)v;
-	atomic_fetch_sub(&kg_foreign_threads, 1);
-}
-
-static void foreign_key_make(void)
-{
-	pthread_key_create(&foreign_key, foreign_exit);
-}
-
-void kg_foreign_note(void)
-{
-	if (foreign_noted)
-		return;
-	pthread_once(&foreign_once, foreign_key_make);
-	foreign_noted = true;
-	atomic_fetch_add(&kg_foreign_threads, 1);
-	/* non-NULL, so the destructor runs at thread exit */
-	pthread_setspecific(foreign_key, &foreign_noted);
-}
-
-bool kg_foreign_pause(void)
-{
-	if (!foreign_noted)
-		return false;
-	atomic_fetch_sub(&kg_foreign_threads, 1);
-	return true;
-}
-
-void kg_foreign_resume(bool was)
-{
-	if (was)
-		atomic_fetch_add(&kg_foreign_threads, 1);
-}
-
-/* ------------------------------------------------------------------ */
-/* Parkers                                                             */
-/* ------------------------------------------------------------------ */
-
-uint64_t kg_fastrand(void)
-{
-	static __thread uint64_t x KG_TLS;
-
-	if (kg_unlikely(!x))
-		x = (kg_now_ns() ^ (uint64_t)(uintptr_t)&x) | 1;
-	x ^= x >> 12;
-	x ^= x << 25;
-	x ^= x >> 27;
-	return x * 0x2545F4914F6CDD1DULL;
-}
+#include "timer.h"
+#include "wait.h"
 
 void kg_parker_init(struct kg_parker *pk)
 {
@@ -279,4 +161,85 @@ void kg_parker_wait(struct kg_parker *pk, void (*unlock)(void *), void *arg,
 		}
 		kg_futex_wait(&pk->state, KG_PK_PARKING, deadline);
 	}
+}
+
+/* ------------------------------------------------------------------ */
+/* kg_sleep                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A sleeping coroutine is armed only after it has switched away (the
+ * post-switch action), so a worker that fires the timer always finds its
+ * registers saved.
+ */
+/* kg_sleep's timer: make the sleeper runnable on the firing worker. */
+static uint64_t sleep_fire(struct kg_worker *w, struct kg_timer *t)
+{
+	kg_ready(w, t->arg, false);
+	return 0;
+}
+
+/* Post-switch action of kg_sleep: put prev on w's proc's heap. */
+static void after_arm(struct kg_worker *w, struct kg_co *prev, void *arg)
+{
+	struct kg_rt *rt = w->rt;
+	struct kg_proc *p = w->proc ? w->proc : &rt->procs[0];
+	struct kg_timer_heap *h = &p->timers;
+	/* once on the heap, prev may fire, run and sleep again: copy first */
+	uint64_t when = prev->timer.when;
+
+	(void)arg;
+	prev->timer.fn = sleep_fire;
+	prev->timer.arg = prev;
+	if (kg_timer_add(h, &prev->timer, when)) {
+		/*
+		 * kg_sleep reserved room on the proc it ran on; only a proc
+		 * change in between (a handoff) gets here. Wake it now:
+		 * kg_sleep sees the deadline not reached and sleeps again.
+		 */
+		kg_ready(w, prev, false);
+		return;
+	}
+	kg_timer_notify(rt, when);
+}
+
+static void plain_sleep(uint64_t ns)
+{
+	struct timespec ts = kg_timespec(ns);
+
+	while (nanosleep(&ts, &ts) && errno == EINTR)
+		;
+}
+
+int kg_sleep(uint64_t ns)
+{
+	struct kg_worker *w = kg_worker_self();
+	uint64_t now, deadline;
+
+	if (!w || w->cur == &w->g0) {
+		/* a plain thread that sleeps in kgreen may wake a coroutine
+		 * after it: a possible waker for the deadlock watch */
+		if (!w)
+			kg_foreign_note();
+		plain_sleep(ns);
+		return 0;
+	}
+	if (!ns) {
+		kg_yield();
+		return 0;
+	}
+	now = kg_now_ns();
+	deadline = kg_deadline(now, ns);
+	do {
+		/* after_arm's heap: a coroutine whose proc was taken while
+		 * it held a lock runs without one until it parks */
+		if (kg_timer_reserve(w->proc ? &w->proc->timers
+					     : &w->rt->procs[0].timers))
+			return -ENOMEM;
+		w->cur->timer.when = deadline;
+		kg_co_waiting(w->cur, "sleep", NULL);
+		kg_sched_park(after_arm, NULL);
+		w = kg_worker_self();
+	} while (kg_now_ns() < deadline);
+	return 0;
 }

@@ -12,7 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 
-#include "../../userlib/hchan.h"
+#include "../hchan.h"
 
 struct impl {
 	void *(*make)(size_t, size_t);

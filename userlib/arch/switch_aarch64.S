@@ -14,7 +14,7 @@
  *   [80] x29 x30 [96] d8 d9 [112] d10 d11 [128] d12 d13 [144] d14 d15
  *   [160] fpcr [168] pad
  * kg_ctx_make (context.h) builds it for a new coroutine with x30 pointing
- * at kg_ctx_entry.
+ * at kg_ctx_entry and x19 holding the coroutine's first C function.
  */
 	.text
 	.globl	kg_ctx_switch
@@ -60,7 +60,8 @@ kg_ctx_switch:
 
 /*
  * First instruction of every coroutine: kg_ctx_switch "returned" here with
- * the worker in x0. fp and lr are zero, ending backtraces.
+ * the worker in x0 and the entry function kg_ctx_make chose in x19. fp and
+ * lr are zero, ending backtraces.
  */
 	.globl	kg_ctx_entry
 	.hidden	kg_ctx_entry
@@ -69,7 +70,7 @@ kg_ctx_switch:
 kg_ctx_entry:
 	mov	x29, #0
 	mov	x30, #0
-	bl	kg_co_main
+	blr	x19
 	brk	#0
 	.size	kg_ctx_entry, .-kg_ctx_entry
 

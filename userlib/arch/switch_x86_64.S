@@ -16,7 +16,8 @@
  *   [sp+8] r15  [sp+16] r14  [sp+24] r13  [sp+32] r12  [sp+40] rbx
  *   [sp+48] rbp [sp+56] return address
  * kg_ctx_make (context.h) builds the same frame for a new coroutine with
- * the return address pointing at kg_ctx_entry.
+ * the return address pointing at kg_ctx_entry and rbx holding the
+ * coroutine's first C function.
  */
 	.text
 	.globl	kg_ctx_switch
@@ -70,9 +71,10 @@ kg_ctx_switch:
 
 /*
  * First instruction of every coroutine: kg_ctx_switch "returned" here with
- * the worker in rax. rsp is 16-byte aligned, so the call below
- * enters kg_co_main with the ABI's alignment. The zero return address
- * slot pushed by the call terminates debugger and unwinder backtraces.
+ * the worker in rax and the entry function kg_ctx_make chose in rbx. rsp
+ * is 16-byte aligned, so the call below enters it with the ABI's
+ * alignment. The zero return address slot pushed by the call terminates
+ * debugger and unwinder backtraces.
  */
 	.globl	kg_ctx_entry
 	.hidden	kg_ctx_entry
@@ -83,7 +85,7 @@ kg_ctx_entry:
 	.cfi_undefined rip
 	xorl	%ebp, %ebp
 	movq	%rax, %rdi
-	call	kg_co_main
+	call	*%rbx
 	ud2
 	.cfi_endproc
 	.size	kg_ctx_entry, .-kg_ctx_entry

@@ -3,7 +3,10 @@
  * hchan.c - the oracle channel: Go's hchan design (a lock, a ring buffer,
  * two wait queues), kept as the model the lock-free channel (chan.c) is
  * tested against and measured beside. Same semantics, same errors; its
- * functions are internal (kg_hchan_*), see hchan.h.
+ * functions are kg_hchan_*, see hchan.h. It lives with the tests, not in
+ * libkgreen: the suites and benchmarks that use it compile it in, built on
+ * libkgreen's internal parkers and locks (userlib/wait.h, base.h), which
+ * a static link resolves.
  *
  * A channel is a lock, a ring buffer of cap elements, and two FIFO queues
  * of waiting operations (sudogs): receivers waiting for a value and
@@ -38,7 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "internal.h"
+#include "wait.h"
 #include "hchan.h"
 
 struct kg_sudog {

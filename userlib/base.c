@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: MIT
+/*
+ * base.c - the bottom layer (base.h): the log, the clock, random numbers,
+ * futexes and kg_lock, and the thread's worker. Calls nothing else of
+ * libkgreen.
+ */
+#define _GNU_SOURCE
+#include <linux/futex.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include "base.h"
+
+#define LOCK_SPINS 128
+
+__thread struct kg_worker *kg_tls_worker KG_TLS;
+static _Atomic(struct kg_rt *) cur_rt;
+static int debug_level;
+#ifdef KG_DEBUG_RCU
+__thread int kg_rcu_depth KG_TLS;
+#endif
+
+/* ------------------------------------------------------------------ */
+/* Diagnostics                                                         */
+/* ------------------------------------------------------------------ */
+
+int kg_debug_level(void)
+{
+	return debug_level;
+}
+
+void kg_debug_set(int level)
+{
+	debug_level = level;
+}
+
+void kg_throw(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs("kgreen: fatal: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	abort();
+}
+
+void kg_debug(const char *fmt, ...)
+{
+	va_list ap;
+
+	if (!debug_level)
+		return;
+	fputs("kgreen: ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+}
+
+/* ------------------------------------------------------------------ */
+/* Clock, random numbers                                               */
+/* ------------------------------------------------------------------ */
+
+uint64_t kg_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+uint64_t kg_fastrand(void)
+{
+	/* xorshift64*, one state per thread: cheap and good enough for
+	 * choosing steal victims and select's poll order */
+	static __thread uint64_t x KG_TLS;
+
+	if (kg_unlikely(!x))
+		x = (kg_now_ns() ^ (uint64_t)(uintptr_t)&x) | 1;
+	x ^= x >> 12;
+	x ^= x << 25;
+	x ^= x >> 27;
+	return x * 0x2545F4914F6CDD1DULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* Futexes and kg_lock                                                 */
+/* ------------------------------------------------------------------ */
+
+void kg_futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline)
+{
+	struct timespec ts, *tsp = NULL;
+
+	if (deadline != UINT64_MAX) {
+		uint64_t now = kg_now_ns();
+
+		if (deadline <= now)
+			return;
+		ts = kg_timespec(deadline - now);
+		tsp = &ts;
+	}
+	syscall(SYS_futex, addr, FUTEX_WAIT_PRIVATE, val, tsp, NULL, 0);
+}
+
+void kg_futex_wake(_Atomic uint32_t *addr, int n)
+{
+	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+void kg_lock_slow(kg_lock_t *l)
+{
+	int i;
+
+	for (i = 0; i < LOCK_SPINS; i++) {
+		uint32_t zero = 0;
+
+		if (atomic_load_explicit(&l->v, memory_order_relaxed) == 0 &&
+		    atomic_compare_exchange_weak_explicit(
+			    &l->v, &zero, 1, memory_order_acquire,
+			    memory_order_relaxed))
+			return;
+		kg_cpu_relax();
+	}
+	/*
+	 * Mark "locked, sleepers" and sleep until we are the one that moved
+	 * it from 0. acquire: pairs with the release exchange in kg_unlock.
+	 */
+	while (atomic_exchange_explicit(&l->v, 2, memory_order_acquire) != 0)
+		kg_futex_wait(&l->v, 2, UINT64_MAX);
+}
+
+void kg_unlock_slow(kg_lock_t *l)
+{
+	kg_futex_wake(&l->v, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* Where we run                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The thread pointer changes when a coroutine migrates between workers, but
+ * compilers treat the address of a __thread variable as constant within a
+ * function. Reading it through this out-of-line function (with an asm the
+ * optimizer cannot see through) makes every call re-read it.
+ */
+__attribute__((noinline)) struct kg_worker *kg_worker_self(void)
+{
+	__asm__ __volatile__("" ::: "memory");
+	return kg_tls_worker;
+}
+
+struct kg_rt *kg_rt_current(void)
+{
+	/* acquire: pairs with kg_run's release store of a ready runtime */
+	return atomic_load_explicit(&cur_rt, memory_order_acquire);
+}
+
+void kg_rt_set_current(struct kg_rt *rt)
+{
+	atomic_store_explicit(&cur_rt, rt, memory_order_release);
+}

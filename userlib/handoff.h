@@ -1,0 +1,126 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * handoff.h - how a proc changes hands (handoff.c, whose opening essay
+ * is the protocol): the worker's slot shared with the kernel side, owning
+ * and losing procs, idle procs, parked and standby workers, worker
+ * threads, and the handoff statistics.
+ */
+#ifndef KG_HANDOFF_H
+#define KG_HANDOFF_H
+
+#include "backend.h"
+#include "context.h"
+
+/*
+ * Entering and leaving scheduler code: in_sched, with plain stores
+ * ordered by compiler barriers. The kernel side reads the slot only on
+ * this worker's CPU while this worker is switched out, so program order
+ * is all that is needed (the rseq argument). The barrier keeps the
+ * compiler from moving scheduler memory accesses across the flag.
+ */
+static inline void kg_enter_sched(struct kg_worker *w)
+{
+	*(volatile __u32 *)&w->slot->in_sched = 1;
+	kg_barrier();
+}
+
+static inline void kg_leave_sched(struct kg_worker *w)
+{
+#ifdef KG_TSAN
+	/*
+	 * From here the kernel side may detach the proc and a spare take it:
+	 * the owner's writes to the proc happen before, through the kernel's
+	 * compare-and-swap, which ThreadSanitizer cannot see. Say so.
+	 */
+	if (w->proc)
+		__tsan_release(w->proc);
+#endif
+	kg_barrier();
+	*(volatile __u32 *)&w->slot->in_sched = 0;
+}
+
+/* The kernel side (or sysmon) took w's proc while its coroutine blocked. */
+static inline bool kg_proc_lost(struct kg_worker *w)
+{
+	return __atomic_load_n(&w->slot->proc, __ATOMIC_RELAXED) ==
+	       KG_PROC_NONE;
+}
+
+/* Let go of the lost proc (once per loss): w runs its coroutine without one. */
+static inline void kg_proc_forget(struct kg_worker *w)
+{
+	if (w->proc) {
+		w->proc = NULL;
+		atomic_fetch_add(&w->lost_handled, 1);
+	}
+}
+
+/*
+ * Debug and sanitizer builds check at every scheduling decision that the
+ * proc the worker uses is still its own: a proc run by two workers at
+ * once (a broken handoff) throws instead of corrupting queues.
+ */
+static inline void kg_proc_check(struct kg_worker *w, struct kg_proc *p)
+{
+#ifdef KG_DEBUG_RCU
+	__u32 owner = __atomic_load_n(&p->slot->owner, __ATOMIC_RELAXED);
+
+	if (kg_unlikely(owner != w->index))
+		kg_throw("proc %u is used by worker %u but owned by %u",
+			 p->index, w->index, owner);
+#else
+	(void)w;
+	(void)p;
+#endif
+}
+
+/* DETACHED -> w (CAS); throws if p is owned. */
+void kg_proc_acquire(struct kg_worker *w, struct kg_proc *p);
+/* w -> DETACHED (CAS); w->proc becomes NULL. */
+void kg_proc_release(struct kg_worker *w);
+/* Forget a lost proc and take an idle one: false if none is idle. */
+bool kg_proc_regain(struct kg_worker *w);
+
+/* Idle procs. __: the caller holds rt.lock. */
+void __kg_pidle_put(struct kg_rt *rt, struct kg_proc *p);
+struct kg_proc *__kg_pidle_get(struct kg_rt *rt);
+struct kg_proc *kg_pidle_get(struct kg_rt *rt);
+
+/*
+ * Start a worker on proc p: a parked one if any, else a new thread.
+ * Caller holds rt.lock. On failure p goes back to the idle list.
+ * spinning: the worker counts in rt.nspinning (kg_wakep's).
+ */
+void __kg_startm(struct kg_rt *rt, struct kg_proc *p, bool spinning);
+/*
+ * Park w (no proc) until it is handed one, a timer may be due, until
+ * passes, or the runtime is done. On return w holds a proc if it was
+ * handed one.
+ */
+void kg_park_worker(struct kg_worker *w, uint64_t until);
+/* Nudge a parked timer watcher to re-read the timer heaps. */
+void kg_kick_watcher(struct kg_worker *w);
+/* End the runtime: every worker stops at its next scheduler entry. */
+void kg_rt_finish(struct kg_rt *rt);
+/* Workers running a coroutine without their proc (taken while blocked). */
+uint32_t kg_workers_out(struct kg_rt *rt);
+
+/* A worker record (index, slot) for rt, not started yet; NULL at the cap. */
+struct kg_worker *kg_worker_new(struct kg_rt *rt);
+/* Start w's thread, to take proc p (NULL: look for one); 0 or an errno. */
+int kg_worker_start(struct kg_worker *w, struct kg_proc *p, bool spinning);
+/* Start the first standby and wait (bounded) until it waits. */
+void kg_start_standby(struct kg_rt *rt);
+
+/*
+ * Count a handoff of blocked worker from's proc that took ns (from the
+ * block or the kernel's detach to the proc moving on).
+ */
+void kg_handoff_seen(struct kg_rt *rt, struct kg_worker *from, uint64_t ns);
+/* Hand proc p (detached from its blocked worker) to a parked or new
+ * worker: sysmon.c's retake. */
+void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p);
+/* The q-th quantile (0..1) of the handoff latencies, in ns. */
+uint64_t kg_handoff_quantile(struct kg_rt *rt, double q);
+
+#endif /* KG_HANDOFF_H */

@@ -1,0 +1,14 @@
+/* SPDX-License-Identifier: MIT */
+/* sysmon.h - the backend without kernel help (sysmon.c). */
+#ifndef KG_SYSMON_H
+#define KG_SYSMON_H
+
+#include "rt.h"
+
+int kg_sysmon_start(struct kg_rt *rt);
+/* Stop the monitor (idempotent); coroutines may still mark regions. */
+void kg_sysmon_stop(struct kg_rt *rt);
+/* Free its state: no worker of rt runs any more. */
+void kg_sysmon_free(struct kg_rt *rt);
+
+#endif /* KG_SYSMON_H */
