@@ -50,7 +50,7 @@ static struct {
 	char lastlog[160];		/* libbpf's last warning */
 } B = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* One consumer at a time: the standby (see kg_bpf_events). */
+/* One consumer at a time: the standby (see bpf_events). */
 static pthread_mutex_t consume_lock = PTHREAD_MUTEX_INITIALIZER;
 
 static int libbpf_log(enum libbpf_print_level level, const char *fmt,

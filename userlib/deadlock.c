@@ -95,7 +95,7 @@ uint64_t kg_live(struct kg_rt *rt)
  * that has used kgreen objects is alive (it could wake a coroutine).
  * A worker blocked in a system call holds its proc, so it counts as busy;
  * one whose proc was handed off counts through kg_workers_out; and before
- * it reports, deadlock_watch checks that every live coroutine waits.
+ * it reports, kg_deadlock_watch checks that every live coroutine waits.
  */
 static bool deadlock_suspect(struct kg_rt *rt)
 {

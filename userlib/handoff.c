@@ -15,8 +15,9 @@
  * The shared state (uapi/kgreen.h), memory both sides see: the module's
  * mmapped pages, the BPF program's mmapped array map, or (sysmon) our own.
  *   worker slot  in_sched  1 while the worker runs scheduler code holding
- *                          a proc; written only by the worker, plain stores
- *                          and a compiler barrier (kg_enter/leave_sched)
+ *                          a proc; written only by the worker, plain
+ *                          stores and a compiler barrier (kg_enter_sched,
+ *                          kg_leave_sched)
  *                proc      the proc it holds, or KG_PROC_NONE
  *   proc slot    owner     a worker's index, or KG_OWNER_DETACHED
  *                work hint the run queue's indices, runnext, timers: the
@@ -533,6 +534,10 @@ static bool standby_spin(struct kg_worker *w)
 	return got;
 }
 
+/* ------------------------------------------------------------------ */
+/* Handoff latencies (kg_stats)                                        */
+/* ------------------------------------------------------------------ */
+
 /*
  * Bucket of ns: KG_HLAT_SUB linear steps within each power of two (the
  * two bits below the top one), so a percentile read back is within 25%.
@@ -609,6 +614,10 @@ void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p)
 	__kg_startm(rt, p, false);
 	pthread_mutex_unlock(&rt->lock);
 }
+
+/* ------------------------------------------------------------------ */
+/* Parking a worker                                                    */
+/* ------------------------------------------------------------------ */
 
 /*
  * Park w until it is handed a proc (it then holds it on return), a timer

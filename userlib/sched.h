@@ -21,7 +21,7 @@
 void kg_ready(struct kg_worker *w, struct kg_co *co, bool next);
 /* Make a parked coroutine runnable from any thread (worker or not). */
 void kg_wake(struct kg_co *co);
-/* Park the calling coroutine; commit(w, co, arg) runs once it is switched out. */
+/* Park the calling coroutine; commit(w, co, arg) runs once it is out. */
 void kg_sched_park(kg_after_fn commit, void *arg);
 /* Wake an idle proc to look for work, unless a worker already spins. */
 void kg_wakep(struct kg_rt *rt);

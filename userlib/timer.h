@@ -20,7 +20,8 @@ bool kg_timer_cancel(struct kg_timer *t);
 /* Detach every timer still armed on rt's heaps (the runtime is ending). */
 void kg_timers_orphan(struct kg_rt *rt);
 /* Fire proc p's expired timers on worker w; returns how many. */
-unsigned int kg_timers_run(struct kg_worker *w, struct kg_proc *p, uint64_t now);
+unsigned int kg_timers_run(struct kg_worker *w, struct kg_proc *p,
+			   uint64_t now);
 /* The earliest deadline of all procs' heaps, UINT64_MAX if none. */
 uint64_t kg_timers_next_all(struct kg_rt *rt);
 
