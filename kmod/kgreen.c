@@ -180,7 +180,7 @@ static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
 	struct kg_handoff_event *ev;
 	struct kg_proc_slot *ps;
 	u64 now = ktime_get_ns();
-	u32 p, nprocs;
+	u32 p;
 
 	kw->blocked = true;
 	kw->blocked_at = now;
@@ -189,21 +189,17 @@ static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
 	WRITE_ONCE(ws->blocked_at_ns, now);
 	WRITE_ONCE(ws->blocks, READ_ONCE(ws->blocks) + 1);
 
-	/*
-	 * The worker stored in_sched and proc itself, on this CPU, before
-	 * this switch: program order makes them current here (as for rseq).
-	 */
-	if (READ_ONCE(ws->in_sched))
-		return;
-	p = READ_ONCE(ws->proc);
-	nprocs = READ_ONCE(sh->hdr.nprocs);
-	if (p >= nprocs || p >= KG_MAX_PROCS)
-		return;
-	ps = &sh->procs[p];
-	if (!kg_proc_has_work(sh, ps)) {
+	/* on the worker's own CPU at its own switch, as the rule requires */
+	switch (kg_detach_rule(sh, ws, &p)) {
+	case KG_DETACH_YES:
+		break;
+	case KG_DETACH_IDLE:
 		atomic64_inc(&ctx->idle_blocks);
 		return;
+	default:
+		return;
 	}
+	ps = &sh->procs[p];
 
 	raw_spin_lock(&ctx->evlock);
 	if (ctx->ev_tail - ctx->ev_head >= KG_EVQ_LEN) {
