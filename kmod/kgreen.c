@@ -73,8 +73,12 @@
 
 struct kg_ctx;
 
-/* One registered worker thread. */
-struct kg_worker {
+/*
+ * One registered worker thread, as the module keeps it (libkgreen's own
+ * struct kg_worker is the same thread's userspace side; shared with it is
+ * only the slot sh->workers[index]).
+ */
+struct kg_kworker {
 	struct preempt_notifier pn;
 	struct kg_ctx *ctx;		/* holds a reference */
 	struct task_struct *task;	/* holds a reference */
@@ -105,7 +109,7 @@ struct kg_ctx {
 
 	/* workers[]: written under lock, read under RCU */
 	struct mutex lock;
-	struct kg_worker __rcu *workers[KG_MAX_WORKERS];
+	struct kg_kworker __rcu *workers[KG_MAX_WORKERS];
 	u32 nworkers;
 
 	/* the handoff record queue; taken in the scheduler, irqs off */
@@ -173,7 +177,7 @@ static u32 kg_queued(struct kg_ctx *ctx)
  * scheduler with the runqueue lock held and interrupts off: no sleeping,
  * no wake-ups (the irq_work does that), only the event lock (raw).
  */
-static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
+static void kg_on_block(struct kg_kworker *kw, struct kg_ctx *ctx)
 {
 	struct kg_shared *sh = ctx->sh;
 	struct kg_worker_slot *ws = &sh->workers[kw->index];
@@ -232,7 +236,7 @@ static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
  * from the scheduler (runqueue lock held), where only an irq_work may be
  * queued.
  */
-static void kg_reap(struct kg_worker *kw, bool in_sched)
+static void kg_reap(struct kg_kworker *kw, bool in_sched)
 {
 	llist_add(&kw->reap, &kg_reap_list);
 	if (in_sched)
@@ -243,7 +247,7 @@ static void kg_reap(struct kg_worker *kw, bool in_sched)
 
 static void kg_sched_out(struct preempt_notifier *pn, struct task_struct *next)
 {
-	struct kg_worker *kw = container_of(pn, struct kg_worker, pn);
+	struct kg_kworker *kw = container_of(pn, struct kg_kworker, pn);
 	struct kg_ctx *ctx = kw->ctx;
 	struct task_struct *t = current;
 
@@ -265,7 +269,7 @@ static void kg_sched_out(struct preempt_notifier *pn, struct task_struct *next)
 /* Preemption off, interrupts on, no runqueue lock. */
 static void kg_sched_in(struct preempt_notifier *pn, int cpu)
 {
-	struct kg_worker *kw = container_of(pn, struct kg_worker, pn);
+	struct kg_kworker *kw = container_of(pn, struct kg_kworker, pn);
 	struct kg_ctx *ctx = kw->ctx;
 
 	if (!kw->blocked)
@@ -291,7 +295,7 @@ static void kg_wake_fn(struct irq_work *w)
 static void kg_reap_fn(struct work_struct *work)
 {
 	struct llist_node *list = llist_del_all(&kg_reap_list);
-	struct kg_worker *kw, *tmp;
+	struct kg_kworker *kw, *tmp;
 
 	if (!list)
 		return;
@@ -315,7 +319,7 @@ static void kg_reap_fn(struct work_struct *work)
 }
 
 /* The task itself unlinks kw. */
-static void kg_unlink_self(struct kg_worker *kw)
+static void kg_unlink_self(struct kg_kworker *kw)
 {
 	if (!atomic_xchg(&kw->linked, 0))
 		return;
@@ -461,18 +465,18 @@ static int kg_get_worker_arg(struct kg_ioc_worker *a, void __user *uarg)
  */
 static bool kg_current_registered(void)
 {
-	struct kg_worker *stale = NULL;
+	struct kg_kworker *stale = NULL;
 	struct preempt_notifier *pn;
 	bool found = false;
 
 	/* our own list: nobody else changes it, preemption keeps it still */
 	preempt_disable();
 	hlist_for_each_entry(pn, &current->preempt_notifiers, link) {
-		struct kg_worker *kw;
+		struct kg_kworker *kw;
 
 		if (pn->ops != &kg_preempt_ops)
 			continue;
-		kw = container_of(pn, struct kg_worker, pn);
+		kw = container_of(pn, struct kg_kworker, pn);
 		if (kw->ctx->mm == current->mm && !READ_ONCE(kw->ctx->closed))
 			found = true;
 		else
@@ -487,7 +491,7 @@ static bool kg_current_registered(void)
 static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 {
 	struct kg_ioc_worker a;
-	struct kg_worker *kw;
+	struct kg_kworker *kw;
 	int err = kg_get_worker_arg(&a, uarg);
 
 	if (err)
@@ -531,10 +535,10 @@ static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 	return 0;
 }
 
-/* The calling thread's worker at index, or NULL. RCU or ctx->lock held. */
-static struct kg_worker *kg_self(struct kg_ctx *ctx, u32 index)
+/* The calling task's kg_kworker at index, or NULL. RCU or ctx->lock held. */
+static struct kg_kworker *kg_task_worker(struct kg_ctx *ctx, u32 index)
 {
-	struct kg_worker *kw = rcu_dereference_check(ctx->workers[index],
+	struct kg_kworker *kw = rcu_dereference_check(ctx->workers[index],
 					lockdep_is_held(&ctx->lock));
 
 	return kw && kw->task == current ? kw : NULL;
@@ -543,13 +547,13 @@ static struct kg_worker *kg_self(struct kg_ctx *ctx, u32 index)
 static long kg_ioc_unregister(struct kg_ctx *ctx, void __user *uarg)
 {
 	struct kg_ioc_worker a;
-	struct kg_worker *kw;
+	struct kg_kworker *kw;
 	int err = kg_get_worker_arg(&a, uarg);
 
 	if (err)
 		return err;
 	mutex_lock(&ctx->lock);
-	kw = kg_self(ctx, a.worker);
+	kw = kg_task_worker(ctx, a.worker);
 	if (!kw || !atomic_read(&kw->linked)) {
 		mutex_unlock(&ctx->lock);
 		return -ENOENT;
@@ -600,7 +604,7 @@ static void kg_untake(struct kg_ctx *ctx, const struct kg_handoff_event *ev)
 }
 
 /* Consume kw's pending kick. */
-static bool kg_kicked(struct kg_ctx *ctx, struct kg_worker *kw)
+static bool kg_kicked(struct kg_ctx *ctx, struct kg_kworker *kw)
 {
 	bool k;
 
@@ -611,7 +615,7 @@ static bool kg_kicked(struct kg_ctx *ctx, struct kg_worker *kw)
 	return k;
 }
 
-static long kg_wait_event(struct kg_ctx *ctx, struct kg_worker *kw,
+static long kg_wait_event(struct kg_ctx *ctx, struct kg_kworker *kw,
 			  u64 deadline, struct kg_handoff_event *ev)
 {
 	DEFINE_WAIT(wait);
@@ -660,7 +664,7 @@ static long kg_wait_event(struct kg_ctx *ctx, struct kg_worker *kw,
 static long kg_ioc_wait(struct kg_ctx *ctx, void __user *uarg)
 {
 	struct kg_ioc_wait a;
-	struct kg_worker *kw;
+	struct kg_kworker *kw;
 	u64 lat;
 	long ret = kg_copy_arg(&a, sizeof(a), uarg);
 
@@ -673,7 +677,7 @@ static long kg_ioc_wait(struct kg_ctx *ctx, void __user *uarg)
 	 * valid without RCU for the whole wait.
 	 */
 	rcu_read_lock();
-	kw = kg_self(ctx, a.worker);
+	kw = kg_task_worker(ctx, a.worker);
 	rcu_read_unlock();
 	if (!kw)
 		return -ENOENT;
@@ -696,7 +700,7 @@ static long kg_ioc_wait(struct kg_ctx *ctx, void __user *uarg)
 static long kg_ioc_kick(struct kg_ctx *ctx, void __user *uarg)
 {
 	struct kg_ioc_kick a;
-	struct kg_worker *kw;
+	struct kg_kworker *kw;
 	int err = kg_copy_arg(&a, sizeof(a), uarg);
 
 	if (err)
