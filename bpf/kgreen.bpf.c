@@ -144,7 +144,10 @@ static __always_inline void on_block(struct task_struct *prev, __u64 now)
 	ev = bpf_ringbuf_reserve(&kg_events, sizeof(*ev), 0);
 	if (!ev)
 		return;
-	/* full barrier; pairs with userspace's CAS in acquire/release */
+	/*
+	 * Full barrier; pairs with the CAS of libkgreen's kg_proc_acquire()
+	 * and kg_proc_release() (userlib/handoff.c): one side wins the owner.
+	 */
 	if (__sync_val_compare_and_swap(&ps->owner, wi, KG_OWNER_DETACHED) !=
 	    wi) {
 		bpf_ringbuf_discard(ev, 0);

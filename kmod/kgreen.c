@@ -103,7 +103,7 @@ struct kg_ctx {
 	struct kref ref;		/* the file + one per worker */
 	struct mm_struct *mm;		/* the opener's (mmgrab'd): identity */
 	pid_t tgid;			/* for debugfs */
-	struct kg_shared *sh;		/* vmalloc_user, mapped by userspace */
+	struct kg_shared *sh;		/* __vmalloc'd, mapped by userspace */
 	bool closed;			/* the file was released */
 	bool key_held;			/* counted in the static key (lock) */
 
@@ -212,8 +212,9 @@ static void kg_on_block(struct kg_kworker *kw, struct kg_ctx *ctx)
 		return;
 	}
 	/*
-	 * Full barrier; pairs with userspace's compare-and-swap when it
-	 * acquires or releases the proc: exactly one side wins the owner.
+	 * Full barrier; pairs with the compare-and-swap of libkgreen's
+	 * kg_proc_acquire() and kg_proc_release() (userlib/handoff.c):
+	 * exactly one side wins the owner.
 	 */
 	if (cmpxchg(&ps->owner, kw->index, KG_OWNER_DETACHED) != kw->index) {
 		raw_spin_unlock(&ctx->evlock);
