@@ -128,26 +128,26 @@ static __always_inline void on_block(struct task_struct *prev, __u64 now)
 	if (st)
 		__sync_fetch_and_add(&st->blocks, 1);
 
-	/*
-	 * The worker wrote in_sched and proc itself, on this CPU, before
-	 * this switch: program order makes them current here.
-	 */
-	if (READ_ONCE(ws->in_sched))
-		return;
-	p = READ_ONCE(ws->proc);
-	if (p >= KG_MAX_PROCS)
-		return;
-	ps = &sh->procs[p];
-	if (!kg_proc_has_work(sh, ps)) {
+	/* on the worker's own CPU at its own switch, as the rule requires */
+	switch (kg_detach_rule(sh, ws, &p)) {
+	case KG_DETACH_YES:
+		break;
+	case KG_DETACH_IDLE:
 		if (st)
 			__sync_fetch_and_add(&st->idle_blocks, 1);
 		return;
+	default:
+		return;
 	}
+	ps = &sh->procs[p];
 	/* reserve first: never detach a proc nobody would hear about */
 	ev = bpf_ringbuf_reserve(&kg_events, sizeof(*ev), 0);
 	if (!ev)
 		return;
-	/* full barrier; pairs with userspace's CAS in acquire/release */
+	/*
+	 * Full barrier; pairs with the CAS of libkgreen's kg_proc_acquire()
+	 * and kg_proc_release() (userlib/handoff.c): one side wins the owner.
+	 */
 	if (__sync_val_compare_and_swap(&ps->owner, wi, KG_OWNER_DETACHED) !=
 	    wi) {
 		bpf_ringbuf_discard(ev, 0);

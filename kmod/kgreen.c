@@ -73,8 +73,12 @@
 
 struct kg_ctx;
 
-/* One registered worker thread. */
-struct kg_worker {
+/*
+ * One registered worker thread, as the module keeps it (libkgreen's own
+ * struct kg_worker is the same thread's userspace side; shared with it is
+ * only the slot sh->workers[index]).
+ */
+struct kg_kworker {
 	struct preempt_notifier pn;
 	struct kg_ctx *ctx;		/* holds a reference */
 	struct task_struct *task;	/* holds a reference */
@@ -99,13 +103,13 @@ struct kg_ctx {
 	struct kref ref;		/* the file + one per worker */
 	struct mm_struct *mm;		/* the opener's (mmgrab'd): identity */
 	pid_t tgid;			/* for debugfs */
-	struct kg_shared *sh;		/* vmalloc_user, mapped by userspace */
+	struct kg_shared *sh;		/* __vmalloc'd, mapped by userspace */
 	bool closed;			/* the file was released */
 	bool key_held;			/* counted in the static key (lock) */
 
 	/* workers[]: written under lock, read under RCU */
 	struct mutex lock;
-	struct kg_worker __rcu *workers[KG_MAX_WORKERS];
+	struct kg_kworker __rcu *workers[KG_MAX_WORKERS];
 	u32 nworkers;
 
 	/* the handoff record queue; taken in the scheduler, irqs off */
@@ -173,14 +177,14 @@ static u32 kg_queued(struct kg_ctx *ctx)
  * scheduler with the runqueue lock held and interrupts off: no sleeping,
  * no wake-ups (the irq_work does that), only the event lock (raw).
  */
-static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
+static void kg_on_block(struct kg_kworker *kw, struct kg_ctx *ctx)
 {
 	struct kg_shared *sh = ctx->sh;
 	struct kg_worker_slot *ws = &sh->workers[kw->index];
 	struct kg_handoff_event *ev;
 	struct kg_proc_slot *ps;
 	u64 now = ktime_get_ns();
-	u32 p, nprocs;
+	u32 p;
 
 	kw->blocked = true;
 	kw->blocked_at = now;
@@ -189,21 +193,17 @@ static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
 	WRITE_ONCE(ws->blocked_at_ns, now);
 	WRITE_ONCE(ws->blocks, READ_ONCE(ws->blocks) + 1);
 
-	/*
-	 * The worker stored in_sched and proc itself, on this CPU, before
-	 * this switch: program order makes them current here (as for rseq).
-	 */
-	if (READ_ONCE(ws->in_sched))
-		return;
-	p = READ_ONCE(ws->proc);
-	nprocs = READ_ONCE(sh->hdr.nprocs);
-	if (p >= nprocs || p >= KG_MAX_PROCS)
-		return;
-	ps = &sh->procs[p];
-	if (!kg_proc_has_work(sh, ps)) {
+	/* on the worker's own CPU at its own switch, as the rule requires */
+	switch (kg_detach_rule(sh, ws, &p)) {
+	case KG_DETACH_YES:
+		break;
+	case KG_DETACH_IDLE:
 		atomic64_inc(&ctx->idle_blocks);
 		return;
+	default:
+		return;
 	}
+	ps = &sh->procs[p];
 
 	raw_spin_lock(&ctx->evlock);
 	if (ctx->ev_tail - ctx->ev_head >= KG_EVQ_LEN) {
@@ -212,8 +212,9 @@ static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
 		return;
 	}
 	/*
-	 * Full barrier; pairs with userspace's compare-and-swap when it
-	 * acquires or releases the proc: exactly one side wins the owner.
+	 * Full barrier; pairs with the compare-and-swap of libkgreen's
+	 * kg_proc_acquire() and kg_proc_release() (userlib/handoff.c):
+	 * exactly one side wins the owner.
 	 */
 	if (cmpxchg(&ps->owner, kw->index, KG_OWNER_DETACHED) != kw->index) {
 		raw_spin_unlock(&ctx->evlock);
@@ -236,7 +237,7 @@ static void kg_on_block(struct kg_worker *kw, struct kg_ctx *ctx)
  * from the scheduler (runqueue lock held), where only an irq_work may be
  * queued.
  */
-static void kg_reap(struct kg_worker *kw, bool in_sched)
+static void kg_reap(struct kg_kworker *kw, bool in_sched)
 {
 	llist_add(&kw->reap, &kg_reap_list);
 	if (in_sched)
@@ -247,7 +248,7 @@ static void kg_reap(struct kg_worker *kw, bool in_sched)
 
 static void kg_sched_out(struct preempt_notifier *pn, struct task_struct *next)
 {
-	struct kg_worker *kw = container_of(pn, struct kg_worker, pn);
+	struct kg_kworker *kw = container_of(pn, struct kg_kworker, pn);
 	struct kg_ctx *ctx = kw->ctx;
 	struct task_struct *t = current;
 
@@ -269,7 +270,7 @@ static void kg_sched_out(struct preempt_notifier *pn, struct task_struct *next)
 /* Preemption off, interrupts on, no runqueue lock. */
 static void kg_sched_in(struct preempt_notifier *pn, int cpu)
 {
-	struct kg_worker *kw = container_of(pn, struct kg_worker, pn);
+	struct kg_kworker *kw = container_of(pn, struct kg_kworker, pn);
 	struct kg_ctx *ctx = kw->ctx;
 
 	if (!kw->blocked)
@@ -295,7 +296,7 @@ static void kg_wake_fn(struct irq_work *w)
 static void kg_reap_fn(struct work_struct *work)
 {
 	struct llist_node *list = llist_del_all(&kg_reap_list);
-	struct kg_worker *kw, *tmp;
+	struct kg_kworker *kw, *tmp;
 
 	if (!list)
 		return;
@@ -319,7 +320,7 @@ static void kg_reap_fn(struct work_struct *work)
 }
 
 /* The task itself unlinks kw. */
-static void kg_unlink_self(struct kg_worker *kw)
+static void kg_unlink_self(struct kg_kworker *kw)
 {
 	if (!atomic_xchg(&kw->linked, 0))
 		return;
@@ -465,18 +466,18 @@ static int kg_get_worker_arg(struct kg_ioc_worker *a, void __user *uarg)
  */
 static bool kg_current_registered(void)
 {
-	struct kg_worker *stale = NULL;
+	struct kg_kworker *stale = NULL;
 	struct preempt_notifier *pn;
 	bool found = false;
 
 	/* our own list: nobody else changes it, preemption keeps it still */
 	preempt_disable();
 	hlist_for_each_entry(pn, &current->preempt_notifiers, link) {
-		struct kg_worker *kw;
+		struct kg_kworker *kw;
 
 		if (pn->ops != &kg_preempt_ops)
 			continue;
-		kw = container_of(pn, struct kg_worker, pn);
+		kw = container_of(pn, struct kg_kworker, pn);
 		if (kw->ctx->mm == current->mm && !READ_ONCE(kw->ctx->closed))
 			found = true;
 		else
@@ -491,7 +492,7 @@ static bool kg_current_registered(void)
 static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 {
 	struct kg_ioc_worker a;
-	struct kg_worker *kw;
+	struct kg_kworker *kw;
 	int err = kg_get_worker_arg(&a, uarg);
 
 	if (err)
@@ -535,10 +536,10 @@ static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 	return 0;
 }
 
-/* The calling thread's worker at index, or NULL. RCU or ctx->lock held. */
-static struct kg_worker *kg_self(struct kg_ctx *ctx, u32 index)
+/* The calling task's kg_kworker at index, or NULL. RCU or ctx->lock held. */
+static struct kg_kworker *kg_task_worker(struct kg_ctx *ctx, u32 index)
 {
-	struct kg_worker *kw = rcu_dereference_check(ctx->workers[index],
+	struct kg_kworker *kw = rcu_dereference_check(ctx->workers[index],
 					lockdep_is_held(&ctx->lock));
 
 	return kw && kw->task == current ? kw : NULL;
@@ -547,13 +548,13 @@ static struct kg_worker *kg_self(struct kg_ctx *ctx, u32 index)
 static long kg_ioc_unregister(struct kg_ctx *ctx, void __user *uarg)
 {
 	struct kg_ioc_worker a;
-	struct kg_worker *kw;
+	struct kg_kworker *kw;
 	int err = kg_get_worker_arg(&a, uarg);
 
 	if (err)
 		return err;
 	mutex_lock(&ctx->lock);
-	kw = kg_self(ctx, a.worker);
+	kw = kg_task_worker(ctx, a.worker);
 	if (!kw || !atomic_read(&kw->linked)) {
 		mutex_unlock(&ctx->lock);
 		return -ENOENT;
@@ -604,7 +605,7 @@ static void kg_untake(struct kg_ctx *ctx, const struct kg_handoff_event *ev)
 }
 
 /* Consume kw's pending kick. */
-static bool kg_kicked(struct kg_ctx *ctx, struct kg_worker *kw)
+static bool kg_kicked(struct kg_ctx *ctx, struct kg_kworker *kw)
 {
 	bool k;
 
@@ -615,7 +616,7 @@ static bool kg_kicked(struct kg_ctx *ctx, struct kg_worker *kw)
 	return k;
 }
 
-static long kg_wait_event(struct kg_ctx *ctx, struct kg_worker *kw,
+static long kg_wait_event(struct kg_ctx *ctx, struct kg_kworker *kw,
 			  u64 deadline, struct kg_handoff_event *ev)
 {
 	DEFINE_WAIT(wait);
@@ -664,7 +665,7 @@ static long kg_wait_event(struct kg_ctx *ctx, struct kg_worker *kw,
 static long kg_ioc_wait(struct kg_ctx *ctx, void __user *uarg)
 {
 	struct kg_ioc_wait a;
-	struct kg_worker *kw;
+	struct kg_kworker *kw;
 	u64 lat;
 	long ret = kg_copy_arg(&a, sizeof(a), uarg);
 
@@ -677,7 +678,7 @@ static long kg_ioc_wait(struct kg_ctx *ctx, void __user *uarg)
 	 * valid without RCU for the whole wait.
 	 */
 	rcu_read_lock();
-	kw = kg_self(ctx, a.worker);
+	kw = kg_task_worker(ctx, a.worker);
 	rcu_read_unlock();
 	if (!kw)
 		return -ENOENT;
@@ -700,7 +701,7 @@ static long kg_ioc_wait(struct kg_ctx *ctx, void __user *uarg)
 static long kg_ioc_kick(struct kg_ctx *ctx, void __user *uarg)
 {
 	struct kg_ioc_kick a;
-	struct kg_worker *kw;
+	struct kg_kworker *kw;
 	int err = kg_copy_arg(&a, sizeof(a), uarg);
 
 	if (err)

@@ -131,6 +131,50 @@ static inline int kg_proc_has_work(const struct kg_shared *sh,
 }
 
 /*
+ * The detach rule, the one test every backend applies to a worker that
+ * blocks: detach its proc when the worker runs a coroutine (in_sched 0),
+ * holds a proc in range (proc < hdr.nprocs and < KG_MAX_PROCS) and that
+ * proc has work (kg_proc_has_work). A proc with nothing queued stays with
+ * its blocked worker: moving it would only wake a spare for nothing.
+ *
+ * Why the reads are race-free: the kernel side applies the rule at the
+ * worker's own blocking context switch, on the CPU the worker ran on. The
+ * worker wrote in_sched and proc itself, on that CPU, before the switch,
+ * and nothing else writes them while it runs (the kernel side writes proc
+ * only at that same switch, after a YES): program order makes them
+ * current, with no barrier and no atomic instruction, as for rseq. A
+ * caller on another CPU (sysmon) needs its own reason that they hold
+ * still. hdr.nprocs is written before any worker runs; the work hint is a
+ * racy read by design (kg_proc_has_work). Userspace may write anything
+ * here, so each index is range-checked before it is used; the one that
+ * acts on a YES still takes the proc by compare-and-swap on its owner.
+ *
+ * *proc is written only when the answer is not KG_DETACH_NONE.
+ */
+/* What the kernel side (or sysmon) may do with a worker that blocks: */
+#define KG_DETACH_NONE 0 /* nothing: in scheduler code, or holds no valid proc */
+#define KG_DETACH_IDLE 1 /* it holds *proc, which has no work: leave it (an idle block) */
+#define KG_DETACH_YES  2 /* detach *proc: it holds it and the proc has work */
+
+static inline int kg_detach_rule(const struct kg_shared *sh,
+				 const struct kg_worker_slot *ws, __u32 *proc)
+{
+	__u32 p;
+
+	if (KG_LOAD_ONCE(ws->in_sched))
+		return KG_DETACH_NONE;
+	p = KG_LOAD_ONCE(ws->proc);
+	/* each test alone, so that the BPF verifier sees p < KG_MAX_PROCS */
+	if (p >= KG_MAX_PROCS)
+		return KG_DETACH_NONE;
+	if (p >= KG_LOAD_ONCE(sh->hdr.nprocs))
+		return KG_DETACH_NONE;
+	*proc = p;
+	return kg_proc_has_work(sh, &sh->procs[p]) ? KG_DETACH_YES :
+						     KG_DETACH_IDLE;
+}
+
+/*
  * A handoff record, kernel side to userspace (BPF ring buffer kg_events):
  * the kernel side detached proc from worker at ts_ns (CLOCK_MONOTONIC).
  */
