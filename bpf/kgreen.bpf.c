@@ -82,21 +82,17 @@ struct {
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
 
-/* The worker index of t, or KG_PROC_NONE. Only tasks of kg_tgid get here. */
-static __always_inline __u32 worker_of(struct task_struct *t)
-{
-	__u32 tid = t->pid, *w = bpf_map_lookup_elem(&kg_tids, &tid);
-
-	return w ? *w : KG_PROC_NONE;
-}
-
 /* The shared state and t's worker slot (index *wi), or NULL: not a worker. */
 static __always_inline struct kg_worker_slot *
 slot_of(struct task_struct *t, __u32 *wi, struct kg_shared **shp)
 {
-	__u32 zero = 0, w = worker_of(t);
+	__u32 zero = 0, tid = t->pid, w;
+	__u32 *wp = bpf_map_lookup_elem(&kg_tids, &tid);
 	struct kg_shared *sh;
 
+	if (!wp)
+		return NULL;	/* a thread of ours that is not a worker */
+	w = *wp;
 	if (w >= KG_MAX_WORKERS)
 		return NULL;
 	sh = bpf_map_lookup_elem(&kg_shared, &zero);

@@ -114,13 +114,15 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 		since = atomic_load_explicit(&sw->since, memory_order_relaxed);
 		if (now - since < SYSMON_RETAKE_NS)
 			continue;
-		/* in a region the worker leaves proc alone: a stable read */
-		pi = __atomic_load_n(&w->slot->proc, __ATOMIC_RELAXED);
-		if (pi >= rt->nprocs)
+		/*
+		 * The rule the kernel side applies (uapi/kgreen.h). Read from
+		 * this thread, it holds still for another reason: in a marked
+		 * region the worker runs coroutine code (in_sched 0) and leaves
+		 * its proc alone until its CAS on blk, which ours below beats.
+		 */
+		if (kg_detach_rule(rt->shared, w->slot, &pi) != KG_DETACH_YES)
 			continue;
 		p = &rt->procs[pi];
-		if (!kg_proc_has_work(rt->shared, p->slot))
-			continue;
 		if (!atomic_compare_exchange_strong(&sw->blk, &in,
 						    BLK_RETAKEN))
 			continue;	/* it left the region */
