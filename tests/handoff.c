@@ -383,6 +383,32 @@ TEST_TIMEOUT(many_block_sysmon, 60)
 	ASSERT_EQ(0, co_failures());
 }
 
+/*
+ * Marked regions back to back on one proc with nothing queued, so that
+ * sysmon reads the worker's slot, finds nothing to retake and leaves it:
+ * under ThreadSanitizer, a slot field written plainly by the worker and
+ * read by sysmon would be reported here.
+ */
+static void regions_main(void *p)
+{
+	struct timespec ts = { 0, 200 * 1000 };
+	int i;
+
+	(void)p;
+	for (i = 0; i < 300; i++) {
+		kg_blocking_begin();
+		nanosleep(&ts, NULL);
+		kg_blocking_end();
+		kg_yield();
+	}
+}
+
+TEST(sysmon_regions_back_to_back)
+{
+	ASSERT_EQ(0, run_backend(regions_main, NULL, 1, "sysmon"));
+	ASSERT_EQ(0, co_failures());
+}
+
 /* ------------------------------------------------------------------ */
 /* When not to hand off; the blocked worker's return; the standby      */
 /* ------------------------------------------------------------------ */

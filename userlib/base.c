@@ -155,6 +155,12 @@ __attribute__((noinline)) struct kg_worker *kg_worker_self(void)
 	return kg_tls_worker;
 }
 
+int *kg_errno_location(void)
+{
+	/* out of line, not const: the thread running now */
+	return __errno_location();
+}
+
 struct kg_rt *kg_rt_current(void)
 {
 	/* acquire: pairs with kg_run's release store of a ready runtime */

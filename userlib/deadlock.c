@@ -24,6 +24,7 @@
 
 #include "deadlock.h"
 #include "handoff.h"
+#include "netpoll.h"
 #include "stack.h"
 #include "timer.h"
 
@@ -102,7 +103,8 @@ static bool deadlock_suspect(struct kg_rt *rt)
 	return atomic_load(&rt->npidle) == rt->nprocs && !kg_any_work(rt) &&
 	       kg_workers_out(rt) == 0 &&
 	       kg_timers_next_all(rt) == UINT64_MAX &&
-	       atomic_load(&kg_foreign_threads) == 0 && kg_live(rt) > 0;
+	       atomic_load(&kg_foreign_threads) == 0 &&
+	       !(rt->np && atomic_load(&rt->np->nwait)) && kg_live(rt) > 0;
 }
 
 /* Anything that moves when a coroutine runs or is woken. */

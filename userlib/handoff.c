@@ -15,7 +15,7 @@
  * The shared state (uapi/kgreen.h), memory both sides see: the module's
  * mmapped pages, the BPF program's mmapped array map, or (sysmon) our own.
  *   worker slot  in_sched  1 while the worker runs scheduler code holding
- *                          a proc; written only by the worker, plain
+ *                          a proc; written only by the worker, relaxed
  *                          stores and a compiler barrier (kg_enter_sched,
  *                          kg_leave_sched)
  *                proc      the proc it holds, or KG_PROC_NONE
@@ -36,10 +36,13 @@
  *   W --retake (sysmon.c)--> DETACHED              W is in a marked region
  *
  * A detached proc is always in exactly one place: on rt.idle_procs, in a
- * parked worker's nextp, in a new worker's nextp, or named by a record in
- * the kernel side's queue. Nothing else holds it, so nothing is lost.
+ * parked worker's nextp, in a new worker's nextp, named by a record in the
+ * kernel side's queue, or, for the few instructions between taking it and
+ * passing it on, in the hands of whoever took it (a standby reading the
+ * records, sysmon's retake). Nothing else holds it, so nothing is lost.
  *
- * A proc is lost only at a blocking switch. The kernel side detaches at
+ * A proc is lost only at a blocking switch (or, with sysmon, while its
+ * worker is inside a region marked as blocking). The kernel side detaches at
  * the context switch of a registered worker that leaves its CPU without
  * being runnable (preemption is not a block), on that worker's own CPU,
  * only if kg_detach_rule (uapi/kgreen.h, the one copy the module, the BPF
@@ -100,6 +103,7 @@
 #include <unistd.h>
 
 #include "handoff.h"
+#include "netpoll.h"
 #include "stack.h"
 #include "timer.h"
 
@@ -218,6 +222,10 @@ static void wake_parked(struct kg_worker *w)
 	kg_futex_wake(&w->wake, 1);
 	if (atomic_load(&w->standby))
 		w->rt->ev->kick(w);
+	/* the watcher may sleep in the poller; seq_cst: as for standby,
+	 * against its store of timer_watcher then load of wake */
+	if (w->rt->np && atomic_load(&w->rt->timer_watcher) == w)
+		kg_netpoll_break(w->rt->np);
 }
 
 /* Hand a popped parked worker its proc (maybe NULL) and wake it. */
@@ -619,14 +627,48 @@ void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p)
 /* Parking a worker                                                    */
 /* ------------------------------------------------------------------ */
 
+/* Coroutines wait on descriptors: the watcher watches them too. */
+static bool fds_waited(struct kg_rt *rt)
+{
+	return rt->np && atomic_load_explicit(&rt->np->nwait,
+					      memory_order_relaxed);
+}
+
+/*
+ * The watcher's sleep: in the poller when there is one (descriptors, and
+ * kicks through its eventfd: see wake_parked), else on its futex. Returns
+ * the coroutines whose descriptors became ready.
+ */
+static struct kg_co *watch(struct kg_worker *w, uint64_t deadline)
+{
+	struct kg_netpoll *np = w->rt->np;
+	uint64_t now;
+	struct kg_co *ready;
+
+	if (!np) {
+		kg_futex_wait(&w->wake, KG_WAKE_PARKED, deadline);
+		return NULL;
+	}
+	now = deadline == UINT64_MAX ? 0 : kg_now_ns();
+	atomic_store(&np->blocked, 1);
+	ready = kg_netpoll(np, deadline == UINT64_MAX ? UINT64_MAX :
+			   deadline > now ? deadline - now : 0);
+	atomic_store(&np->blocked, 0);
+	return ready;
+}
+
 /*
  * Park w until it is handed a proc (it then holds it on return), a timer
- * may be due, until passes, or the runtime is done (it holds none).
+ * may be due, until passes, a descriptor waited on is ready, or the
+ * runtime is done (it holds none). Returns the coroutines the poller
+ * reported ready (linked through kg_co.next, waits complete: the caller
+ * makes them runnable), or NULL.
  */
-void kg_park_worker(struct kg_worker *w, uint64_t until)
+struct kg_co *kg_park_worker(struct kg_worker *w, uint64_t until)
 {
 	struct kg_rt *rt = w->rt;
 	struct kg_worker *expect = NULL;
+	struct kg_co *ready = NULL;
 	uint32_t expect_state;
 	uint64_t deadline;
 	bool watcher = false, standby = false;
@@ -634,7 +676,7 @@ void kg_park_worker(struct kg_worker *w, uint64_t until)
 	pthread_mutex_lock(&rt->lock);
 	if (kg_rt_done(rt)) {
 		pthread_mutex_unlock(&rt->lock);
-		return;
+		return NULL;
 	}
 	atomic_store_explicit(&w->wake, KG_WAKE_PARKED, memory_order_relaxed);
 	w->nextp = NULL;
@@ -652,10 +694,15 @@ void kg_park_worker(struct kg_worker *w, uint64_t until)
 	 * So: with an idle proc, a future deadline makes w the timer watcher
 	 * (if none is: one watcher is enough), and a deadline already due
 	 * sends w back to take that proc; otherwise w sleeps until woken.
+	 * Descriptors are the same: with coroutines waiting on some and an
+	 * idle proc to run them, the watcher sleeps in the poller (Go's
+	 * blocking netpoll in findrunnable), its timeout the earliest timer.
 	 */
 	deadline = kg_timers_next_all(rt);
-	if (deadline != UINT64_MAX && !atomic_load(&rt->npidle))
+	if (!atomic_load(&rt->npidle))
 		deadline = UINT64_MAX;
+	else if (deadline == UINT64_MAX && fds_waited(rt))
+		deadline = UINT64_MAX - 1;	/* watch, without a timer */
 	if (deadline != UINT64_MAX && deadline > kg_now_ns()) {
 		if (atomic_compare_exchange_strong(&rt->timer_watcher, &expect,
 						   w))
@@ -695,7 +742,7 @@ void kg_park_worker(struct kg_worker *w, uint64_t until)
 			atomic_store(&rt->timer_watch_until, deadline);
 			deadline = kg_timers_next_all(rt);
 			atomic_store(&rt->timer_watch_until, deadline);
-			if (deadline == UINT64_MAX) {
+			if (deadline == UINT64_MAX && !fds_waited(rt)) {
 				/*
 				 * Nothing left to watch (another worker fired
 				 * the timer): give the role up, so that this
@@ -753,10 +800,30 @@ void kg_park_worker(struct kg_worker *w, uint64_t until)
 		}
 		if (standby && standby_spin(w))
 			continue;
-		if (standby)
+		if (standby) {
 			rt->ev->wait(w, deadline);
-		else
+		} else if (watcher && !ready) {
+			ready = watch(w, deadline);
+			if (!ready)
+				continue;
+			/* run them: leave the list unless popped */
+			pthread_mutex_lock(&rt->lock);
+			if (__widle_remove(rt, w)) {
+				pthread_mutex_unlock(&rt->lock);
+				break;
+			}
+			pthread_mutex_unlock(&rt->lock);
+			/* popped: a handoff is coming; wait for it as a
+			 * plain parked worker, holding what we collected */
+			watcher = false;
+			deadline = UINT64_MAX;
+			atomic_store(&rt->timer_watch_until, UINT64_MAX);
+			expect = w;
+			atomic_compare_exchange_strong(&rt->timer_watcher,
+						       &expect, NULL);
+		} else {
 			kg_futex_wait(&w->wake, KG_WAKE_PARKED, deadline);
+		}
 	}
 	if (standby) {
 		/* a record the wait returned but nobody handled: pass it on */
@@ -775,6 +842,7 @@ void kg_park_worker(struct kg_worker *w, uint64_t until)
 		kg_proc_acquire(w, w->nextp);
 		w->nextp = NULL;
 	}
+	return ready;
 }
 
 /* ------------------------------------------------------------------ */

@@ -12,15 +12,17 @@
 #include "context.h"
 
 /*
- * Entering and leaving scheduler code: in_sched, with plain stores
- * ordered by compiler barriers. The kernel side reads the slot only on
- * this worker's CPU while this worker is switched out, so program order
- * is all that is needed (the rseq argument). The barrier keeps the
- * compiler from moving scheduler memory accesses across the flag.
+ * Entering and leaving scheduler code: in_sched, with relaxed stores (a
+ * plain mov) ordered by compiler barriers. The kernel side reads the slot
+ * only on this worker's CPU while this worker is switched out, so program
+ * order is all that is needed (the rseq argument). The barrier keeps the
+ * compiler from moving scheduler memory accesses across the flag. Atomic
+ * rather than volatile because sysmon reads it from another thread
+ * (kg_detach_rule): a racy read by design, which must not be a data race.
  */
 static inline void kg_enter_sched(struct kg_worker *w)
 {
-	*(volatile __u32 *)&w->slot->in_sched = 1;
+	__atomic_store_n(&w->slot->in_sched, 1, __ATOMIC_RELAXED);
 	kg_barrier();
 }
 
@@ -36,7 +38,7 @@ static inline void kg_leave_sched(struct kg_worker *w)
 		__tsan_release(w->proc);
 #endif
 	kg_barrier();
-	*(volatile __u32 *)&w->slot->in_sched = 0;
+	__atomic_store_n(&w->slot->in_sched, 0, __ATOMIC_RELAXED);
 }
 
 /* The kernel side (or sysmon) took w's proc while its coroutine blocked. */
@@ -94,10 +96,11 @@ struct kg_proc *kg_pidle_get(struct kg_rt *rt);
 void __kg_startm(struct kg_rt *rt, struct kg_proc *p, bool spinning);
 /*
  * Park w (no proc) until it is handed one, a timer may be due, until
- * passes, or the runtime is done. On return w holds a proc if it was
- * handed one.
+ * passes, a descriptor waited on is ready, or the runtime is done. On
+ * return w holds a proc if it was handed one. Returns the coroutines the
+ * poller found ready (kg_co.next list; the caller makes them runnable).
  */
-void kg_park_worker(struct kg_worker *w, uint64_t until);
+struct kg_co *kg_park_worker(struct kg_worker *w, uint64_t until);
 /* Nudge a parked timer watcher to re-read the timer heaps. */
 void kg_kick_watcher(struct kg_worker *w);
 /* End the runtime: every worker stops at its next scheduler entry. */

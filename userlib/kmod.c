@@ -140,17 +140,21 @@ struct kmod_waiter {
 	bool full;
 };
 
+/* w's waiter (kg_worker.be), made at its registration; 0 or -ENOMEM. */
+static int waiter_make(struct kg_worker *w)
+{
+	if (!w->be)
+		w->be = calloc(1, sizeof(struct kmod_waiter));
+	return w->be ? 0 : -ENOMEM;
+}
+
 static int kmod_worker_add(struct kg_worker *w)
 {
-	struct kmod_waiter *kw = w->be;
+	int err = waiter_make(w);
 
-	if (!kw) {
-		kw = calloc(1, sizeof(*kw));
-		if (!kw)
-			return -ENOMEM;
-		w->be = kw;
-	}
-	kw->full = false;
+	if (err)
+		return err;
+	((struct kmod_waiter *)w->be)->full = false;
 	return worker_ioctl(w, KG_IOC_REGISTER);
 }
 
@@ -207,8 +211,7 @@ static int kmod_events(struct kg_worker *w, kg_event_fn fn, void *arg)
 
 static int kmod_waiter_open(struct kg_worker *w)
 {
-	(void)w;
-	return 0;
+	return waiter_make(w);	/* made already: w is registered */
 }
 
 /*

@@ -21,6 +21,7 @@
 #include "uapi/kgreen.h"
 
 struct kg_sysmon;
+struct kg_netpoll;
 struct kg_evops;
 struct kg_stack_alloc;
 
@@ -352,6 +353,8 @@ struct kg_rt {
 	uint32_t guard_mode;		/* stack.c: mode for new stacks */
 	struct kg_stack_alloc *stacks;
 	struct kg_co *main_co;
+	/* the poller (netpoll.c), or NULL if it could not be set up */
+	struct kg_netpoll *np;
 };
 
 static inline bool kg_rt_done(struct kg_rt *rt)

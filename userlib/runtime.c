@@ -23,6 +23,7 @@
 
 #include "deadlock.h"
 #include "handoff.h"
+#include "netpoll.h"
 #include "sched.h"
 #include "stack.h"
 #include "sysmon.h"
@@ -227,6 +228,7 @@ static void rt_free(struct kg_rt *rt)
 	}
 	kg_stacks_destroy(rt);
 	kg_sysmon_free(rt);
+	kg_netpoll_destroy(rt);
 	for (i = 0; i < KG_MAX_WORKERS; i++) {
 		if (rt->workers[i] && rt->workers[i]->be)
 			rt->ev->worker_free(rt->workers[i]);
@@ -295,6 +297,10 @@ static int rt_init(struct kg_rt *rt)
 			return -ENOMEM;
 		p->timers.hint = &p->slot->timers;
 	}
+	err = kg_netpoll_init(rt);
+	if (err)
+		kg_debug("no poller (%s): descriptor waits hold their thread",
+			 strerror(-err));
 	return kg_stacks_init(rt);
 }
 
@@ -430,6 +436,7 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 	/* worker 0 runs main first; its thread starts after the standby's */
 	w0 = kg_worker_new(rt);
 	if (!w0) {
+		kg_store_relaxed(&p0->live, 0);	/* main never runs */
 		err = -ENOMEM;
 		goto out;
 	}

@@ -58,6 +58,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "netpoll.h"
 #include "sched.h"
 #include "stack.h"
 #include "timer.h"
@@ -609,6 +610,81 @@ int kg_timer_start(struct kg_rt *rt, struct kg_timer *t, uint64_t when)
 	return err;
 }
 
+/* ------------------------------------------------------------------ */
+/* The poller's coroutines                                             */
+/* ------------------------------------------------------------------ */
+
+/* While every proc is busy, someone polls at least this often (Go's
+ * sysmon: 10 ms). */
+#define POLL_PERIOD_NS (10 * 1000 * 1000ull)
+
+/* Coroutines wait on descriptors and no worker is blocked collecting
+ * them (it would report them itself): a poll without waiting may help. */
+static inline bool poll_useful(struct kg_rt *rt)
+{
+	struct kg_netpoll *np = rt->np;
+
+	return np && atomic_load_explicit(&np->nwait, memory_order_relaxed) &&
+	       !atomic_load_explicit(&np->blocked, memory_order_relaxed);
+}
+
+/*
+ * Make the coroutines the poller reported (a kg_co.next list) runnable on
+ * w's proc, or globally if w holds none. take: hand the first back to
+ * run now instead (w holds a proc). Go's injectglist.
+ */
+static struct kg_co *inject(struct kg_worker *w, struct kg_co *list,
+			    bool take)
+{
+	struct kg_co *first = NULL, *next;
+	bool queued = false;
+
+	for (; list; list = next) {
+		next = list->next;	/* the queues may reuse the link */
+		if (take && !first) {
+			first = list;
+			continue;
+		}
+		atomic_store_explicit(&list->state, KG_CO_RUNNABLE,
+				      memory_order_relaxed);
+		if (w->proc)
+			runq_put(w->rt, w->proc, list, false);
+		else
+			gq_put(w->rt, list);
+		queued = true;
+	}
+	if (queued) {
+		/* StoreLoad: the queued work before the idle counts */
+		atomic_thread_fence(memory_order_seq_cst);
+		kg_wakep(w->rt);
+	}
+	return first;
+}
+
+/* Every proc may be busy: poll if nobody has for POLL_PERIOD_NS. */
+static __attribute__((noinline)) void poll_due(struct kg_worker *w)
+{
+	struct kg_netpoll *np = w->rt->np;
+
+	if (kg_now_ns() - atomic_load_explicit(&np->last,
+					       memory_order_relaxed) <
+	    POLL_PERIOD_NS)
+		return;
+	inject(w, kg_netpoll(np, 0), false);
+}
+
+/* What a parked worker brought back from the poller: run it. */
+static struct kg_co *take_polled(struct kg_worker *w, struct kg_co *list)
+{
+	struct kg_proc *p;
+
+	if (!list)
+		return NULL;
+	if (!w->proc && (p = kg_pidle_get(w->rt)))
+		kg_proc_acquire(w, p);
+	return inject(w, list, w->proc != NULL);
+}
+
 /* Next coroutine from w's own proc (and the global queue), or NULL. */
 static inline struct kg_co *find_local(struct kg_worker *w)
 {
@@ -620,6 +696,8 @@ static inline struct kg_co *find_local(struct kg_worker *w)
 					     memory_order_relaxed) != UINT64_MAX))
 		kg_timers_run(w, p, kg_now_ns());
 	if (kg_unlikely(++p->schedtick % GLOBAL_FAIRNESS == 0)) {
+		if (poll_useful(w->rt))
+			poll_due(w);
 		co = gq_get(w, 1);
 		if (co)
 			return co;
@@ -883,12 +961,20 @@ static struct kg_co *find_runnable(struct kg_worker *w)
 			if (p)
 				kg_proc_acquire(w, p);
 			else
-				kg_park_worker(w, UINT64_MAX);
+				co = take_polled(w,
+						 kg_park_worker(w, UINT64_MAX));
+			if (co)
+				goto found;
 			continue;
 		}
 		co = find_local(w);
 		if (co)
 			goto found;
+		if (poll_useful(rt)) {
+			co = inject(w, kg_netpoll(rt->np, 0), true);
+			if (co)
+				goto found;
+		}
 		if (!w->spinning &&
 		    2 * atomic_load(&rt->nspinning) <
 			    rt->nprocs - atomic_load(&rt->npidle)) {
@@ -945,7 +1031,9 @@ static struct kg_co *find_runnable(struct kg_worker *w)
 				continue;
 			}
 		}
-		kg_park_worker(w, kg_deadlock_watch(w));
+		co = take_polled(w, kg_park_worker(w, kg_deadlock_watch(w)));
+		if (co)
+			goto found;
 		if (kg_rt_done(rt))
 			return NULL;
 		continue;

@@ -115,10 +115,12 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 		if (now - since < SYSMON_RETAKE_NS)
 			continue;
 		/*
-		 * The rule the kernel side applies (uapi/kgreen.h). Read from
-		 * this thread, it holds still for another reason: in a marked
-		 * region the worker runs coroutine code (in_sched 0) and leaves
-		 * its proc alone until its CAS on blk, which ours below beats.
+		 * The rule the kernel side applies (uapi/kgreen.h), read from
+		 * another thread: racy reads (relaxed atomics on both sides).
+		 * While the worker stays in the region its slot holds still
+		 * (coroutine code, in_sched 0, its proc untouched); if it
+		 * leaves meanwhile, what we read may be stale, and our CAS on
+		 * blk below fails, so a stale answer never takes a proc.
 		 */
 		if (kg_detach_rule(rt->shared, w->slot, &pi) != KG_DETACH_YES)
 			continue;

@@ -14,6 +14,7 @@
 #ifndef KGREEN_H
 #define KGREEN_H
 
+#include <errno.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -30,6 +31,23 @@ extern "C" {
 
 #define KG_VERSION_MAJOR 0
 #define KG_VERSION_MINOR 1
+
+/*
+ * errno, for code that runs in coroutines. A coroutine may resume on
+ * another thread after any kgreen call, but glibc declares
+ * __errno_location const, so the compiler may compute errno's address
+ * once per function and read the first thread's variable after a switch
+ * (a loop "read(); on EAGAIN, kg_fd_wait(); again" is the usual victim).
+ * kg_errno_location() is an ordinary call: every use of errno in code
+ * that includes this header asks for the running thread's. The runtime
+ * carries errno's value across switches. Define KG_NO_ERRNO_OVERRIDE
+ * before including this header to keep glibc's macro.
+ */
+KG_API int *kg_errno_location(void);
+#ifndef KG_NO_ERRNO_OVERRIDE
+#undef errno
+#define errno (*kg_errno_location())
+#endif
 
 /* ------------------------------------------------------------------ */
 /* Runtime                                                             */
@@ -112,6 +130,31 @@ KG_API int kg_sleep(uint64_t ns);
 
 /* kg_now_ns - CLOCK_MONOTONIC in nanoseconds; the runtime's clock. */
 KG_API uint64_t kg_now_ns(void);
+
+/*
+ * kg_fd_wait - wait until fd is readable (KG_FD_READ) or writable
+ * (KG_FD_WRITE), for at most timeout_ns (-1: no limit; 0: only look).
+ * A coroutine parks and its worker runs others meanwhile (the runtime's
+ * poller watches fd); a plain thread sleeps in ppoll(2). Use it with a
+ * non-blocking descriptor: do the read or write, and on EAGAIN wait here
+ * and try again (readiness may be reported more often than it lasts).
+ * A descriptor epoll cannot watch (a regular file) is always ready.
+ * Returns 0 (ready), or:
+ *   -ETIMEDOUT  the time passed first
+ *   -EBADF      fd is not open, or kg_fd_close closed it while waiting
+ *   -EINVAL     events is not exactly one of KG_FD_READ, KG_FD_WRITE
+ *   -ENOMEM     no memory for the wait (nothing waited)
+ */
+#define KG_FD_READ 1
+#define KG_FD_WRITE 2
+KG_API int kg_fd_wait(int fd, int events, int64_t timeout_ns);
+
+/*
+ * kg_fd_close - close(fd), first ending the waits on it: coroutines in
+ * kg_fd_wait(fd) return -EBADF (Go's "use of closed network connection").
+ * Returns 0 or close's -errno.
+ */
+KG_API int kg_fd_close(int fd);
 
 /*
  * kg_blocking_begin / kg_blocking_end - bracket a call that may block in

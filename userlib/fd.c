@@ -1,0 +1,240 @@
+// SPDX-License-Identifier: MIT
+/*
+ * fd.c - waiting for a file descriptor: kg_fd_wait and kg_fd_close.
+ *
+ * A coroutine that waits for a descriptor parks; its worker goes on with
+ * other coroutines. The poller (netpoll.c) reports the descriptor ready
+ * and the scheduler makes the coroutine runnable. A plain thread waits in
+ * ppoll(2). This is Go's pollDesc wait (runtime/netpoll.go), for
+ * descriptors kgreen did not open: the caller keeps doing its own reads
+ * and writes on a non-blocking descriptor and waits here on EAGAIN.
+ *
+ * A wait, on its coroutine's stack (struct kg_fdwaiter):
+ *  1. Arm the timeout, if any (a timer heap's lock comes before a
+ *     pollfd's, so before taking it).
+ *  2. Under the pollfd's lock: take an event or close that came for an
+ *     earlier waiter still pending (ready), else count itself pending and
+ *     re-arm the descriptor's one-shot registration.
+ *  3. Park. The commit, once the coroutine is switched out, takes the
+ *     lock again: an event, close or timeout that came in between
+ *     completes the wait at once (the coroutine is made runnable), else
+ *     the waiter is linked on its side, where the poller, kg_fd_close or
+ *     the timeout finds it. Whoever completes it (under the lock, once:
+ *     done) makes it runnable, so it resumes exactly once.
+ *  4. Resumed: cancel the timeout (which waits out a running callback,
+ *     so nothing touches the record after the function returns).
+ * A descriptor that epoll cannot watch (a regular file) is always ready,
+ * as poll(2) says.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <poll.h>
+#include <unistd.h>
+
+#include "netpoll.h"
+#include "timer.h"
+#include "wait.h"
+
+/* A plain thread (or no poller): ppoll, retried on signals. */
+static int plain_wait(int fd, int side, int64_t timeout_ns)
+{
+	struct pollfd p = { .fd = fd, .events = side ? POLLOUT : POLLIN };
+	uint64_t deadline = timeout_ns < 0 ? UINT64_MAX :
+			    kg_deadline(kg_now_ns(), (uint64_t)timeout_ns);
+
+	for (;;) {
+		struct timespec ts, *tsp = NULL;
+		int r;
+
+		if (deadline != UINT64_MAX) {
+			uint64_t now = kg_now_ns();
+
+			ts = kg_timespec(deadline > now ? deadline - now : 0);
+			tsp = &ts;
+		}
+		r = ppoll(&p, 1, tsp, NULL);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -errno;
+		if (r == 0)
+			return -ETIMEDOUT;
+		return p.revents & POLLNVAL ? -EBADF : 0;
+	}
+}
+
+/* Make a list of coroutines (linked by next) runnable from here. */
+static void wake_list(struct kg_co *co)
+{
+	while (co) {
+		struct kg_co *next = co->next;
+
+		kg_wake(co);
+		co = next;
+	}
+}
+
+/* Post-switch action: the coroutine is switched out. */
+static void fd_commit(struct kg_worker *w, struct kg_co *prev, void *arg)
+{
+	struct kg_fdwaiter *fw = arg;
+	struct kg_netpoll *np = w->rt->np;
+	struct kg_pollfd *pd = kg_pollfd_get(np, fw->fd, false);
+	int side = fw->side;
+
+	kg_lock(&pd->lock);
+	pd->pending[side]--;
+	if (!fw->done && pd->ready[side]) {
+		fw->done = true;
+		fw->res = pd->ready[side] > 0 ? 0 : pd->ready[side];
+	}
+	if (!pd->pending[side])
+		pd->ready[side] = 0;	/* every pending waiter has seen it */
+	if (fw->done) {
+		atomic_fetch_sub_explicit(&np->nwait, 1, memory_order_relaxed);
+		kg_unlock(&pd->lock);
+		kg_ready(w, prev, true);
+		return;
+	}
+	fw->next = pd->waiters[side];
+	pd->waiters[side] = fw;
+	fw->linked = true;
+	kg_unlock(&pd->lock);
+}
+
+/* Unlink fw from its side (pd locked, fw linked). */
+static void unlink_waiter(struct kg_pollfd *pd, struct kg_fdwaiter *fw)
+{
+	struct kg_fdwaiter **pp = &pd->waiters[fw->side];
+
+	while (*pp != fw)
+		pp = &(*pp)->next;
+	*pp = fw->next;
+	fw->linked = false;
+}
+
+/* The deadline passed (scheduler mode on w, the heap's lock held). */
+static uint64_t fd_timeout(struct kg_worker *w, struct kg_timer *t)
+{
+	struct kg_fdwaiter *fw = t->arg;
+	struct kg_netpoll *np = w->rt->np;
+	struct kg_pollfd *pd = kg_pollfd_get(np, fw->fd, false);
+	bool wake = false;
+
+	kg_lock(&pd->lock);
+	if (!fw->done) {
+		fw->done = true;
+		fw->res = -ETIMEDOUT;
+		/* not linked yet: its commit sees done and resumes it */
+		if (fw->linked) {
+			unlink_waiter(pd, fw);
+			atomic_fetch_sub_explicit(&np->nwait, 1,
+						  memory_order_relaxed);
+			wake = true;
+		}
+	}
+	kg_unlock(&pd->lock);
+	if (wake)
+		kg_ready(w, fw->co, true);
+	return 0;
+}
+
+/* kg_run is ending with co still waiting here (kg_co.abandon). */
+static void fd_abandon(struct kg_co *co, int pass)
+{
+	struct kg_fdwaiter *fw = co->wait_rec;
+	struct kg_pollfd *pd;
+
+	if (pass || !co->rt->np)
+		return;
+	pd = kg_pollfd_get(co->rt->np, fw->fd, false);
+	kg_lock(&pd->lock);
+	if (fw->linked)
+		unlink_waiter(pd, fw);
+	kg_unlock(&pd->lock);
+}
+
+int kg_fd_wait(int fd, int events, int64_t timeout_ns)
+{
+	static const char *const reason[2] = { "fd read", "fd write" };
+	struct kg_fdwaiter fw = { .fd = fd };
+	struct kg_timer t = { .heap_idx = -1 };
+	struct kg_worker *w;
+	struct kg_netpoll *np;
+	struct kg_pollfd *pd;
+	struct kg_co *co;
+	int err;
+
+	if (events != KG_FD_READ && events != KG_FD_WRITE)
+		return -EINVAL;
+	if (fd < 0)
+		return -EBADF;
+	fw.side = events == KG_FD_WRITE ? KG_SIDE_WRITE : KG_SIDE_READ;
+	kg_note_caller();
+	w = kg_worker_self();
+	if (!w || w->cur == &w->g0 || !w->rt->np || timeout_ns == 0)
+		return plain_wait(fd, fw.side, timeout_ns);
+	np = w->rt->np;
+	pd = kg_pollfd_get(np, fd, true);
+	if (!pd)
+		return fd >> KG_POLL_PAGE_SHIFT >= KG_POLL_PAGES ? -EINVAL :
+								   -ENOMEM;
+	co = w->cur;
+	fw.co = co;
+	if (timeout_ns > 0) {
+		t.fn = fd_timeout;
+		t.arg = &fw;
+		err = kg_timer_start(w->rt, &t,
+				     kg_deadline(kg_now_ns(),
+						 (uint64_t)timeout_ns));
+		if (err)
+			return err;
+	}
+	kg_lock(&pd->lock);
+	if (pd->ready[fw.side] && pd->registered) {
+		/* an event for waiters still pending is news for us too */
+		err = pd->ready[fw.side] > 0 ? 0 : pd->ready[fw.side];
+		kg_unlock(&pd->lock);
+		goto out;
+	}
+	pd->pending[fw.side]++;
+	err = kg_pollfd_arm(np, fd, pd);
+	if (err) {
+		pd->pending[fw.side]--;
+		kg_unlock(&pd->lock);
+		if (err == -EPERM)
+			err = 0;	/* epoll cannot watch it: always ready */
+		goto out;
+	}
+	atomic_fetch_add_explicit(&np->nwait, 1, memory_order_relaxed);
+	kg_unlock(&pd->lock);
+
+	kg_co_waiting(co, reason[fw.side], (const void *)(intptr_t)fd);
+	co->wait_rec = &fw;
+	co->abandon = fd_abandon;
+	kg_sched_park(fd_commit, &fw);
+	co->abandon = NULL;
+	co->wait_rec = NULL;
+	err = fw.res;
+out:
+	if (t.fn)
+		kg_timer_cancel(&t);
+	return err;
+}
+
+int kg_fd_close(int fd)
+{
+	struct kg_rt *rt = kg_rt_current();
+	struct kg_pollfd *pd;
+	struct kg_co *woken = NULL;
+
+	if (fd < 0)
+		return -EBADF;
+	if (rt && rt->np && (pd = kg_pollfd_get(rt->np, fd, false))) {
+		kg_lock(&pd->lock);
+		woken = kg_pollfd_close(rt->np, fd, pd);
+		kg_unlock(&pd->lock);
+	}
+	wake_list(woken);
+	return close(fd) ? -errno : 0;
+}
