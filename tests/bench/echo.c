@@ -31,21 +31,6 @@ static int lfd;
 static _Atomic int stop;
 static _Atomic long peak_threads, peak_rss;
 
-static long threads_now(void)
-{
-	FILE *f = fopen("/proc/self/status", "r");
-	char line[256];
-	long v = -1;
-
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, "Threads:", 8))
-			v = atol(line + 8);
-	fclose(f);
-	return v;
-}
-
 static void conn(void *p)
 {
 	int fd = (int)(intptr_t)p, one = 1;
@@ -106,7 +91,7 @@ static void sampler(void *p)
 {
 	(void)p;
 	while (!atomic_load(&stop)) {
-		long t = threads_now(), r = rss_kb();
+		long t = proc_status("Threads:"), r = rss_kb();
 
 		if (t > atomic_load(&peak_threads))
 			atomic_store(&peak_threads, t);
