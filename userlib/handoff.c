@@ -84,9 +84,11 @@
  *
  * Who wakes whom. A parked worker sleeps on its futex word (wake); a
  * standby sleeps in the backend's wait instead (ops->wait), so that the
- * kernel side can wake it; at most one parked worker is the timer watcher,
- * sleeping until the earliest timer of all procs. Waking a parked worker
- * hands it a proc first (nextp, then wake = HANDOFF).
+ * kernel side can wake it; at most one parked worker is the watcher, which
+ * sleeps in the poller (netpoll.c: descriptors coroutines wait on, and an
+ * eventfd for wake-ups) until the earliest timer of all procs, and runs
+ * what either brings on an idle proc. Waking a parked worker hands it a
+ * proc first (nextp, then wake = HANDOFF).
  *
  * Backends: bpf.c and kmod.c behind struct kg_evops (backend.h); sysmon.c
  * retakes procs itself through kg_handoff_proc. The scheduler (sched.c)
