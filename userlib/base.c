@@ -5,10 +5,12 @@
  * libkgreen.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <linux/futex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <sys/epoll.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -137,6 +139,41 @@ void kg_lock_slow(kg_lock_t *l)
 void kg_unlock_slow(kg_lock_t *l)
 {
 	kg_futex_wake(&l->v, 1);
+}
+
+/* ------------------------------------------------------------------ */
+/* epoll with a timeout in ns                                          */
+/* ------------------------------------------------------------------ */
+
+/*
+ * epoll_wait with a timeout in ns (UINT64_MAX: none). epoll_pwait2 (Linux
+ * 5.11) takes a timespec; where it is missing (older kernels, some
+ * emulators) epoll_wait's milliseconds, rounded up so that a timer's
+ * deadline is never woken for early, over and over.
+ */
+int kg_epoll_wait(int epfd, struct epoll_event *evs, int max,
+		  uint64_t timeout_ns)
+{
+	static _Atomic int no_pwait2;
+	struct timespec ts;
+	int n, ms;
+
+	if (!atomic_load_explicit(&no_pwait2, memory_order_relaxed)) {
+		if (timeout_ns != UINT64_MAX)
+			ts = kg_timespec(timeout_ns);
+		n = epoll_pwait2(epfd, evs, max,
+				 timeout_ns == UINT64_MAX ? NULL : &ts, NULL);
+		if (n >= 0 || errno != ENOSYS)
+			return n;
+		atomic_store_explicit(&no_pwait2, 1, memory_order_relaxed);
+	}
+	if (timeout_ns == UINT64_MAX)
+		ms = -1;
+	else if (timeout_ns >= (uint64_t)INT32_MAX * 1000000)
+		ms = INT32_MAX;
+	else
+		ms = (int)((timeout_ns + 999999) / 1000000);
+	return epoll_wait(epfd, evs, max, ms);
 }
 
 /* ------------------------------------------------------------------ */

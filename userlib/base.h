@@ -85,6 +85,15 @@ static inline uint64_t kg_deadline(uint64_t now, uint64_t ns)
 	return now + ns < now ? UINT64_MAX - 1 : now + ns;
 }
 
+/*
+ * epoll_wait (max events into evs) with a timeout in ns (UINT64_MAX:
+ * none); epoll_wait's milliseconds, rounded up, where the kernel has no
+ * epoll_pwait2. The count, or -1 and errno.
+ */
+struct epoll_event;
+int kg_epoll_wait(int epfd, struct epoll_event *evs, int max,
+		  uint64_t timeout_ns);
+
 /* A cheap random number for the calling thread (victims, select order). */
 uint64_t kg_fastrand(void);
 

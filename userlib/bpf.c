@@ -321,15 +321,13 @@ static void bpf_wait(struct kg_worker *w, uint64_t deadline)
 	struct bpf_waiter *bw = w->be;
 	int epfd = bw->ep_fd, kickfd = bw->kick_fd;
 	struct epoll_event evs[2];
-	struct timespec ts, *tsp = NULL;
-	uint64_t v, now;
+	uint64_t v, now, timeout = UINT64_MAX;
 
 	if (deadline != UINT64_MAX) {
 		now = kg_now_ns();
-		ts = kg_timespec(deadline > now ? deadline - now : 0);
-		tsp = &ts;
+		timeout = deadline > now ? deadline - now : 0;
 	}
-	if (epoll_pwait2(epfd, evs, 2, tsp, NULL) > 0)
+	if (kg_epoll_wait(epfd, evs, 2, timeout) > 0)
 		while (read(kickfd, &v, sizeof(v)) == sizeof(v))
 			;
 }

@@ -195,13 +195,9 @@ struct kg_co *kg_netpoll(struct kg_netpoll *np, uint64_t timeout_ns)
 {
 	struct epoll_event evs[POLL_BATCH];
 	struct kg_co *head = NULL, **tail = &head;
-	struct timespec ts;
 	int n, i;
 
-	if (timeout_ns != UINT64_MAX)
-		ts = kg_timespec(timeout_ns);
-	n = epoll_pwait2(np->epfd, evs, POLL_BATCH,
-			 timeout_ns == UINT64_MAX ? NULL : &ts, NULL);
+	n = kg_epoll_wait(np->epfd, evs, POLL_BATCH, timeout_ns);
 	atomic_store_explicit(&np->last, kg_now_ns(), memory_order_relaxed);
 	for (i = 0; i < n; i++) {
 		uint64_t tag = evs[i].data.u64;
