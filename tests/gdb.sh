@@ -20,7 +20,7 @@ target=$here/gdb_target_so
 lib=$(cd "$here/../lib" && pwd)
 [ -x "$target" ] && [ -f "$lib/libkgreen.so.0.1-gdb.py" ] ||
 	{ echo "1..0 # SKIP gdb_target_so or the auto-load script was not built"; exit 0; }
-echo "1..9"
+echo "1..10"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 n=0
@@ -53,6 +53,8 @@ check "a coroutine in a channel receive, with the channel" \
 	'^ +3 +receiver +waiting +chan recv 0x[0-9a-f]+ +receiver'
 check "a coroutine in WaitGroup.Wait" \
 	'^ +4 +waiter +waiting +sync.WaitGroup.Wait 0x[0-9a-f]+ +waiter'
+check "a coroutine waiting for a descriptor, with its number" \
+	'^ +5 +reader +waiting +fd read [0-9]+ +reader'
 check "coroutine 3 bt: its frames, from the channel to its entry" \
 	'^#[0-9]+ .* in receive_one \(\)'
 check "coroutine 2 bt: kg_sleep called from sleeper" \

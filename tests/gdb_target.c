@@ -1,14 +1,17 @@
 // SPDX-License-Identifier: MIT
 /*
- * gdb_target - a program for gdb.sh to stop in: four named coroutines
- * parked in different places (a sleep, a channel receive, a WaitGroup, a
- * send), then main calls gdb_target_ready(), where gdb's breakpoint is.
+ * gdb_target - a program for gdb.sh to stop in: named coroutines parked
+ * in different places (a sleep, a channel receive, a WaitGroup, a socket
+ * read), then main calls gdb_target_ready(), where gdb's breakpoint is.
  * Run alone it just ends (main returning ends the runtime).
  */
 #include <kgreen.h>
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static kg_chan_t *ch;
+static int sv[2] = { -1, -1 };
 static kg_wg_t wg = KG_WG_INIT;
 
 __attribute__((noinline)) void gdb_target_ready(void)
@@ -41,6 +44,12 @@ static void waiter(void *p)
 	kg_wg_wait(&wg);
 }
 
+static void reader(void *p)
+{
+	(void)p;
+	kg_fd_wait(sv[0], KG_FD_READ, -1);
+}
+
 static void spawn(void (*fn)(void *), const char *name)
 {
 	struct kg_spawn_opts o = { .name = name };
@@ -57,6 +66,8 @@ static void main_co(void *p)
 	spawn(sleeper, "sleeper");
 	spawn(receiver, "receiver");
 	spawn(waiter, "waiter");
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0)
+		spawn(reader, "reader");
 	kg_sleep(20 * 1000000);	/* they all park */
 	gdb_target_ready();
 	printf("ready\n");

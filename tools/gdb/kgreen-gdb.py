@@ -111,7 +111,10 @@ def describe(co, on):
     if state == 3:
         reason = co["wait_reason"]
         where = _cstr(reason) if int(reason) else "waiting"
-        if int(co["wait_obj"]):
+        if where.startswith("fd "):
+            # kg_fd_wait: the object is the descriptor's number
+            where += " %d" % int(co["wait_obj"])
+        elif int(co["wait_obj"]):
             where += " %#x" % int(co["wait_obj"])
     elif state == 2:
         w = on.get(int(co.address))
