@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${KG_EXAMPLES_DIR:-$here/../examples}
 
 echo "TAP version 13"
-echo "1..11"
+echo "1..12"
 fail=0
 
 # demo: 100000 coroutines (fewer under sanitizers); it checks its result
@@ -63,7 +63,7 @@ fi
 
 # The Go tutorials: each checks its own results (exit status) and prints
 # the lines its Go original would; check those too.
-#   example NAME [COUNT REGEX]...
+#   [EXARGS="ARGS..."] example NAME [COUNT REGEX]...
 # COUNT: how many output lines must match the extended REGEX ("+": at least
 # one); a REGEX starting with "@" is matched against the whole output with
 # its lines joined by ";", to check their order.
@@ -80,8 +80,10 @@ example() {
 		fail=1
 		return
 	fi
-	out=$($tmo "$dir/$name" 2>&1)
+	# shellcheck disable=SC2086 # EXARGS: several words
+	out=$($tmo "$dir/$name" ${EXARGS:-} 2>&1)
 	rc=$?
+	EXARGS=""
 	why=""
 	[ $rc -eq 0 ] || why="exit $rc"
 	joined=$(printf '%s\n' "$out" | tr '\n' ';')
@@ -128,4 +130,9 @@ example pipeline 1 '@^16;81;(4;9|9;4);' \
 example mutex_counter 1 '^somekey = 2000$'
 example waitgroup 5 '^Worker [1-5] starting$' 5 '^Worker [1-5] done$' \
 	1 '^all 5 workers done$'
+# the echo server against its own clients on 127.0.0.1
+conns=200
+[ -n "${KG_TEST_SANITIZED:-}" ] && conns=50
+EXARGS="--selftest $conns" example echo_server \
+	1 "^$conns clients x 100 round trips: ok\$"
 exit $fail
