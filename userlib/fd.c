@@ -31,25 +31,38 @@
 #include <poll.h>
 #include <unistd.h>
 
-#include "netpoll.h"
+#include "fd.h"
 #include "timer.h"
 #include "wait.h"
 
-/* A plain thread (or no poller): ppoll, retried on signals. */
-static int plain_wait(int fd, int side, int64_t timeout_ns)
+/*
+ * A plain thread (or no poller): ppoll, retried on signals; with a hook,
+ * in slices of at most 10 ms, asking it between them whether the wait
+ * was cancelled (nothing can interrupt the ppoll itself).
+ */
+#define PLAIN_SLICE_NS (10 * 1000 * 1000ull)
+
+static int plain_wait(int fd, int side, uint64_t deadline,
+		      struct kg_fdhook *hook)
 {
 	struct pollfd p = { .fd = fd, .events = side ? POLLOUT : POLLIN };
-	uint64_t deadline = timeout_ns < 0 ? UINT64_MAX :
-			    kg_deadline(kg_now_ns(), (uint64_t)timeout_ns);
 
 	for (;;) {
 		struct timespec ts, *tsp = NULL;
+		uint64_t left = UINT64_MAX;
 		int r;
 
+		if (hook && (r = hook->check(hook)))
+			return r;
 		if (deadline != UINT64_MAX) {
 			uint64_t now = kg_now_ns();
 
-			ts = kg_timespec(deadline > now ? deadline - now : 0);
+			left = deadline > now ? deadline - now : 0;
+		}
+		if (hook && left > PLAIN_SLICE_NS)
+			left = PLAIN_SLICE_NS;
+		if (left != UINT64_MAX) {
+			ts = kg_timespec(left);
 			tsp = &ts;
 		}
 		r = ppoll(&p, 1, tsp, NULL);
@@ -57,8 +70,11 @@ static int plain_wait(int fd, int side, int64_t timeout_ns)
 			continue;
 		if (r < 0)
 			return -errno;
-		if (r == 0)
-			return -ETIMEDOUT;
+		if (r == 0) {
+			if (deadline != UINT64_MAX && kg_now_ns() >= deadline)
+				return -ETIMEDOUT;
+			continue;	/* a slice ended */
+		}
 		return p.revents & POLLNVAL ? -EBADF : 0;
 	}
 }
@@ -154,7 +170,8 @@ static void fd_abandon(struct kg_co *co, int pass)
 	kg_unlock(&pd->lock);
 }
 
-int kg_fd_wait(int fd, int events, int64_t timeout_ns)
+int kg_fd_wait_until(int fd, int events, uint64_t deadline,
+		     struct kg_fdhook *hook)
 {
 	static const char *const reason[2] = { "fd read", "fd write" };
 	struct kg_fdwaiter fw = { .fd = fd };
@@ -172,8 +189,9 @@ int kg_fd_wait(int fd, int events, int64_t timeout_ns)
 	fw.side = events == KG_FD_WRITE ? KG_SIDE_WRITE : KG_SIDE_READ;
 	kg_note_caller();
 	w = kg_worker_self();
-	if (!w || w->cur == &w->g0 || !w->rt->np || timeout_ns == 0)
-		return plain_wait(fd, fw.side, timeout_ns);
+	if (!w || w->cur == &w->g0 || !w->rt->np ||
+	    (deadline != UINT64_MAX && deadline <= kg_now_ns()))
+		return plain_wait(fd, fw.side, deadline, hook);
 	np = w->rt->np;
 	pd = kg_pollfd_get(np, fd, true);
 	if (!pd)
@@ -181,12 +199,10 @@ int kg_fd_wait(int fd, int events, int64_t timeout_ns)
 								   -ENOMEM;
 	co = w->cur;
 	fw.co = co;
-	if (timeout_ns > 0) {
+	if (deadline != UINT64_MAX) {
 		t.fn = fd_timeout;
 		t.arg = &fw;
-		err = kg_timer_start(w->rt, &t,
-				     kg_deadline(kg_now_ns(),
-						 (uint64_t)timeout_ns));
+		err = kg_timer_start(w->rt, &t, deadline);
 		if (err)
 			return err;
 	}
@@ -209,17 +225,53 @@ int kg_fd_wait(int fd, int events, int64_t timeout_ns)
 	atomic_fetch_add_explicit(&np->nwait, 1, memory_order_relaxed);
 	kg_unlock(&pd->lock);
 
+	/* from here kg_fd_cancel may complete the wait */
+	if (hook)
+		hook->armed(hook, &fw);
 	kg_co_waiting(co, reason[fw.side], (const void *)(intptr_t)fd);
 	co->wait_rec = &fw;
 	co->abandon = fd_abandon;
 	kg_sched_park(fd_commit, &fw);
 	co->abandon = NULL;
 	co->wait_rec = NULL;
+	if (hook)
+		hook->done(hook);
 	err = fw.res;
 out:
 	if (t.fn)
 		kg_timer_cancel(&t);
 	return err;
+}
+
+int kg_fd_wait(int fd, int events, int64_t timeout_ns)
+{
+	uint64_t deadline = timeout_ns < 0 ? UINT64_MAX :
+			    kg_deadline(kg_now_ns(), (uint64_t)timeout_ns);
+
+	return kg_fd_wait_until(fd, events, deadline, NULL);
+}
+
+void kg_fd_cancel(struct kg_fdwaiter *fw, int err)
+{
+	struct kg_netpoll *np = fw->co->rt->np;
+	struct kg_pollfd *pd = kg_pollfd_get(np, fw->fd, false);
+	bool wake = false;
+
+	kg_lock(&pd->lock);
+	if (!fw->done) {
+		fw->done = true;
+		fw->res = err;
+		/* not linked yet: its commit sees done and resumes it */
+		if (fw->linked) {
+			unlink_waiter(pd, fw);
+			atomic_fetch_sub_explicit(&np->nwait, 1,
+						  memory_order_relaxed);
+			wake = true;
+		}
+	}
+	kg_unlock(&pd->lock);
+	if (wake)
+		kg_wake(fw->co);
 }
 
 int kg_fd_close(int fd)

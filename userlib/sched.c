@@ -832,6 +832,18 @@ static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
 	return id;
 }
 
+/*
+ * Spawn fn(arg) from scheduler mode on w (a timer callback: Go's
+ * time.AfterFunc runs its function in a goroutine of its own). The id,
+ * or -ENOMEM, -EAGAIN (w holds no proc).
+ */
+long kg_spawn_sched(struct kg_worker *w, void (*fn)(void *), void *arg)
+{
+	if (!w->proc)
+		return -EAGAIN;
+	return spawn(w, fn, arg, w->rt->stack_size, NULL);
+}
+
 /* main's coroutine, made on proc p (kg_run queues it with kg_runq_put). */
 struct kg_co *kg_main_make(struct kg_rt *rt, struct kg_proc *p,
 			   void (*fn)(void *), void *arg)

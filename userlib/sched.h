@@ -39,6 +39,9 @@ int kg_timer_start(struct kg_rt *rt, struct kg_timer *t, uint64_t when);
 /* A timer for when was put on one of rt's heaps: wake or kick a watcher. */
 void kg_timer_notify(struct kg_rt *rt, uint64_t when);
 
+/* Spawn fn(arg) from scheduler mode on w (a timer callback). */
+long kg_spawn_sched(struct kg_worker *w, void (*fn)(void *), void *arg);
+
 /* The body of every worker thread (rt->worker_body). */
 void kg_worker_loop(struct kg_worker *w);
 /* main's coroutine, allocated on p (not queued); NULL: no memory. */

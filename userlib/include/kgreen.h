@@ -710,6 +710,51 @@ KG_API int kg_ticker_reset(kg_ticker_t *t, uint64_t ns);
  * ticks go on and wake the waiter). */
 KG_API int kg_ticker_stop(kg_ticker_t *t);
 
+/* ------------------------------------------------------------------ */
+/* Contexts                                                            */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Contexts: cancellation and deadlines for requests, Go's context package.
+ * A context is cancelled by kg_context_cancel, by its deadline, or by the
+ * cancellation of its parent; cancellation flows down the tree, never up.
+ *
+ * kg_context_background - the root: never cancelled, no deadline, its
+ *   done channel NULL (a select case on NULL is never ready); never freed.
+ * kg_context_with_cancel(parent) - a child cancelled with the parent or by
+ *   kg_context_cancel. NULL with errno EINVAL (parent NULL) or ENOMEM.
+ * kg_context_with_deadline(parent, deadline_ns) - also cancelled when
+ *   kg_now_ns() reaches deadline_ns (the parent's deadline if earlier).
+ *   EPERM: no runtime to keep the time (a deadline needs kg_run's timers).
+ * kg_context_with_timeout(parent, ns) - with_deadline(kg_now_ns() + ns).
+ * kg_context_cancel(c) - cancel c and its descendants (err -ECANCELED);
+ *   idempotent; c stays valid until freed.
+ * kg_context_free(c) - cancel c (Go's "defer cancel()"), and let go of it:
+ *   c may no longer be used by the caller; its memory goes when its
+ *   children are freed too. Background and NULL: nothing.
+ * kg_context_err(c) - 0 while not cancelled, then -ECANCELED or
+ *   -ETIMEDOUT (Go's Canceled, DeadlineExceeded).
+ * kg_context_done(c) - a channel closed when c is cancelled: a receive
+ *   case in kg_select (it reports ok = false then), or kg_chan_recv.
+ * kg_context_deadline(c) - the deadline (kg_now_ns clock), UINT64_MAX if
+ *   none.
+ * kg_fd_wait_context(fd, events, c) - kg_fd_wait until c's deadline,
+ *   returning c's error if c is cancelled first (-ECANCELED, -ETIMEDOUT).
+ */
+typedef struct kg_context kg_context_t;
+KG_API kg_context_t *kg_context_background(void);
+KG_API kg_context_t *kg_context_with_cancel(kg_context_t *parent);
+KG_API kg_context_t *kg_context_with_deadline(kg_context_t *parent,
+					      uint64_t deadline_ns);
+KG_API kg_context_t *kg_context_with_timeout(kg_context_t *parent,
+					     uint64_t ns);
+KG_API void kg_context_cancel(kg_context_t *c);
+KG_API void kg_context_free(kg_context_t *c);
+KG_API int kg_context_err(kg_context_t *c);
+KG_API kg_chan_t *kg_context_done(kg_context_t *c);
+KG_API uint64_t kg_context_deadline(kg_context_t *c);
+KG_API int kg_fd_wait_context(int fd, int events, kg_context_t *c);
+
 #ifdef __cplusplus
 }
 #endif
