@@ -12,11 +12,13 @@
  * A wait, on its coroutine's stack (struct kg_fdwaiter):
  *  1. Arm the timeout, if any (a timer heap's lock comes before a
  *     pollfd's, so before taking it).
- *  2. Under the pollfd's lock: take an event or close that came for an
- *     earlier waiter still pending (ready), else count itself pending and
- *     re-arm the descriptor's one-shot registration.
+ *  2. Under the pollfd's lock: end at once if kg_fd_close is closing the
+ *     number, or take an event that came for an earlier waiter still
+ *     pending (ready); else note the closes so far, count itself pending
+ *     and re-arm the descriptor's one-shot registration.
  *  3. Park. The commit, once the coroutine is switched out, takes the
- *     lock again: an event, close or timeout that came in between
+ *     lock again: an event, close (the count moved) or timeout that came
+ *     in between
  *     completes the wait at once (the coroutine is made runnable), else
  *     the waiter is linked on its side, where the poller, kg_fd_close or
  *     the timeout finds it. Whoever completes it (under the lock, once:
@@ -100,12 +102,15 @@ static void fd_commit(struct kg_worker *w, struct kg_co *prev, void *arg)
 
 	kg_lock(&pd->lock);
 	pd->pending[side]--;
-	if (!fw->done && pd->ready[side]) {
+	if (!fw->done && fw->closes != pd->closes) {
+		fw->done = true;	/* kg_fd_close came in between */
+		fw->res = -EBADF;
+	} else if (!fw->done && pd->ready[side]) {
 		fw->done = true;
-		fw->res = pd->ready[side] > 0 ? 0 : pd->ready[side];
+		fw->res = 0;
 	}
 	if (!pd->pending[side])
-		pd->ready[side] = 0;	/* every pending waiter has seen it */
+		pd->ready[side] = false;	/* every pending one saw it */
 	if (fw->done) {
 		atomic_fetch_sub_explicit(&np->nwait, 1, memory_order_relaxed);
 		kg_unlock(&pd->lock);
@@ -207,12 +212,18 @@ int kg_fd_wait_until(int fd, int events, uint64_t deadline,
 			return err;
 	}
 	kg_lock(&pd->lock);
-	if (pd->ready[fw.side] && pd->registered) {
-		/* an event for waiters still pending is news for us too */
-		err = pd->ready[fw.side] > 0 ? 0 : pd->ready[fw.side];
+	if (pd->closing) {
 		kg_unlock(&pd->lock);
+		err = -EBADF;	/* kg_fd_close is closing it */
 		goto out;
 	}
+	if (pd->ready[fw.side] && pd->registered) {
+		/* an event for waiters still pending is news for us too */
+		kg_unlock(&pd->lock);
+		err = 0;
+		goto out;
+	}
+	fw.closes = pd->closes;
 	pd->pending[fw.side]++;
 	err = kg_pollfd_arm(np, fd, pd);
 	if (err) {
@@ -278,15 +289,21 @@ int kg_fd_close(int fd)
 {
 	struct kg_rt *rt = kg_rt_current();
 	struct kg_pollfd *pd;
-	struct kg_co *woken = NULL;
+	struct kg_co *woken;
+	int err;
 
 	if (fd < 0)
 		return -EBADF;
-	if (rt && rt->np && (pd = kg_pollfd_get(rt->np, fd, false))) {
-		kg_lock(&pd->lock);
-		woken = kg_pollfd_close(rt->np, fd, pd);
-		kg_unlock(&pd->lock);
-	}
+	if (!rt || !rt->np || !(pd = kg_pollfd_get(rt->np, fd, true)))
+		return close(fd) ? -errno : 0;
+	kg_lock(&pd->lock);
+	woken = kg_pollfd_close(rt->np, fd, pd);
+	pd->closing++;		/* until the number is closed */
+	kg_unlock(&pd->lock);
 	wake_list(woken);
-	return close(fd) ? -errno : 0;
+	err = close(fd) ? -errno : 0;
+	kg_lock(&pd->lock);
+	pd->closing--;
+	kg_unlock(&pd->lock);
+	return err;
 }

@@ -28,10 +28,13 @@
  * never freed while the runtime lives, so an event can always be matched
  * against its record): a lock; per side (read, write) the committed
  * waiters, the count of waiters armed but not yet switched out (pending),
- * and ready, set when an event (or a close) came while some were pending,
- * which they take at their commit. Every change to a record is under its
- * lock; lock order: a timer heap's lock, then a pollfd's (a timeout runs
- * under its heap's lock); never rt.lock under a pollfd's.
+ * and ready, set when an event came while some were pending, which they
+ * take at their commit; and the count of kg_fd_close calls, so that a
+ * waiter armed before one ends with -EBADF, and of those under way, during
+ * which a new wait ends so too (a registration it made on the number
+ * still open would be dropped by the close). Every change to a record is
+ * under its lock; lock order: a timer heap's lock, then a pollfd's (a
+ * timeout runs under its heap's lock); never rt.lock under a pollfd's.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -135,7 +138,7 @@ static int arm(struct kg_netpoll *np, int fd, struct kg_pollfd *pd,
 		pd->registered = false;
 	}
 	pd->seq++;
-	pd->ready[0] = pd->ready[1] = 0;	/* about the old file */
+	pd->ready[0] = pd->ready[1] = false;	/* about the old file */
 	ev.data.u64 = (uint64_t)pd->seq << 32 | (uint32_t)fd;
 	if (epoll_ctl(np->epfd, EPOLL_CTL_ADD, fd, &ev))
 		return -errno;
@@ -175,8 +178,8 @@ static struct kg_co **complete(struct kg_netpoll *np, struct kg_pollfd *pd,
 		tail = &fw->co->next;
 		atomic_fetch_sub_explicit(&np->nwait, 1, memory_order_relaxed);
 	}
-	if (pd->pending[side])
-		pd->ready[side] = res ? res : 1;
+	if (pd->pending[side] && !res)
+		pd->ready[side] = true;	/* for them, at their commit */
 	return tail;
 }
 
@@ -187,6 +190,7 @@ struct kg_co *kg_pollfd_close(struct kg_netpoll *np, int fd,
 
 	tail = complete(np, pd, KG_SIDE_READ, -EBADF, tail);
 	complete(np, pd, KG_SIDE_WRITE, -EBADF, tail);
+	pd->closes++;		/* the pending ones see it at their commit */
 	kg_pollfd_forget(np, fd, pd);
 	return head;
 }
@@ -210,8 +214,16 @@ struct kg_co *kg_netpoll(struct kg_netpoll *np, uint64_t timeout_ns)
 		if (tag == BREAK_TAG) {
 			uint64_t v;
 
-			while (read(np->evfd, &v, sizeof(v)) == sizeof(v))
-				;
+			/*
+			 * A wake-up for the watcher, which blocks in here:
+			 * only it may take it. A poll that does not wait
+			 * leaves it (level-triggered, it is seen again), or
+			 * a watcher about to block would sleep through it.
+			 */
+			if (timeout_ns)
+				while (read(np->evfd, &v, sizeof(v)) ==
+				       sizeof(v))
+					;
 			continue;
 		}
 		pd = kg_pollfd_get(np, fd, false);

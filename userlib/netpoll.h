@@ -23,6 +23,7 @@ struct kg_fdwaiter {
 	int fd;
 	int side;
 	int res;		/* 0: ready; -ETIMEDOUT; -EBADF (closed) */
+	uint32_t closes;	/* its pollfd's closes when it armed */
 	bool done;		/* res is final (pollfd lock) */
 	bool linked;		/* on its pollfd's side list (pollfd lock) */
 };
@@ -39,10 +40,15 @@ struct kg_pollfd {
 	uint32_t seq;
 	bool registered;	/* epoll holds (this number, some file) */
 	/* per side: waiters armed but not yet committed, an event that came
-	 * for them (1) or a close (-EBADF), and the committed waiters */
+	 * for them, and the committed waiters */
 	uint32_t pending[2];
-	int ready[2];
+	bool ready[2];
 	struct kg_fdwaiter *waiters[2];
+	/* kg_fd_close calls made (a waiter armed before one ends -EBADF),
+	 * and those under way (a wait starting meanwhile ends -EBADF: the
+	 * number is still open, and a registration made now would be
+	 * dropped silently by the close) */
+	uint32_t closes, closing;
 };
 
 #define KG_POLL_PAGE_SHIFT 10

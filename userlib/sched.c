@@ -965,6 +965,8 @@ static struct kg_co *find_runnable(struct kg_worker *w)
 	for (;;) {
 		uint64_t spin_until;
 
+		co = NULL;
+
 		if (kg_rt_done(rt))
 			return NULL;
 		if (!w->proc) {
