@@ -134,19 +134,20 @@ static void unlink_waiter(struct kg_pollfd *pd, struct kg_fdwaiter *fw)
 	fw->linked = false;
 }
 
-/* The deadline passed (scheduler mode on w, the heap's lock held). */
-static uint64_t fd_timeout(struct kg_worker *w, struct kg_timer *t)
+/*
+ * End fw's wait with res if nothing has (a timeout, a cancellation).
+ * True if the caller must make its coroutine runnable: it was linked; if
+ * not, its commit has yet to run and sees done.
+ */
+static bool finish(struct kg_netpoll *np, struct kg_fdwaiter *fw, int res)
 {
-	struct kg_fdwaiter *fw = t->arg;
-	struct kg_netpoll *np = w->rt->np;
 	struct kg_pollfd *pd = kg_pollfd_get(np, fw->fd, false);
 	bool wake = false;
 
 	kg_lock(&pd->lock);
 	if (!fw->done) {
 		fw->done = true;
-		fw->res = -ETIMEDOUT;
-		/* not linked yet: its commit sees done and resumes it */
+		fw->res = res;
 		if (fw->linked) {
 			unlink_waiter(pd, fw);
 			atomic_fetch_sub_explicit(&np->nwait, 1,
@@ -155,7 +156,15 @@ static uint64_t fd_timeout(struct kg_worker *w, struct kg_timer *t)
 		}
 	}
 	kg_unlock(&pd->lock);
-	if (wake)
+	return wake;
+}
+
+/* The deadline passed (scheduler mode on w, the heap's lock held). */
+static uint64_t fd_timeout(struct kg_worker *w, struct kg_timer *t)
+{
+	struct kg_fdwaiter *fw = t->arg;
+
+	if (finish(w->rt->np, fw, -ETIMEDOUT))
 		kg_ready(w, fw->co, true);
 	return 0;
 }
@@ -264,24 +273,7 @@ int kg_fd_wait(int fd, int events, int64_t timeout_ns)
 
 void kg_fd_cancel(struct kg_fdwaiter *fw, int err)
 {
-	struct kg_netpoll *np = fw->co->rt->np;
-	struct kg_pollfd *pd = kg_pollfd_get(np, fw->fd, false);
-	bool wake = false;
-
-	kg_lock(&pd->lock);
-	if (!fw->done) {
-		fw->done = true;
-		fw->res = err;
-		/* not linked yet: its commit sees done and resumes it */
-		if (fw->linked) {
-			unlink_waiter(pd, fw);
-			atomic_fetch_sub_explicit(&np->nwait, 1,
-						  memory_order_relaxed);
-			wake = true;
-		}
-	}
-	kg_unlock(&pd->lock);
-	if (wake)
+	if (finish(fw->co->rt->np, fw, err))
 		kg_wake(fw->co);
 }
 
