@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${KG_EXAMPLES_DIR:-$here/../examples}
 
 echo "TAP version 13"
-echo "1..12"
+echo "1..13"
 fail=0
 
 # demo: 100000 coroutines (fewer under sanitizers); it checks its result
@@ -135,4 +135,6 @@ conns=200
 [ -n "${KG_TEST_SANITIZED:-}" ] && conns=50
 EXARGS="--selftest $conns" example echo_server \
 	1 "^$conns clients x 100 round trips: ok\$"
+EXARGS="--selftest $conns" example http_server \
+	1 "^$conns keep-alive clients x 100 requests: ok\$"
 exit $fail
