@@ -7,6 +7,10 @@
  * net.Conn, under the same echoload. Prints per size: thousands of
  * requests/s, latency p50/p99/p99.9 (us), the peak number of threads,
  * RSS (kB) and the connections that never got an answer.
+ *
+ * Built with -DBENCH_HTTP it is the http benchmark: each connection
+ * answers keep-alive "GET /" requests with a 13-byte body, at 1,000
+ * connections (echoload --http). Go twin: go/http, net/http's server.
  */
 #define _GNU_SOURCE
 #include <arpa/inet.h>
@@ -31,6 +35,59 @@ static int lfd;
 static _Atomic int stop;
 static _Atomic long peak_threads, peak_rss;
 
+#ifdef BENCH_HTTP
+#define NAME "http"
+static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
+			   "Content-Length: 13\r\n\r\nhello, world\n";
+
+/* keep-alive: answer every request head (ends with an empty line) */
+static void conn(void *p)
+{
+	int fd = (int)(intptr_t)p, one = 1;
+	char buf[4096];
+	size_t len = 0;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	for (;;) {
+		char *eoh = memmem(buf, len, "\r\n\r\n", 4);
+		ssize_t n;
+
+		if (eoh) {
+			size_t used = (size_t)(eoh + 4 - buf), off = 0;
+
+			memmove(buf, buf + used, len - used);
+			len -= used;
+			while (off < sizeof(resp) - 1) {
+				ssize_t w = write(fd, resp + off,
+						  sizeof(resp) - 1 - off);
+
+				if (w > 0)
+					off += (size_t)w;
+				else if (w < 0 && errno == EAGAIN &&
+					 !kg_fd_wait(fd, KG_FD_WRITE, -1))
+					continue;
+				else
+					goto out;
+			}
+			continue;
+		}
+		if (len == sizeof(buf))
+			break;
+		n = read(fd, buf + len, sizeof(buf) - len);
+		if (n == 0)
+			break;
+		if (n < 0) {
+			if (errno != EAGAIN || kg_fd_wait(fd, KG_FD_READ, -1))
+				break;
+			continue;
+		}
+		len += (size_t)n;
+	}
+out:
+	kg_fd_close(fd);
+}
+#else
+#define NAME "echo"
 static void conn(void *p)
 {
 	int fd = (int)(intptr_t)p, one = 1;
@@ -62,6 +119,7 @@ static void conn(void *p)
 out:
 	kg_fd_close(fd);
 }
+#endif
 
 static void acceptor(void *p)
 {
@@ -119,7 +177,12 @@ static void load_path(char *out, size_t len)
 static int run_load(int port, int conns, int secs, char *out, size_t len)
 {
 	char path[4200], sport[16], sconns[16], ssecs[16];
+#ifdef BENCH_HTTP
+	char mode[] = "--http";
+	char *argv[] = { path, mode, sport, sconns, ssecs, NULL };
+#else
 	char *argv[] = { path, sport, sconns, ssecs, NULL };
+#endif
 	posix_spawn_file_actions_t fa;
 	int pfd[2], status;
 	size_t got = 0;
@@ -182,25 +245,25 @@ static void one_size(int conns, int secs)
 	if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) ||
 	    listen(lfd, 65535) ||
 	    getsockname(lfd, (struct sockaddr *)&addr, &alen)) {
-		perror("echo: listen");
+		perror(NAME ": listen");
 		exit(1);
 	}
 	kg_go(acceptor, NULL);
 	kg_go(sampler, NULL);
 	if (run_load(ntohs(addr.sin_port), conns, secs, out, sizeof(out))) {
-		fprintf(stderr, "echo: cannot run echoload\n");
+		fprintf(stderr, NAME ": cannot run echoload\n");
 		exit(1);
 	}
 	atomic_store(&stop, 1);
 	kg_fd_close(lfd);
-	printf("echo%d_kreqs %.1f\n", conns,
+	printf(NAME "%d_kreqs %.1f\n", conns,
 	       field(out, "requests ") / secs / 1000.0);
-	printf("echo%d_p50_us %.0f\n", conns, field(out, "p50_us "));
-	printf("echo%d_p99_us %.0f\n", conns, field(out, "p99_us "));
-	printf("echo%d_p999_us %.0f\n", conns, field(out, "p999_us "));
-	printf("echo%d_threads %ld\n", conns, atomic_load(&peak_threads));
-	printf("echo%d_rss_kb %ld\n", conns, atomic_load(&peak_rss));
-	printf("echo%d_unanswered %.0f\n", conns, field(out, "unanswered "));
+	printf(NAME "%d_p50_us %.0f\n", conns, field(out, "p50_us "));
+	printf(NAME "%d_p99_us %.0f\n", conns, field(out, "p99_us "));
+	printf(NAME "%d_p999_us %.0f\n", conns, field(out, "p999_us "));
+	printf(NAME "%d_threads %ld\n", conns, atomic_load(&peak_threads));
+	printf(NAME "%d_rss_kb %ld\n", conns, atomic_load(&peak_rss));
+	printf(NAME "%d_unanswered %.0f\n", conns, field(out, "unanswered "));
 	fflush(stdout);
 	kg_sleep(200 * 1000000ull);	/* connections wind down */
 }
@@ -211,9 +274,13 @@ static void bench_main(void *p)
 	int secs = s && atoi(s) > 0 ? atoi(s) : 3;
 
 	(void)p;
+#ifdef BENCH_HTTP
+	one_size(1000, secs);
+#else
 	one_size(100, secs);
 	one_size(1000, secs);
 	one_size(10000, secs);
+#endif
 }
 
 int main(void)

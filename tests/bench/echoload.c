@@ -1,10 +1,12 @@
 // SPDX-License-Identifier: MIT
 /*
- * echoload PORT CONNS SECONDS - the load the echo benchmarks put on a
- * server at 127.0.0.1:PORT (kgreen's echo and its Go twin run the same
- * one): CONNS connections, each sending a 64-byte message, waiting for it
- * back, and again, for SECONDS. One thread, plain epoll, so that its cost
- * is the same whichever server it measures. Prints
+ * echoload [--http] PORT CONNS SECONDS - the load the echo and http
+ * benchmarks put on a server at 127.0.0.1:PORT (kgreen's servers and their
+ * Go twins run the same one): CONNS connections, each sending a 64-byte
+ * message (--http: "GET / HTTP/1.1" on a keep-alive connection), waiting
+ * for the whole reply (--http: headers and Content-Length bytes of body),
+ * and again, for SECONDS. One thread, plain epoll, so that its cost is the
+ * same whichever server it measures. Prints
  *   requests N   (round trips completed)
  *   p50_us / p99_us / p999_us   (round-trip latency)
  *   unanswered N (connections that never got a reply: refused, reset,
@@ -31,6 +33,7 @@
 struct conn {
 	int fd;
 	uint32_t got;		/* bytes of the reply read */
+	char buf[512];		/* --http: the reply so far */
 	uint64_t sent_at;
 	uint64_t replies;
 	int state;		/* 0 connecting, 1 waiting reply, 2 dead */
@@ -68,17 +71,37 @@ static double quantile(double q)
 	return HIST * 10.0;
 }
 
+static int http;
+static const char get[] = "GET / HTTP/1.1\r\nHost: bench\r\n\r\n";
+
 static int send_msg(struct conn *c)
 {
 	static const char msg[MSG] = "kgreen echo benchmark";
-	ssize_t n = write(c->fd, msg, MSG);
+	size_t len = http ? sizeof(get) - 1 : MSG;
+	ssize_t n = write(c->fd, http ? get : msg, len);
 
-	if (n != MSG)
-		return -1;	/* 64 bytes always fit an empty socket */
+	if (n != (ssize_t)len)
+		return -1;	/* a short message always fits an empty socket */
 	c->sent_at = now_ns();
 	c->got = 0;
 	c->state = 1;
 	return 0;
+}
+
+/* --http: is c->buf (got bytes) a whole response? -1: malformed */
+static int http_done(struct conn *c)
+{
+	char *eoh, *cl;
+
+	c->buf[c->got] = 0;
+	eoh = strstr(c->buf, "\r\n\r\n");
+	if (!eoh)
+		return c->got >= sizeof(c->buf) - 1 ? -1 : 0;
+	cl = strcasestr(c->buf, "\r\nContent-Length:");
+	if (!cl || cl > eoh)
+		return -1;
+	return c->got >= (uint32_t)(eoh + 4 - c->buf) +
+				 strtoul(cl + 17, NULL, 10);
 }
 
 int main(int argc, char **argv)
@@ -90,8 +113,14 @@ int main(int argc, char **argv)
 	uint64_t until, requests = 0, unanswered = 0;
 	int port, n, secs, ep, i, one = 1;
 
+	if (argc == 5 && !strcmp(argv[1], "--http")) {
+		http = 1;
+		argv++;
+		argc--;
+	}
 	if (argc != 4)
-		return fprintf(stderr, "usage: echoload PORT CONNS SECONDS\n"), 2;
+		return fprintf(stderr, "usage: echoload [--http] PORT CONNS "
+			       "SECONDS\n"), 2;
 	port = atoi(argv[1]);
 	n = atoi(argv[2]);
 	secs = atoi(argv[3]);
@@ -142,9 +171,18 @@ int main(int argc, char **argv)
 				continue;
 			}
 			while (c->state == 1 &&
-			       (r = read(c->fd, buf, MSG - c->got)) > 0) {
+			       (r = http ? read(c->fd, c->buf + c->got,
+						sizeof(c->buf) - 1 - c->got)
+					 : read(c->fd, buf, MSG - c->got)) > 0) {
+				int done;
+
 				c->got += (uint32_t)r;
-				if (c->got < MSG)
+				done = http ? http_done(c) : c->got == MSG;
+				if (done < 0) {
+					c->state = 2;
+					break;
+				}
+				if (!done)
 					continue;
 				record(now_ns() - c->sent_at);
 				c->replies++;
