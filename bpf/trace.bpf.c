@@ -72,6 +72,24 @@ int BPF_USDT(tr_handoff, int proc, int from, int to)
 	return 0;
 }
 
+SEC("usdt")
+int BPF_USDT(tr_fd_wait, long co, int fd, int dir)
+{
+	if (ours())
+		emit(TR_FDWAIT, (__u32)bpf_get_current_pid_tgid(), co, fd,
+		     dir);
+	return 0;
+}
+
+SEC("usdt")
+int BPF_USDT(tr_fd_done, long co, int fd, int res)
+{
+	if (ours())
+		emit(TR_FDDONE, (__u32)bpf_get_current_pid_tgid(), co, fd,
+		     res);
+	return 0;
+}
+
 SEC("tp_btf/sys_enter")
 int BPF_PROG(tr_sys_enter, struct pt_regs *regs, long id)
 {

@@ -4,7 +4,9 @@
 # trace.sh - kgreen-trace on a live kgreen program (the demo's worker
 # pool, sysmon and bpf): the live view names the workers and what they
 # do; `record` writes a trace that is valid JSON with coroutine runs per
-# worker, blocks named by system call, and handoffs as flows. TAP.
+# worker, blocks named by system call, and handoffs as flows. Then on
+# coroutines waiting for descriptors (fd_target): the live view counts
+# the waits, and the trace names each one's descriptor. TAP.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 tools=${KG_TOOLS_DIR:-$here/../tools}
@@ -17,7 +19,8 @@ echo "TAP version 13"
 command -v python3 >/dev/null ||
 	{ echo "1..0 # SKIP python3 (to check the JSON) is not installed"; exit 0; }
 tmp=$(mktemp -d)
-trap 'kill $pid 2>/dev/null; rm -rf "$tmp"' EXIT
+pid2=
+trap 'kill $pid $pid2 2>/dev/null; rm -rf "$tmp"' EXIT
 "$pool" 200000 sysmon >/dev/null 2>&1 &
 pid=$!
 sleep 0.3
@@ -27,7 +30,7 @@ if ! "$tools/kgreen-trace" -n 1 -i 0.5 $pid >"$tmp/view" 2>"$tmp/err"; then
 		exit 0
 	fi
 fi
-echo "1..7"
+echo "1..9"
 n=0
 check() {	# description, file, grep -E pattern
 	n=$((n + 1))
@@ -68,3 +71,21 @@ check "blocks named by their system call" "$tmp/json" \
 	'blocks: .*(nanosleep|read|fsync)'
 check "handoffs as flows, each start with its end" "$tmp/json" \
 	'^flows: [1-9][0-9]* matched'
+
+# descriptor waits
+kill $pid 2>/dev/null
+"$here/fd_target" 5 >/dev/null 2>&1 &
+pid2=$!
+sleep 0.3
+"$tools/kgreen-trace" -n 1 -i 0.5 $pid2 >"$tmp/view2" 2>"$tmp/err"
+check "the live view counts descriptor waits" "$tmp/view2" \
+	'^descriptor waits [1-9][0-9]*/s'
+"$tools/kgreen-trace" record -d 0.3 -o "$tmp/trace2.json" $pid2 2>"$tmp/err"
+python3 - "$tmp/trace2.json" >"$tmp/json2" 2>&1 <<'PY'
+import json, sys
+ev = json.load(open(sys.argv[1]))["traceEvents"]
+print("fd events:", " ".join(sorted({e["name"].split()[2] + " " + e["name"].split()[-1]
+      for e in ev if e.get("cat") == "fd"})))
+PY
+check "the trace names each wait's descriptor and its end" "$tmp/json2" \
+	'^fd events: .*read wait'

@@ -34,6 +34,10 @@
  *                                  scheduler's own context)
  *   handoff(proc, from, to)        proc moved from blocked worker `from`
  *                                  to worker `to` (-1: not chosen yet)
+ *   fd_wait(coroutine id, fd, dir) the coroutine parks until fd is
+ *                                  readable (dir 0) or writable (1)
+ *   fd_done(coroutine id, fd, res) its wait ended: 0 ready, -ETIMEDOUT,
+ *                                  -EBADF, a context's error
  */
 #ifdef KG_HAVE_SDT
 #include <sys/sdt.h>

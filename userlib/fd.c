@@ -251,12 +251,14 @@ int kg_fd_wait_until(int fd, int events, uint64_t deadline,
 	kg_co_waiting(co, reason[fw.side], (const void *)(intptr_t)fd);
 	co->wait_rec = &fw;
 	co->abandon = fd_abandon;
+	KG_PROBE3(fd_wait, co->id, fd, fw.side);
 	kg_sched_park(fd_commit, &fw);
 	co->abandon = NULL;
 	co->wait_rec = NULL;
 	if (hook)
 		hook->done(hook);
 	err = fw.res;
+	KG_PROBE3(fd_done, co->id, fd, err);
 out:
 	if (t.fn)
 		kg_timer_cancel(&t);

@@ -5,7 +5,9 @@
  *   kgreen-trace [-i SECS] [-n COUNT] PID
  *       a live view, every SECS (1): each worker thread and what it does
  *       (the coroutine it runs, or the system call it is blocked in),
- *       coroutine switches, blocks and handoffs per second, and, when the
+ *       coroutine switches, blocks and handoffs per second, descriptor
+ *       waits per second and the ones under way (fd, read or write, which
+ *       coroutine), and, when the
  *       process uses the kmod or bpf backend, each proc's owner and queue
  *       length read from its shared state (the bpf map, or the process's
  *       /dev/kgreen mapping). COUNT views, then exit (default: until
@@ -14,7 +16,8 @@
  *       SECS (2) of events as a Chrome/Perfetto trace (JSON): coroutine
  *       runs per worker thread, blocks named by their system call,
  *       handoffs as flows from the blocked worker to the one that took
- *       the proc. Opens in ui.perfetto.dev or chrome://tracing.
+ *       the proc, descriptor waits and their ends ("fd 7 read wait",
+ *       "fd 7 done"). Opens in ui.perfetto.dev or chrome://tracing.
  *
  * Needs root (or CAP_BPF + CAP_PERFMON) and a kernel with BTF. Coroutine
  * runs and handoffs come from libkgreen's USDT probes; a libkgreen built
@@ -58,6 +61,11 @@ static struct {
 	struct thread th[MAX_THREADS];
 	int nth;
 	unsigned long handoffs, handoffs_total, events;
+	/* descriptor waits: this interval's, and those under way (as seen
+	 * since the tool attached) */
+	unsigned long fdwaits;
+	struct { long co; int fd, dir; } waiting[256];
+	int nwaiting;
 	/* record mode */
 	struct tr_event *log;
 	size_t nlog, cap;
@@ -151,6 +159,25 @@ static int on_event(void *ctx, void *data, size_t size)
 	case TR_ONCPU:
 		t->blocked = 0;
 		break;
+	case TR_FDWAIT:
+		S.fdwaits++;
+		if (S.nwaiting < (int)(sizeof(S.waiting) / sizeof(S.waiting[0]))) {
+			S.waiting[S.nwaiting].co = e->a;
+			S.waiting[S.nwaiting].fd = (int)e->b;
+			S.waiting[S.nwaiting].dir = (int)e->c;
+			S.nwaiting++;
+		}
+		break;
+	case TR_FDDONE: {
+		int i;
+
+		for (i = 0; i < S.nwaiting; i++)
+			if (S.waiting[i].co == e->a) {
+				S.waiting[i] = S.waiting[--S.nwaiting];
+				break;
+			}
+		break;
+	}
 	}
 	return 0;
 }
@@ -281,6 +308,21 @@ static void view(double secs, bool tty)
 		fputs("\033[H\033[2J", stdout);
 	printf("kgreen-trace: pid %d, %.0f s; handoffs %.0f/s (%lu in all)\n\n",
 	       S.pid, secs, S.handoffs / secs, S.handoffs_total);
+	printf("descriptor waits %.0f/s", S.fdwaits / secs);
+	if (S.nwaiting) {
+		int k;
+
+		printf("; waiting now:");
+		for (k = 0; k < S.nwaiting && k < 4; k++)
+			printf(" fd %d %s (coroutine %ld)%s", S.waiting[k].fd,
+			       S.waiting[k].dir ? "write" : "read",
+			       S.waiting[k].co,
+			       k + 1 < S.nwaiting && k < 3 ? "," : "");
+		if (S.nwaiting > 4)
+			printf(" and %d more", S.nwaiting - 4);
+	}
+	printf("\n\n");
+	S.fdwaits = 0;
 	printf("%-8s %-8s %-36s %10s %10s\n", "worker", "tid", "doing",
 	       "switch/s", "block/s");
 	memcpy(sorted, S.th, sizeof(S.th[0]) * (size_t)S.nth);
@@ -430,6 +472,20 @@ static void write_trace(const char *out)
 				*s = (struct slice){ 1, e->ts, s->co, -1 };
 			}
 			break;
+		case TR_FDWAIT:
+		case TR_FDDONE:
+			fprintf(f, ",\n{\"ph\":\"i\",\"s\":\"t\",\"pid\":%d,"
+				"\"tid\":%u,\"ts\":%.3f,\"cat\":\"fd\","
+				"\"name\":\"fd %lld %s\",\"args\":{"
+				"\"coroutine\":%lld,\"%s\":%lld}}",
+				S.pid, e->tid, (e->ts - t0) / 1e3,
+				(long long)e->b,
+				e->type == TR_FDDONE ? "done" :
+				e->c ? "write wait" : "read wait",
+				(long long)e->a,
+				e->type == TR_FDDONE ? "result" : "dir",
+				(long long)e->c);
+			break;
 		case TR_HANDOFF: {
 			__u32 from = e->b >= 0 && e->b < KG_MAX_WORKERS ?
 					     worker_tid[e->b] : 0;
@@ -564,6 +620,11 @@ int main(int argc, char **argv)
 				      "kgreen", "co_run", NULL);
 	l2 = bpf_program__attach_usdt(skel->progs.tr_handoff, S.pid, bin,
 				      "kgreen", "handoff", NULL);
+	/* the descriptor probes: libkgreen from before them has none */
+	bpf_program__attach_usdt(skel->progs.tr_fd_wait, S.pid, bin, "kgreen",
+				 "fd_wait", NULL);
+	bpf_program__attach_usdt(skel->progs.tr_fd_done, S.pid, bin, "kgreen",
+				 "fd_done", NULL);
 	if (!l1 || !l2)
 		fprintf(stderr, "kgreen-trace: %s has no kgreen USDT probes "
 			"(libkgreen built without <sys/sdt.h>?): tracing "

@@ -10,6 +10,8 @@ enum tr_type {
 	TR_HANDOFF,	/* a: proc, b: from worker, c: to worker (-1: any) */
 	TR_BLOCK,	/* the thread left its CPU asleep; a: syscall or -1 */
 	TR_ONCPU,	/* the thread got a CPU */
+	TR_FDWAIT,	/* a: coroutine id, b: fd, c: 0 read, 1 write */
+	TR_FDDONE,	/* a: coroutine id, b: fd, c: 0 ready or -errno */
 };
 
 struct tr_event {
