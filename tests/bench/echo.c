@@ -35,6 +35,23 @@ static int lfd;
 static _Atomic int stop;
 static _Atomic long peak_threads, peak_rss;
 
+/* Write all of buf; 0, or -1 when the connection is done for. */
+static int write_all(int fd, const char *buf, size_t len)
+{
+	size_t off = 0;
+
+	while (off < len) {
+		ssize_t w = write(fd, buf + off, len - off);
+
+		if (w > 0)
+			off += (size_t)w;
+		else if (!(w < 0 && errno == EAGAIN &&
+			   !kg_fd_wait(fd, KG_FD_WRITE, -1)))
+			return -1;
+	}
+	return 0;
+}
+
 #ifdef BENCH_HTTP
 #define NAME "http"
 static const char resp[] = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\n"
@@ -53,22 +70,12 @@ static void conn(void *p)
 		ssize_t n;
 
 		if (eoh) {
-			size_t used = (size_t)(eoh + 4 - buf), off = 0;
+			size_t used = (size_t)(eoh + 4 - buf);
 
 			memmove(buf, buf + used, len - used);
 			len -= used;
-			while (off < sizeof(resp) - 1) {
-				ssize_t w = write(fd, resp + off,
-						  sizeof(resp) - 1 - off);
-
-				if (w > 0)
-					off += (size_t)w;
-				else if (w < 0 && errno == EAGAIN &&
-					 !kg_fd_wait(fd, KG_FD_WRITE, -1))
-					continue;
-				else
-					goto out;
-			}
+			if (write_all(fd, resp, sizeof(resp) - 1))
+				break;
 			continue;
 		}
 		if (len == sizeof(buf))
@@ -83,7 +90,6 @@ static void conn(void *p)
 		}
 		len += (size_t)n;
 	}
-out:
 	kg_fd_close(fd);
 }
 #else
@@ -95,7 +101,7 @@ static void conn(void *p)
 
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	for (;;) {
-		ssize_t n = read(fd, buf, sizeof(buf)), off = 0;
+		ssize_t n = read(fd, buf, sizeof(buf));
 
 		if (n == 0)
 			break;
@@ -104,19 +110,9 @@ static void conn(void *p)
 				break;
 			continue;
 		}
-		while (off < n) {
-			ssize_t w = write(fd, buf + off, (size_t)(n - off));
-
-			if (w > 0)
-				off += w;
-			else if (w < 0 && errno == EAGAIN &&
-				 !kg_fd_wait(fd, KG_FD_WRITE, -1))
-				continue;
-			else
-				goto out;
-		}
+		if (write_all(fd, buf, (size_t)n))
+			break;
 	}
-out:
 	kg_fd_close(fd);
 }
 #endif

@@ -3,13 +3,16 @@
 // echo: Go twin of tests/bench/echo.c. A TCP echo server on 127.0.0.1, one
 // goroutine per connection, under the load of echoload (100, 1,000 and
 // 10,000 connections of 64-byte round trips, ECHO_SECONDS each, default 3).
-// Prints the same figures as the C program.
+// Prints the same figures as the C program. Built as go-http it is the
+// twin of the http benchmark (echo.c with -DBENCH_HTTP): net/http's server
+// answering "hello, world\n" under echoload --http at 1,000 connections.
 package main
 
 import (
 	"bufio"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -52,6 +55,23 @@ func conn(c net.Conn) {
 	c.Close()
 }
 
+func accept(ln net.Listener, stop *int32) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if atomic.LoadInt32(stop) != 0 {
+				return
+			}
+			if ne, ok := err.(net.Error); ok && ne.Temporary() {
+				time.Sleep(time.Millisecond)
+				continue
+			}
+			return
+		}
+		go conn(c)
+	}
+}
+
 func field(out, key string) float64 {
 	i := strings.Index(out, key)
 	if i < 0 {
@@ -61,6 +81,8 @@ func field(out, key string) float64 {
 	return v
 }
 
+var httpMode = filepath.Base(os.Args[0]) == "go-http"
+
 func oneSize(conns, secs int) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -69,22 +91,19 @@ func oneSize(conns, secs int) {
 	}
 	var stop int32
 	var peakThreads, peakRSS int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				if atomic.LoadInt32(&stop) != 0 {
-					return
-				}
-				if ne, ok := err.(net.Error); ok && ne.Temporary() {
-					time.Sleep(time.Millisecond)
-					continue
-				}
-				return
-			}
-			go conn(c)
-		}
-	}()
+	name := "echo"
+	loadArgs := []string{}
+	if httpMode {
+		name = "http"
+		loadArgs = append(loadArgs, "--http")
+		srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.Write([]byte("hello, world\n"))
+		})}
+		go srv.Serve(ln)
+	} else {
+		go accept(ln, &stop)
+	}
 	go func() {
 		for atomic.LoadInt32(&stop) == 0 {
 			if t := status("Threads:"); t > atomic.LoadInt64(&peakThreads) {
@@ -99,7 +118,8 @@ func oneSize(conns, secs int) {
 	self, _ := os.Executable()
 	load := filepath.Join(filepath.Dir(self), "echoload")
 	port := ln.Addr().(*net.TCPAddr).Port
-	out, err := exec.Command(load, strconv.Itoa(port), strconv.Itoa(conns), strconv.Itoa(secs)).Output()
+	loadArgs = append(loadArgs, strconv.Itoa(port), strconv.Itoa(conns), strconv.Itoa(secs))
+	out, err := exec.Command(load, loadArgs...).Output()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "echo: echoload:", err)
 		os.Exit(1)
@@ -107,13 +127,13 @@ func oneSize(conns, secs int) {
 	atomic.StoreInt32(&stop, 1)
 	ln.Close()
 	s := string(out)
-	fmt.Printf("echo%d_kreqs %.1f\n", conns, field(s, "requests ")/float64(secs)/1000)
-	fmt.Printf("echo%d_p50_us %.0f\n", conns, field(s, "p50_us "))
-	fmt.Printf("echo%d_p99_us %.0f\n", conns, field(s, "p99_us "))
-	fmt.Printf("echo%d_p999_us %.0f\n", conns, field(s, "p999_us "))
-	fmt.Printf("echo%d_threads %d\n", conns, atomic.LoadInt64(&peakThreads))
-	fmt.Printf("echo%d_rss_kb %d\n", conns, atomic.LoadInt64(&peakRSS))
-	fmt.Printf("echo%d_unanswered %.0f\n", conns, field(s, "unanswered "))
+	fmt.Printf(name+"%d_kreqs %.1f\n", conns, field(s, "requests ")/float64(secs)/1000)
+	fmt.Printf(name+"%d_p50_us %.0f\n", conns, field(s, "p50_us "))
+	fmt.Printf(name+"%d_p99_us %.0f\n", conns, field(s, "p99_us "))
+	fmt.Printf(name+"%d_p999_us %.0f\n", conns, field(s, "p999_us "))
+	fmt.Printf(name+"%d_threads %d\n", conns, atomic.LoadInt64(&peakThreads))
+	fmt.Printf(name+"%d_rss_kb %d\n", conns, atomic.LoadInt64(&peakRSS))
+	fmt.Printf(name+"%d_unanswered %.0f\n", conns, field(s, "unanswered "))
 	time.Sleep(200 * time.Millisecond)
 }
 
@@ -126,6 +146,10 @@ func main() {
 	secs := 3
 	if v, err := strconv.Atoi(os.Getenv("ECHO_SECONDS")); err == nil && v > 0 {
 		secs = v
+	}
+	if httpMode {
+		oneSize(1000, secs)
+		return
 	}
 	oneSize(100, secs)
 	oneSize(1000, secs)
