@@ -20,6 +20,15 @@
 
 #define MS 1000000ull
 
+/*
+ * The thread bound a server must keep: the procs plus a few threads for
+ * the blocks the handoff covers (a loopback write that waits for the
+ * socket lock, an mmap for a new stack).  Sanitizer runtimes add blocks of
+ * their own (TSan's internal mutexes sleep in futex), each of which the
+ * handoff rightly covers with another thread, so they get more room.
+ */
+#define THREAD_SLACK (KG_TEST_SANITIZED ? 16u : 8u)
+
 static int pair(int sv[2])
 {
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0,
@@ -410,7 +419,8 @@ static void idle_main(void *p)
 	TH_LOG("%ld idle connections: %ld ticks in 200 ms, largest gap %.1f ms, "
 	       "%u workers", n, ticks, gap / 1e6, st.workers);
 	CO_CHECK(ticks >= 10, "%ld ticks", ticks);
-	CO_CHECK(st.workers <= st.procs + 8, "%u workers", st.workers);
+	CO_CHECK(st.workers <= st.procs + THREAD_SLACK, "%u workers",
+		 st.workers);
 	CO_CHECK(atomic_load(&idle_woken) == 0, "woken early");
 	for (i = 0; i < n; i++)
 		CO_CHECK(write(idle_fds[i][1], "z", 1) == 1, "write %ld", i);
@@ -688,7 +698,8 @@ static void echo_main(void *p)
 	       st.workers, (unsigned long long)st.handoffs);
 	CO_CHECK(atomic_load(&clients_ok) == CONNS, "%ld of %ld clients",
 		 atomic_load(&clients_ok), CONNS);
-	CO_CHECK(st.workers <= st.procs + 8, "%u workers", st.workers);
+	CO_CHECK(st.workers <= st.procs + THREAD_SLACK, "%u workers",
+		 st.workers);
 	close(lfd);
 }
 
