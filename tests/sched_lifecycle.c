@@ -367,7 +367,7 @@ TEST(config_errors)
 	struct kg_config cfg = { 0 };
 
 	ASSERT_EQ(-EINVAL, kg_run(NULL, NULL, NULL));
-	cfg.flags = 1;
+	cfg.flags = 2;	/* not a KG_RUN_ flag */
 	ASSERT_EQ(-EINVAL, kg_run(nothing, NULL, &cfg));
 	cfg.flags = 0;
 	cfg.procs = 100000;

@@ -16,7 +16,10 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/syscall.h>
+#include <sys/types.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "kgreen.h"
 
@@ -134,6 +137,33 @@ static inline void kg_unlock(kg_lock_t *l)
 	if (kg_unlikely(atomic_exchange_explicit(&l->v, 0,
 						 memory_order_release) == 2))
 		kg_unlock_slow(l);
+}
+
+/*
+ * The library's own reads, writes, closes and sleeps (its eventfds, epoll
+ * sets, a plain thread's nap) go straight to the kernel: libkgreen defines
+ * read, write, close and nanosleep for the program (hook.c), and must not
+ * go through those itself. Each returns as libc's does (-1 and errno).
+ */
+static inline ssize_t kg_sys_read(int fd, void *buf, size_t n)
+{
+	return syscall(SYS_read, fd, buf, n);
+}
+
+static inline ssize_t kg_sys_write(int fd, const void *buf, size_t n)
+{
+	return syscall(SYS_write, fd, buf, n);
+}
+
+static inline int kg_sys_close(int fd)
+{
+	return (int)syscall(SYS_close, fd);
+}
+
+static inline int kg_sys_nanosleep(const struct timespec *req,
+				   struct timespec *rem)
+{
+	return (int)syscall(SYS_nanosleep, req, rem);
 }
 
 struct kg_worker;

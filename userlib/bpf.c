@@ -299,9 +299,9 @@ static int bpf_waiter_open(struct kg_worker *w)
 	return 0;
 fail:
 	if (ep >= 0)
-		close(ep);
+		kg_sys_close(ep);
 	if (k >= 0)
-		close(k);
+		kg_sys_close(k);
 	free(bw);
 	return -ENOMEM;
 }
@@ -310,8 +310,8 @@ static void bpf_worker_free(struct kg_worker *w)
 {
 	struct bpf_waiter *bw = w->be;
 
-	close(bw->ep_fd);
-	close(bw->kick_fd);
+	kg_sys_close(bw->ep_fd);
+	kg_sys_close(bw->kick_fd);
 	free(bw);
 	w->be = NULL;
 }
@@ -328,7 +328,7 @@ static void bpf_wait(struct kg_worker *w, uint64_t deadline)
 		timeout = deadline > now ? deadline - now : 0;
 	}
 	if (kg_epoll_wait(epfd, evs, 2, timeout) > 0)
-		while (read(kickfd, &v, sizeof(v)) == sizeof(v))
+		while (kg_sys_read(kickfd, &v, sizeof(v)) == sizeof(v))
 			;
 }
 
@@ -344,7 +344,7 @@ static void bpf_kick(struct kg_worker *w)
 	struct bpf_waiter *bw = w->be;
 	uint64_t one = 1;
 
-	if (write(bw->kick_fd, &one, sizeof(one)) < 0) {
+	if (kg_sys_write(bw->kick_fd, &one, sizeof(one)) < 0) {
 		/* EAGAIN: the counter is saturated, a wake is pending */
 	}
 }

@@ -289,13 +289,13 @@ int kg_fd_close(int fd)
 	if (fd < 0)
 		return -EBADF;
 	if (!rt || !rt->np || !(pd = kg_pollfd_get(rt->np, fd, true)))
-		return close(fd) ? -errno : 0;
+		return kg_sys_close(fd) ? -errno : 0;
 	kg_lock(&pd->lock);
 	woken = kg_pollfd_close(rt->np, fd, pd);
 	pd->closing++;		/* until the number is closed */
 	kg_unlock(&pd->lock);
 	wake_list(woken);
-	err = close(fd) ? -errno : 0;
+	err = kg_sys_close(fd) ? -errno : 0;
 	kg_lock(&pd->lock);
 	pd->closing--;
 	kg_unlock(&pd->lock);

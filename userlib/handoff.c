@@ -962,7 +962,7 @@ void kg_start_standby(struct kg_rt *rt)
 				 STANDBY_START_NS / 1000000);
 			return;
 		} else {
-			nanosleep(&nap, NULL);
+			kg_sys_nanosleep(&nap, NULL);
 		}
 }
 

@@ -50,7 +50,7 @@ static int fail(int err, const char *fmt, const char *arg)
 	if (K.shared)
 		munmap(K.shared, K.shared_len);
 	if (K.fd >= 0)
-		close(K.fd);
+		kg_sys_close(K.fd);
 	K.shared = NULL;
 	K.fd = -1;
 	K.err = err;
@@ -107,7 +107,7 @@ int kg_kmod_open(struct kg_shared **shared, const struct kg_evops **ops,
 		 * parent; drop our reference to it.
 		 */
 		if (K.fd >= 0)
-			close(K.fd);
+			kg_sys_close(K.fd);
 		K.fd = -1;
 		K.shared = NULL;
 		K.pid = getpid();

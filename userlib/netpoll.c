@@ -62,9 +62,9 @@ int kg_netpoll_init(struct kg_rt *rt)
 		int err = -errno;
 
 		if (np->epfd >= 0)
-			close(np->epfd);
+			kg_sys_close(np->epfd);
 		if (np->evfd >= 0)
-			close(np->evfd);
+			kg_sys_close(np->evfd);
 		free(np);
 		return err;
 	}
@@ -79,8 +79,8 @@ void kg_netpoll_destroy(struct kg_rt *rt)
 
 	if (!np)
 		return;
-	close(np->epfd);
-	close(np->evfd);
+	kg_sys_close(np->epfd);
+	kg_sys_close(np->evfd);
 	for (i = 0; i < KG_POLL_PAGES; i++)
 		free(atomic_load_explicit(&np->pages[i], memory_order_relaxed));
 	free(np);
@@ -221,7 +221,7 @@ struct kg_co *kg_netpoll(struct kg_netpoll *np, uint64_t timeout_ns)
 			 * a watcher about to block would sleep through it.
 			 */
 			if (timeout_ns)
-				while (read(np->evfd, &v, sizeof(v)) ==
+				while (kg_sys_read(np->evfd, &v, sizeof(v)) ==
 				       sizeof(v))
 					;
 			continue;
@@ -254,7 +254,7 @@ void kg_netpoll_break(struct kg_netpoll *np)
 {
 	uint64_t one = 1;
 
-	if (write(np->evfd, &one, sizeof(one)) < 0) {
+	if (kg_sys_write(np->evfd, &one, sizeof(one)) < 0) {
 		/* EAGAIN: the counter is saturated, a break is pending */
 	}
 }

@@ -287,6 +287,8 @@ struct kg_rt {
 	uint32_t ncpus;			/* CPUs we may run on */
 	size_t stack_size;
 	int debug;
+	/* libc's blocking calls park coroutines (hook.c); KGREEN_INTERPOSE */
+	bool hooks;
 	struct kg_proc *procs;		/* nprocs of them */
 	/*
 	 * The memory shared with the kernel side (uapi/kgreen.h): the BPF

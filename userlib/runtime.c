@@ -23,6 +23,7 @@
 
 #include "deadlock.h"
 #include "handoff.h"
+#include "hook.h"
 #include "netpoll.h"
 #include "sched.h"
 #include "stack.h"
@@ -75,7 +76,8 @@ static int config(struct kg_rt *rt, const struct kg_config *cfg)
 	unsigned int i;
 
 	if (cfg) {
-		if (cfg->flags || cfg->procs > KG_MAX_PROCS)
+		if ((cfg->flags & ~KG_RUN_NO_INTERPOSE) ||
+		    cfg->procs > KG_MAX_PROCS)
 			return -EINVAL;
 		for (i = 0; i < sizeof(cfg->__reserved) / sizeof(cfg->__reserved[0]); i++)
 			if (cfg->__reserved[i])
@@ -98,6 +100,12 @@ static int config(struct kg_rt *rt, const struct kg_config *cfg)
 		rt->nprocs = cfg->procs;
 	if (rt->nprocs > KG_MAX_PROCS)
 		rt->nprocs = KG_MAX_PROCS;
+
+	rt->hooks = !(cfg && (cfg->flags & KG_RUN_NO_INTERPOSE));
+	if (env_uint("KGREEN_INTERPOSE", 1, &v) && !v)
+		rt->hooks = false;
+	if (rt->hooks)
+		kg_hooks_init();
 
 	rt->stack_size = 256 * 1024;
 	if (cfg && cfg->stack_size)

@@ -469,7 +469,7 @@ static void report_overflow(struct kg_co *co, const void *addr)
 		     (void *)(uintptr_t)co->fn, addr, (void *)co->stack.lo,
 		     (void *)co->stack.hi, (void *)(co->stack.lo - GUARD_SIZE),
 		     (void *)co->stack.lo);
-	if (n > 0 && write(STDERR_FILENO, buf, (size_t)n) < 0)
+	if (n > 0 && kg_sys_write(STDERR_FILENO, buf, (size_t)n) < 0)
 		n = 0;
 }
 

@@ -201,3 +201,12 @@ void kg_sysmon_free(struct kg_rt *rt)
 	free(rt->sysmon);
 	rt->sysmon = NULL;
 }
+
+bool kg_sysmon_marked(struct kg_worker *w)
+{
+	/* only w's own thread asks: it wrote blk itself, unless sysmon
+	 * moved it to RETAKEN, which is not NONE either */
+	return w->rt->sysmon &&
+	       atomic_load_explicit(&w->rt->sysmon->w[w->index].blk,
+				    memory_order_relaxed) != BLK_NONE;
+}

@@ -10,5 +10,7 @@ int kg_sysmon_start(struct kg_rt *rt);
 void kg_sysmon_stop(struct kg_rt *rt);
 /* Free its state: no worker of rt runs any more. */
 void kg_sysmon_free(struct kg_rt *rt);
+/* Is w's coroutine (the caller) inside kg_blocking_begin/end? */
+bool kg_sysmon_marked(struct kg_worker *w);
 
 #endif /* KG_SYSMON_H */

@@ -207,7 +207,7 @@ static void plain_sleep(uint64_t ns)
 {
 	struct timespec ts = kg_timespec(ns);
 
-	while (nanosleep(&ts, &ts) && errno == EINTR)
+	while (kg_sys_nanosleep(&ts, &ts) && errno == EINTR)
 		;
 }
 

@@ -62,9 +62,17 @@ struct kg_config {
 	size_t stack_size;	/* default coroutine stack; 0: 256 KiB */
 	const char *backend;	/* NULL: KGREEN_BACKEND, else "auto" */
 	int debug;		/* 0: KGREEN_DEBUG; 1: debug log on stderr */
-	unsigned int flags;	/* must be 0 */
+	unsigned int flags;	/* KG_RUN_ flags; others must be 0 */
 	unsigned int __reserved[7];
 };
+
+/*
+ * libc's blocking socket, pipe and sleep calls made in coroutines park the
+ * coroutine instead of holding its thread (Documentation/net.md). This
+ * flag, or KGREEN_INTERPOSE=0 in the environment, turns that off: they
+ * block their thread, and only the handoff covers them.
+ */
+#define KG_RUN_NO_INTERPOSE 1u
 
 /*
  * kg_run - start the runtime, run main_fn(arg) as the first coroutine, and
@@ -90,7 +98,7 @@ KG_API int kg_run(void (*main_fn)(void *), void *arg,
 struct kg_spawn_opts {
 	size_t stack_size;	/* bytes; 0: the runtime default */
 	const char *name;	/* copied (up to 31 bytes); NULL: unnamed */
-	unsigned int flags;	/* must be 0 */
+	unsigned int flags;	/* KG_RUN_ flags; others must be 0 */
 	unsigned int __reserved[5];
 };
 
