@@ -5,9 +5,11 @@
  *
  * As in the Go tutorial: a jobs channel, a results channel, workers that
  * take jobs and send results. Here 16 workers on 2 procs take 400 jobs;
- * a quarter compute (200 us), the others make plain blocking calls
- * straight to the kernel, no wrappers: read() on a pipe a plain thread
- * feeds, fsync() of a freshly written file, and a 1 ms nanosleep. While
+ * a quarter compute (200 us), the others make plain blocking calls:
+ * read() on a pipe a plain thread feeds, fsync() of a freshly written
+ * file, and a 1 ms nanosleep made as a raw system call. libkgreen's read
+ * parks the coroutine in the poller (Documentation/net.md); fsync and the
+ * raw sleep go straight to the kernel, where no wrapper sees them. While
  * a worker thread sits in such a call, the coroutines queued behind it
  * wait, unless the runtime hands its proc to another thread.
  *
@@ -201,8 +203,8 @@ int main(int argc, char **argv)
 	}
 	unlink(path);
 	printf("Go's worker pool in C: %d workers, 2 procs, %ld jobs (a quarter "
-	       "compute 200 us;\nthe rest block in read() on a pipe, fsync(), "
-	       "or a 1 ms nanosleep, unwrapped)\n\n", WORKERS, njobs);
+	       "compute 200 us;\nthe rest wait in read() on a pipe, which parks, "
+	       "or block in fsync() or a raw 1 ms nanosleep)\n\n", WORKERS, njobs);
 	printf("%-22s %10s %9s %9s %9s\n", "backend", "wall ms", "handoffs",
 	       "p50 us", "p99 us");
 	for (i = 0; i < n; i++) {
