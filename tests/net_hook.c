@@ -563,6 +563,41 @@ static void reuse_main(void *p)
 	}
 }
 
+/* A socket's number closed behind the hooks' back and reused by open(2)
+ * for a regular file: read and write still work on the file. */
+static void stale_main(void *p)
+{
+	char buf[64], path[] = "/tmp/kgreen-net-hook-XXXXXX";
+	int sv[2], fd, tmp = mkstemp(path);
+
+	(void)p;
+	CO_CHECK(tmp >= 0, "mkstemp");
+	unlink(path);
+	stream_pair(sv);
+	CO_CHECK(write(sv[1], "s", 1) == 1 && read(sv[0], buf, 1) == 1,
+		 "the socket is known as one");
+	CO_CHECK(write(sv[0], "t", 1) == 1, "and written as one");
+	syscall(SYS_close, sv[0]);
+	snprintf(buf, sizeof(buf), "/proc/self/fd/%d", tmp);
+	fd = open(buf, O_RDWR);
+	CO_CHECK(fd == sv[0], "number %d not reused (%d)", sv[0], fd);
+	errno = 4321;
+	CO_CHECK(write(fd, "file", 4) == 4, "write: errno %d", errno);
+	CO_CHECK(lseek(fd, 0, SEEK_SET) == 0, "lseek");
+	CO_CHECK(read(fd, buf, sizeof(buf)) == 4 && !memcmp(buf, "file", 4),
+		 "read: errno %d", errno);
+	CO_CHECK(errno == 4321, "errno %d", errno);
+	close(fd);
+	close(tmp);
+	close(sv[1]);
+}
+
+TEST(a_stale_socket_number_reused_by_a_file)
+{
+	ASSERT_EQ(0, run_one(stale_main, NULL));
+	ASSERT_EQ(0, co_failures());
+}
+
 TEST(a_reused_number_is_never_woken_by_its_old_file)
 {
 	ASSERT_EQ(0, run_one(reuse_main, NULL));

@@ -163,7 +163,8 @@ static void block_in_accept(void *p)
 
 	atomic_fetch_add(&b->entered, 1);
 	kg_blocking_begin();
-	accept(b->lsock, NULL, NULL);
+	/* raw calls: these must block their threads (libc's would park) */
+	syscall(SYS_accept4, b->lsock, NULL, NULL, 0);
 	kg_blocking_end();
 	atomic_fetch_add(&b->resumed, 1);
 }
@@ -175,7 +176,7 @@ static void block_in_read(void *p)
 
 	atomic_fetch_add(&b->entered, 1);
 	kg_blocking_begin();
-	(void)!read(b->pipe[0], &c, 1);
+	(void)!syscall(SYS_read, b->pipe[0], &c, 1);
 	kg_blocking_end();
 	atomic_fetch_add(&b->resumed, 1);
 	/* the runtime is gone: its next kgreen call ends it, as main's

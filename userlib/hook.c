@@ -539,10 +539,27 @@ static ssize_t do_send(struct xfer *x, int kind)
 	return xfer_all(x, kind, KG_FD_WRITE);
 }
 
+/*
+ * A read or write made as a socket call (r its result) failed with
+ * ENOTSOCK: the number's kind went stale (see the top). Forget it and
+ * restore errno0 (errno when the call began); the caller makes its call
+ * again, which looks at the descriptor anew.
+ */
+static bool stale(ssize_t r, int kind, int fd, int errno0, ssize_t *out)
+{
+	*out = r;
+	if (r >= 0 || !is_sock(kind) || ERRNO != ENOTSOCK)
+		return false;
+	kind_forget(fd);
+	ERRNO = errno0;		/* as it was before the call */
+	return true;
+}
+
 HOOK ssize_t read(int fd, void *buf, size_t n)
 {
 	struct xfer x = { .fd = fd, .buf = buf, .len = n, .op = op_recv };
-	int kind;
+	ssize_t r;
+	int kind, e0 = ERRNO;
 
 	need();
 	/* (0 bytes: a datagram socket's recv would consume one) */
@@ -550,14 +567,17 @@ HOOK ssize_t read(int fd, void *buf, size_t n)
 		return real.read(fd, buf, n);
 	if (!is_sock(kind))
 		x.op = op_read;
-	return xfer_once(&x, kind, KG_FD_READ);
+	if (stale(xfer_once(&x, kind, KG_FD_READ), kind, fd, e0, &r))
+		return read(fd, buf, n);
+	return r;
 }
 
 HOOK ssize_t write(int fd, const void *buf, size_t n)
 {
 	struct xfer x = { .fd = fd, .buf = (void *)buf, .len = n,
 			  .op = op_send };
-	int kind;
+	ssize_t r;
+	int kind, e0 = ERRNO;
 
 	need();
 	if (!served() || (kind = kind_of(fd)) == K_PLAIN)
@@ -568,7 +588,9 @@ HOOK ssize_t write(int fd, const void *buf, size_t n)
 	}
 	if (kind == K_SEQPACKET)
 		x.flags = MSG_EOR;	/* what write(2) adds on one */
-	return do_send(&x, kind);
+	if (stale(do_send(&x, kind), kind, fd, e0, &r))
+		return write(fd, buf, n);
+	return r;
 }
 
 HOOK ssize_t readv(int fd, const struct iovec *iov, int cnt)
@@ -576,7 +598,8 @@ HOOK ssize_t readv(int fd, const struct iovec *iov, int cnt)
 	struct msghdr m = { .msg_iov = (struct iovec *)iov,
 			    .msg_iovlen = cnt > 0 ? (size_t)cnt : 0 };
 	struct xfer x = { .fd = fd, .msg = &m, .op = op_recvmsg };
-	int kind;
+	ssize_t r;
+	int kind, e0 = ERRNO;
 
 	need();
 	if (!served() || cnt <= 0 || cnt > IOV_MAX || !msg_len(&m) ||
@@ -584,7 +607,9 @@ HOOK ssize_t readv(int fd, const struct iovec *iov, int cnt)
 		return real.readv(fd, iov, cnt);
 	if (!is_sock(kind))
 		x.op = op_read;
-	return xfer_once(&x, kind, KG_FD_READ);
+	if (stale(xfer_once(&x, kind, KG_FD_READ), kind, fd, e0, &r))
+		return readv(fd, iov, cnt);
+	return r;
 }
 
 HOOK ssize_t writev(int fd, const struct iovec *iov, int cnt)
@@ -592,7 +617,8 @@ HOOK ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	struct msghdr m = { .msg_iov = (struct iovec *)iov,
 			    .msg_iovlen = cnt > 0 ? (size_t)cnt : 0 };
 	struct xfer x = { .fd = fd, .msg = &m, .op = op_sendmsg };
-	int kind;
+	ssize_t r;
+	int kind, e0 = ERRNO;
 
 	need();
 	if (!served() || cnt <= 0 || cnt > IOV_MAX ||
@@ -604,7 +630,9 @@ HOOK ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	}
 	if (kind == K_SEQPACKET)
 		x.flags = MSG_EOR;
-	return do_send(&x, kind);
+	if (stale(do_send(&x, kind), kind, fd, e0, &r))
+		return writev(fd, iov, cnt);
+	return r;
 }
 
 /* A socket call the hooks take: in a coroutine, on a socket, without the
