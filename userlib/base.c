@@ -6,6 +6,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <pthread.h>
 #include <linux/futex.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -112,6 +113,20 @@ void kg_futex_wait(_Atomic uint32_t *addr, uint32_t val, uint64_t deadline)
 void kg_futex_wake(_Atomic uint32_t *addr, int n)
 {
 	syscall(SYS_futex, addr, FUTEX_WAKE_PRIVATE, n, NULL, NULL, 0);
+}
+
+int kg_mutex_init(pthread_mutex_t *m)
+{
+	pthread_mutexattr_t a;
+	int r;
+
+	if (pthread_mutexattr_init(&a))
+		return -ENOMEM;
+	/* spin a while before sleeping (glibc's adaptive mutex) */
+	pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP);
+	r = pthread_mutex_init(m, &a);
+	pthread_mutexattr_destroy(&a);
+	return r ? -ENOMEM : 0;
 }
 
 void kg_lock_slow(kg_lock_t *l)

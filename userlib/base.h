@@ -12,6 +12,7 @@
 #ifndef KG_BASE_H
 #define KG_BASE_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -119,6 +120,15 @@ typedef struct { _Atomic uint32_t v; } kg_lock_t;
 
 void kg_lock_slow(kg_lock_t *l);
 void kg_unlock_slow(kg_lock_t *l);
+
+/*
+ * The runtime's pthread mutexes (rt.lock, the timer heaps) spin before
+ * they sleep. Their critical sections last well under a microsecond, and
+ * a coroutine's worker that sleeps in the kernel on a contended one is a
+ * blocked worker to the backends: its proc would be handed off for a wait
+ * shorter than the handoff. 0 or -ENOMEM.
+ */
+int kg_mutex_init(pthread_mutex_t *m);
 
 static inline void kg_lock(kg_lock_t *l)
 {

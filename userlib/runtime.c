@@ -254,9 +254,10 @@ static struct kg_rt *rt_new(void)
 {
 	struct kg_rt *rt = calloc(1, sizeof(*rt));
 
-	if (!rt)
+	if (!rt || kg_mutex_init(&rt->lock)) {
+		free(rt);
 		return NULL;
-	pthread_mutex_init(&rt->lock, NULL);
+	}
 	atomic_store(&rt->timer_watch_until, UINT64_MAX);
 	rt->worker_body = kg_worker_loop;
 	return rt;

@@ -29,7 +29,7 @@
 
 int kg_timers_init(struct kg_timer_heap *h)
 {
-	if (pthread_mutex_init(&h->lock, NULL))
+	if (kg_mutex_init(&h->lock))
 		return -ENOMEM;
 	h->v = NULL;
 	h->n = h->cap = 0;
