@@ -8,6 +8,11 @@
  * requests/s, latency p50/p99/p99.9 (us), the peak number of threads,
  * RSS (kB) and the connections that never got an answer.
  *
+ * Built with -DBENCH_PLAIN it is the echoplain benchmark: the same
+ * server written the plain way, blocking sockets and blocking accept,
+ * read and write, which libkgreen's own read, write and accept park
+ * (Documentation/net.md). Go twin: the same go/echo.
+ *
  * Built with -DBENCH_HTTP it is the http benchmark: each connection
  * answers keep-alive "GET /" requests with a 13-byte body, at 1,000
  * connections (echoload --http). Go twin: go/http, net/http's server.
@@ -35,6 +40,7 @@ static int lfd;
 static _Atomic int stop;
 static _Atomic long peak_threads, peak_rss;
 
+#ifndef BENCH_PLAIN
 /* Write all of buf; 0, or -1 when the connection is done for. */
 static int write_all(int fd, const char *buf, size_t len)
 {
@@ -51,6 +57,7 @@ static int write_all(int fd, const char *buf, size_t len)
 	}
 	return 0;
 }
+#endif
 
 #ifdef BENCH_HTTP
 #define NAME "http"
@@ -92,6 +99,21 @@ static void conn(void *p)
 	}
 	kg_fd_close(fd);
 }
+#elif defined(BENCH_PLAIN)
+#define NAME "echoplain"
+/* what a C programmer writes without thinking of the runtime */
+static void conn(void *p)
+{
+	int fd = (int)(intptr_t)p, one = 1;
+	char buf[256];
+	ssize_t n;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	while ((n = read(fd, buf, sizeof(buf))) > 0)
+		if (write(fd, buf, (size_t)n) != n)
+			break;
+	close(fd);
+}
 #else
 #define NAME "echo"
 static void conn(void *p)
@@ -117,17 +139,25 @@ static void conn(void *p)
 }
 #endif
 
+#ifdef BENCH_PLAIN
+#define SOCK_MODE 0		/* blocking: libkgreen's calls park */
+#else
+#define SOCK_MODE SOCK_NONBLOCK
+#endif
+
 static void acceptor(void *p)
 {
 	(void)p;
 	while (!atomic_load(&stop)) {
-		int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+		int fd = accept4(lfd, NULL, NULL, SOCK_MODE | SOCK_CLOEXEC);
 
 		if (fd >= 0) {
 			if (kg_go(conn, (void *)(intptr_t)fd) < 0)
 				close(fd);
 			continue;
 		}
+		if (errno == EBADF)
+			break;		/* closed: this size is over */
 		if (errno == EAGAIN || errno == EINTR || errno == ECONNABORTED) {
 			if (kg_fd_wait(lfd, KG_FD_READ, 100 * 1000000LL) == -EBADF)
 				break;
@@ -235,7 +265,7 @@ static void one_size(int conns, int secs)
 	atomic_store(&stop, 0);
 	atomic_store(&peak_threads, 0);
 	atomic_store(&peak_rss, 0);
-	lfd = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+	lfd = socket(AF_INET, SOCK_STREAM | SOCK_MODE | SOCK_CLOEXEC, 0);
 	setsockopt(lfd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
 	addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (bind(lfd, (struct sockaddr *)&addr, sizeof(addr)) ||

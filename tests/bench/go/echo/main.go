@@ -83,6 +83,10 @@ func field(out, key string) float64 {
 
 var httpMode = filepath.Base(os.Args[0]) == "go-http"
 
+// The figures' prefix: the benchmark this binary is the twin of (go-echo,
+// go-echoplain: the same server; go-http).
+var benchName = strings.TrimPrefix(filepath.Base(os.Args[0]), "go-")
+
 func oneSize(conns, secs int) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -91,7 +95,7 @@ func oneSize(conns, secs int) {
 	}
 	var stop int32
 	var peakThreads, peakRSS int64
-	name := "echo"
+	name := benchName
 	loadArgs := []string{}
 	if httpMode {
 		name = "http"
