@@ -38,7 +38,9 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
@@ -47,6 +49,34 @@
 
 #define BREAK_TAG UINT64_MAX	/* the eventfd's epoll data */
 #define POLL_BATCH 128
+
+/*
+ * Grow the process's descriptor table now, to what RLIMIT_NOFILE allows
+ * (at most FD_RESERVE numbers: 64 Ki, half a megabyte of kernel memory).
+ * The kernel doubles the table as numbers are used, and in a process with
+ * several threads each growth waits for an RCU grace period (milliseconds)
+ * while every thread that opens a descriptor meanwhile (socket, accept)
+ * waits too: a server ramping up to thousands of connections would have
+ * its workers blocked in the kernel together, and the handoff would start
+ * a thread for each. Done here, before the workers exist, it waits for
+ * nothing. Best effort: any failure leaves the table as it was.
+ */
+#define FD_RESERVE 65536
+
+static void reserve_descriptors(int fd)
+{
+	struct rlimit rl;
+	rlim_t n;
+	int top;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) || rl.rlim_cur < 2)
+		return;
+	n = rl.rlim_cur == RLIM_INFINITY || rl.rlim_cur > FD_RESERVE ?
+		    FD_RESERVE : rl.rlim_cur;
+	top = fcntl(fd, F_DUPFD_CLOEXEC, (int)n - 1);
+	if (top >= 0)
+		kg_sys_close(top);
+}
 
 int kg_netpoll_init(struct kg_rt *rt)
 {
@@ -68,6 +98,7 @@ int kg_netpoll_init(struct kg_rt *rt)
 		free(np);
 		return err;
 	}
+	reserve_descriptors(np->epfd);
 	rt->np = np;
 	return 0;
 }
