@@ -1000,6 +1000,272 @@ TEST(fork_and_exec_from_a_coroutine)
 }
 
 /* ------------------------------------------------------------------ */
+/* Edge cases: what the blocking call does, exactly                   */
+/* ------------------------------------------------------------------ */
+
+static int race_src[2];
+static _Atomic int race_stop;
+static _Atomic long race_ebadf, race_calls;
+
+/* A plain thread: its closes go through kg_fd_close too, in parallel
+ * with the coroutines' waits (and without holding a proc). */
+static void *race_closer(void *p)
+{
+	(void)p;
+	while (!atomic_load(&race_stop)) {
+		int d = dup(race_src[1]);
+
+		close(d);
+	}
+	return NULL;
+}
+
+static void race_waiter(void *p)
+{
+	(void)p;
+	while (!atomic_load(&race_stop)) {
+		int d = dup(race_src[0]);
+		char c;
+		ssize_t r;
+		struct timeval tv = { 0, 50 };	/* 50 us */
+
+		setsockopt(d, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+		r = recv(d, &c, 1, 0);
+		/* EBADF on a descriptor still open is a lie */
+		if (r < 0 && errno == EBADF && fcntl(d, F_GETFD) >= 0)
+			atomic_fetch_add(&race_ebadf, 1);
+		atomic_fetch_add(&race_calls, 1);
+		close(d);
+	}
+}
+
+/* Numbers closed and reused by other coroutines all the time (a server):
+ * a wait on an open descriptor never fails with EBADF. */
+static void race_main(void *p)
+{
+	pthread_t t[2];
+	int i;
+
+	(void)p;
+	CO_CHECK(socketpair(AF_UNIX, SOCK_STREAM, 0, race_src) == 0, "pair");
+	for (i = 0; i < 2; i++)
+		pthread_create(&t[i], NULL, race_closer, NULL);
+	for (i = 0; i < 3; i++)
+		kg_go(race_waiter, NULL);
+	kg_sleep(400 * MS);
+	atomic_store(&race_stop, 1);
+	for (i = 0; i < 2; i++)
+		pthread_join(t[i], NULL);
+	kg_sleep(50 * MS);
+	TH_LOG("%ld waits, %ld failed EBADF on an open descriptor",
+	       atomic_load(&race_calls), atomic_load(&race_ebadf));
+	CO_CHECK(atomic_load(&race_ebadf) == 0, "%ld spurious EBADF",
+		 atomic_load(&race_ebadf));
+	CO_CHECK(atomic_load(&race_calls) > 10, "%ld waits",
+		 atomic_load(&race_calls));
+	close(race_src[0]);
+	close(race_src[1]);
+}
+
+TEST(closes_of_reused_numbers_never_fail_an_open_descriptor)
+{
+	struct kg_config cfg = { .procs = 2, .backend = "sysmon" };
+
+	ASSERT_EQ(0, kg_run(race_main, NULL, &cfg));
+	ASSERT_EQ(0, co_failures());
+}
+
+static void later_writer(void *p)
+{
+	int *fd = p;
+
+	kg_sleep(20 * MS);
+	CO_CHECK(write(*fd, "efgh", 4) == 4, "write");
+}
+
+static void never_wait_main(void *p)
+{
+	struct msghdr m = { 0 };
+	char buf[16] = { 0 };
+	struct iovec iov = { buf, sizeof(buf) };
+	uint64_t t0 = kg_now_ns();
+	int sv[2], u;
+	ssize_t r;
+
+	(void)p;
+	/* accept on a socket that is not listening: EINVAL at once */
+	stream_pair(sv);
+	CO_CHECK(accept(sv[0], NULL, NULL) == -1 && errno == EINVAL,
+		 "accept: errno %d", errno);
+	/* the error queue: EAGAIN when empty, never a wait */
+	u = socket(AF_INET, SOCK_DGRAM, 0);
+	m.msg_iov = &iov;
+	m.msg_iovlen = 1;
+	CO_CHECK(recvmsg(u, &m, MSG_ERRQUEUE) == -1 && errno == EAGAIN,
+		 "MSG_ERRQUEUE: errno %d", errno);
+	CO_CHECK(kg_now_ns() - t0 < 500 * MS, "they waited");
+	close(u);
+	/* MSG_PEEK | MSG_WAITALL goes to libc (a retry would peek the same
+	 * bytes again): on an AF_UNIX stream, what is there, once */
+	CO_CHECK(write(sv[1], "abcd", 4) == 4, "write");
+	r = recv(sv[0], buf, 8, MSG_PEEK | MSG_WAITALL);
+	CO_CHECK(r == 4 && !memcmp(buf, "abcd", 4), "peek: %zd '%.8s'", r,
+		 buf);
+	kg_go(later_writer, &sv[1]);
+	r = recv(sv[0], buf, 8, MSG_WAITALL);
+	CO_CHECK(r == 8 && !memcmp(buf, "abcdefgh", 8), "waitall: %zd '%.8s'",
+		 r, buf);
+	close(sv[0]);
+	close(sv[1]);
+}
+
+TEST(calls_that_never_wait_do_not_park)
+{
+	ASSERT_EQ(0, run_one(never_wait_main, NULL));
+	ASSERT_EQ(0, co_failures());
+}
+
+static void again_main(void *p)
+{
+	struct sockaddr_in a;
+	int lfd, fd = -1, fds[16], n = 0, r = 0, i;
+
+	(void)p;
+	/* a connect that timed out (SO_SNDTIMEO) goes on in the kernel; a
+	 * second blocking connect on the socket waits for it (EALREADY is
+	 * for non-blocking sockets) */
+	a = listening(&lfd, 0);
+	for (i = 0; i < 16; i++) {
+		fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		set_timeo(fd, SO_SNDTIMEO, 50);
+		fds[n++] = fd;
+		r = connect(fd, (struct sockaddr *)&a, sizeof(a));
+		if (r)
+			break;
+	}
+	CO_CHECK(r == -1 && errno == EINPROGRESS, "first: %d errno %d", r,
+		 errno);
+	set_timeo(fd, SO_SNDTIMEO, 0);
+	/* room in the queue: the handshake's retransmission completes */
+	i = accept(lfd, NULL, NULL);
+	CO_CHECK(i >= 0, "accept");
+	if (i >= 0)
+		close(i);
+	r = connect(fd, (struct sockaddr *)&a, sizeof(a));
+	CO_CHECK(r == 0, "second: errno %d", errno);
+	while (n)
+		close(fds[--n]);
+	close(lfd);
+}
+
+TEST(a_second_blocking_connect_waits_for_the_first)
+{
+	ASSERT_EQ(0, run_one(again_main, NULL));
+	ASSERT_EQ(0, co_failures());
+}
+
+static _Atomic int sigpipes;
+
+static void count_sigpipe(int sig)
+{
+	(void)sig;
+	atomic_fetch_add(&sigpipes, 1);
+}
+
+static void short_reader(void *p)
+{
+	int *fd = p;
+	char buf[65536];
+	size_t got = 0;
+	ssize_t n;
+
+	while (got < sizeof(buf) &&
+	       (n = read(*fd, buf, sizeof(buf) - got)) > 0)
+		got += (size_t)n;
+	close(*fd);
+}
+
+static void sigpipe_main(void *p)
+{
+	struct sigaction sa = { .sa_handler = count_sigpipe }, old;
+	char *big = calloc(1, BIG);
+	int sv[2];
+	ssize_t r;
+
+	(void)p;
+	sigaction(SIGPIPE, &sa, &old);
+	stream_pair(sv);
+	kg_go(short_reader, &sv[1]);
+	/* the peer closes after 64 KiB: the kernel's blocking send returns
+	 * what it sent, with no SIGPIPE once some went */
+	r = write(sv[0], big, BIG);
+	CO_CHECK(r > 0 && r < BIG, "write: %zd errno %d", r, errno);
+	CO_CHECK(atomic_load(&sigpipes) == 0, "%d SIGPIPE",
+		 atomic_load(&sigpipes));
+	/* the next one fails, as the kernel's does, with its signal */
+	CO_CHECK(write(sv[0], big, 1) == -1 && errno == EPIPE, "EPIPE");
+	CO_CHECK(atomic_load(&sigpipes) == 1, "%d SIGPIPE",
+		 atomic_load(&sigpipes));
+	sigaction(SIGPIPE, &old, NULL);
+	close(sv[0]);
+	free(big);
+}
+
+TEST(no_sigpipe_after_a_partial_send)
+{
+	ASSERT_EQ(0, run_one(sigpipe_main, NULL));
+	ASSERT_EQ(0, co_failures());
+}
+
+static void connector_co(void *p)
+{
+	struct sockaddr_in *a = p;
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	kg_sleep(10 * MS);
+	CO_CHECK(connect(fd, (struct sockaddr *)a, sizeof(*a)) == 0,
+		 "connect");
+	kg_sleep(20 * MS);
+	close(fd);
+}
+
+static void errno_main(void *p)
+{
+	struct pollfd pf[2];
+	struct sockaddr_in a;
+	int x[2], y[2], pp[2], lfd, fd;
+
+	(void)p;
+	stream_pair(x);
+	stream_pair(y);
+	pf[0] = (struct pollfd){ .fd = x[0], .events = POLLIN };
+	pf[1] = (struct pollfd){ .fd = y[0], .events = POLLIN };
+	CO_CHECK(poll(pf, 2, 10) == 0, "poll");
+	/* the numbers the poll's epoll set had are reused now */
+	CO_CHECK(pipe(pp) == 0, "pipe");
+	errno = 777;
+	CO_CHECK(close(pp[0]) == 0 && close(pp[1]) == 0, "close");
+	CO_CHECK(errno == 777, "close changed errno to %d", errno);
+	a = listening(&lfd, 4);
+	kg_go(connector_co, &a);
+	errno = 778;
+	fd = accept(lfd, NULL, NULL);
+	CO_CHECK(fd >= 0 && errno == 778, "accept: %d errno %d", fd, errno);
+	close(fd);
+	close(lfd);
+	close(x[0]);
+	close(x[1]);
+	close(y[0]);
+	close(y[1]);
+}
+
+TEST(errno_is_kept_on_success)
+{
+	ASSERT_EQ(0, run_one(errno_main, NULL));
+	ASSERT_EQ(0, co_failures());
+}
+
+/* ------------------------------------------------------------------ */
 /* At scale: idle connections in plain read() beside a ticker         */
 /* ------------------------------------------------------------------ */
 

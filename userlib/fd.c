@@ -12,8 +12,8 @@
  * A wait, on its coroutine's stack (struct kg_fdwaiter):
  *  1. Arm the timeout, if any (a timer heap's lock comes before a
  *     pollfd's, so before taking it).
- *  2. Under the pollfd's lock: end at once if kg_fd_close is closing the
- *     number, or take an event that came for an earlier waiter still
+ *  2. Under the pollfd's lock: wait for a kg_fd_close of the number under
+ *     way to end, take an event that came for an earlier waiter still
  *     pending (ready); else note the closes so far, count itself pending
  *     and re-arm the descriptor's one-shot registration.
  *  3. Park. The commit, once the coroutine is switched out, takes the
@@ -221,10 +221,19 @@ int kg_fd_wait_until(int fd, int events, uint64_t deadline,
 			return err;
 	}
 	kg_lock(&pd->lock);
-	if (pd->closing) {
+	while (pd->closing) {
+		/*
+		 * kg_fd_close is closing the number: arming now would register
+		 * the file it is closing, and the close would drop that
+		 * registration silently. Let it finish (a few instructions
+		 * and a close(2)); then the number is closed (arming fails
+		 * with EBADF) or names a file opened since, which is whose
+		 * readiness the caller's next call will see. A wait armed
+		 * before the close still ends -EBADF (closes moved).
+		 */
 		kg_unlock(&pd->lock);
-		err = -EBADF;	/* kg_fd_close is closing it */
-		goto out;
+		kg_yield();
+		kg_lock(&pd->lock);
 	}
 	if (pd->ready[fw.side] && pd->registered) {
 		/* an event for waiters still pending is news for us too */
@@ -279,15 +288,32 @@ void kg_fd_cancel(struct kg_fdwaiter *fw, int err)
 		kg_wake(fw->co);
 }
 
-int kg_fd_close(int fd)
+/*
+ * kg_fd_close calls that may be reading the runtime: kg_run's teardown
+ * waits for none before it frees it (kg_fd_quiesce). A close counts
+ * itself, then (a full fence between) reads the current runtime; kg_run
+ * stores NULL there, then (a full fence between) reads this count: one
+ * of the two sees the other's write, so either the close sees no runtime
+ * or kg_run waits for it.
+ */
+static _Atomic uint32_t closers;
+
+void kg_fd_quiesce(void)
+{
+	struct timespec nap = { 0, 50 * 1000 };
+
+	atomic_thread_fence(memory_order_seq_cst);
+	while (atomic_load(&closers))
+		kg_sys_nanosleep(&nap, NULL);
+}
+
+static int fd_close(int fd)
 {
 	struct kg_rt *rt = kg_rt_current();
 	struct kg_pollfd *pd;
 	struct kg_co *woken;
 	int err;
 
-	if (fd < 0)
-		return -EBADF;
 	if (!rt || !rt->np || !(pd = kg_pollfd_get(rt->np, fd, true)))
 		return kg_sys_close(fd) ? -errno : 0;
 	kg_lock(&pd->lock);
@@ -299,5 +325,19 @@ int kg_fd_close(int fd)
 	kg_lock(&pd->lock);
 	pd->closing--;
 	kg_unlock(&pd->lock);
+	return err;
+}
+
+int kg_fd_close(int fd)
+{
+	int err;
+
+	if (fd < 0)
+		return -EBADF;
+	atomic_fetch_add(&closers, 1);
+	atomic_thread_fence(memory_order_seq_cst);
+	err = fd_close(fd);
+	/* release: its reads of the runtime come before kg_run's free */
+	atomic_fetch_sub_explicit(&closers, 1, memory_order_release);
 	return err;
 }

@@ -29,4 +29,8 @@ int kg_fd_wait_until(int fd, int events, uint64_t deadline,
 /* Complete fw's wait with err, from any thread (between armed and done). */
 void kg_fd_cancel(struct kg_fdwaiter *fw, int err);
 
+/* Wait until no kg_fd_close may still be reading the runtime kg_run has
+ * just stopped naming current (kg_run, before it frees the runtime). */
+void kg_fd_quiesce(void);
+
 #endif /* KG_FD_H */

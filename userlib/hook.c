@@ -30,16 +30,20 @@
  *  - A blocking send or write on a stream socket sends everything, waiting
  *    between partial sends; recv with MSG_WAITALL waits for all of it.
  *  - close() from any thread ends the waits on that descriptor with EBADF
- *    (Go's "use of closed network connection"): kg_fd_close.
+ *    (Go's "use of closed network connection"): kg_fd_close, whichever
+ *    way the descriptor was waited on (these hooks, kg_fd_wait).
  *  - errno is untouched on success, and read and written through
  *    kg_errno_location: a parked call may resume on another thread.
  * Which descriptors: each number's kind (socket, other pollable, plain)
  * is learnt with fstat at its first use and kept until close() or a call
  * that makes a descriptor (socket, accept, pipe, dup...) forgets it. A kind
  * that went stale behind the hooks' back (a number closed by fclose and
- * reused by open) costs a syscall or a held thread, never a wrong answer:
- * a "socket" that is not one fails recv with ENOTSOCK and is looked at
- * again; a "plain" one that is pollable blocks in libc, as before.
+ * reused by open) costs a syscall or a held thread: a "socket" that is
+ * not one fails recv with ENOTSOCK and is looked at again; a "plain" one
+ * that is pollable blocks in libc, as before; a send goes on until all is
+ * sent whatever the socket's type. One answer can differ: a stream socket
+ * on a number last known as a datagram socket's, read with MSG_WAITALL,
+ * returns what the first read brings.
  * When: only in a coroutine, on a worker, outside a kg_blocking_begin/end
  * region (the region already says the call blocks), while the runtime runs
  * with its poller and the interposition on (KGREEN_INTERPOSE=0 or
@@ -414,12 +418,16 @@ static ssize_t op_write(struct xfer *x, int flags)
  * pollable descriptor after poll says it is ready (readiness lost to a
  * racing reader makes libc's call block, which the handoff covers).
  */
-static ssize_t xfer_once(struct xfer *x, int kind, int events)
+static void waitst_init(struct waitst *ws, int fd, int kind, int events)
 {
-	int saved = ERRNO, opt = events == KG_FD_READ ? SO_RCVTIMEO :
-							  SO_SNDTIMEO;
-	struct waitst ws = { .fd = x->fd, .events = events,
-			     .opt = is_sock(kind) ? opt : 0 };
+	*ws = (struct waitst){ .fd = fd, .events = events };
+	if (is_sock(kind))
+		ws->opt = events == KG_FD_READ ? SO_RCVTIMEO : SO_SNDTIMEO;
+}
+
+static ssize_t xfer_once(struct xfer *x, int kind, struct waitst *ws)
+{
+	int saved = ERRNO;
 
 	for (;;) {
 		ssize_t r;
@@ -430,12 +438,12 @@ static ssize_t xfer_once(struct xfer *x, int kind, int events)
 			e = ERRNO;
 			if (r >= 0 || (e != EAGAIN && e != EWOULDBLOCK))
 				goto out;
-		} else if (!not_ready(x->fd, events == KG_FD_READ ?
+		} else if (!not_ready(x->fd, ws->events == KG_FD_READ ?
 					     POLLIN : POLLOUT)) {
 			r = x->op(x, x->flags);
 			goto out;
 		}
-		switch (wait_ready(&ws)) {
+		switch (wait_ready(ws)) {
 		case W_AGAIN:
 			continue;
 		case W_FAIL:
@@ -449,6 +457,14 @@ out:
 			ERRNO = saved;
 		return r;
 	}
+}
+
+static ssize_t xfer(struct xfer *x, int kind, int events)
+{
+	struct waitst ws;
+
+	waitst_init(&ws, x->fd, kind, events);
+	return xfer_once(x, kind, &ws);
 }
 
 /* Step a message's buffers past n bytes sent (iov: a copy it may edit). */
@@ -483,30 +499,45 @@ static size_t msg_len(const struct msghdr *m)
 static ssize_t xfer_all(struct xfer *x, int kind, int events)
 {
 	struct msghdr m;
-	struct iovec small[8], *iov = NULL;
+	struct iovec small[8], *iov = small;
 	size_t want = x->msg ? msg_len(x->msg) : x->len, done = 0;
-	ssize_t r = xfer_once(x, kind, events);
-	int saved = ERRNO, fl;
+	struct waitst ws;
+	ssize_t r;
+	int saved, fl;
 
+	/* one wait state, so the socket's timeout bounds the whole call */
+	waitst_init(&ws, x->fd, kind, events);
+	r = xfer_once(x, kind, &ws);
 	if (r <= 0 || (size_t)r >= want)
 		return r;
+	saved = ERRNO;
 	fl = fcntl(x->fd, F_GETFL);
 	if (fl < 0 || (fl & O_NONBLOCK)) {
 		ERRNO = saved;
 		return r;
 	}
+	if (!ws.started) {
+		ws.started = true;	/* the user's descriptor blocks */
+		ws.deadline = sock_timeout(x->fd, ws.opt);
+	}
 	if (x->msg) {
 		m = *x->msg;
-		iov = m.msg_iovlen <= 8 ? small :
-		      malloc(m.msg_iovlen * sizeof(*iov));
-		if (!iov)
+		if (m.msg_iovlen > 8)
+			iov = malloc(m.msg_iovlen * sizeof(*iov));
+		if (!iov) {
+			ERRNO = saved;
 			return r;	/* what was moved so far */
+		}
 		memcpy(iov, m.msg_iov, m.msg_iovlen * sizeof(*iov));
 		m.msg_iov = iov;
 		m.msg_control = NULL;	/* went with the first bytes */
 		m.msg_controllen = 0;
 		x->msg = &m;
 	}
+	/* the kernel's blocking send raises no SIGPIPE once it has sent some
+	 * bytes: it returns the count */
+	if (events == KG_FD_WRITE)
+		x->flags |= MSG_NOSIGNAL;
 	while (r > 0) {
 		done += (size_t)r;
 		if (done >= want)
@@ -515,7 +546,7 @@ static ssize_t xfer_all(struct xfer *x, int kind, int events)
 			iov_skip(x->msg, (size_t)r);
 		else
 			x->buf = (char *)x->buf + r, x->len -= (size_t)r;
-		r = xfer_once(x, kind, events);
+		r = xfer_once(x, kind, &ws);
 	}
 	if (iov != small)
 		free(iov);
@@ -528,14 +559,14 @@ static ssize_t do_recv(struct xfer *x, int kind)
 {
 	if ((x->flags & MSG_WAITALL) && kind == K_STREAM)
 		return xfer_all(x, kind, KG_FD_READ);
-	return xfer_once(x, kind, KG_FD_READ);
+	return xfer(x, kind, KG_FD_READ);
 }
 
-/* Send: everything, on a stream (a datagram goes whole or not at all). */
+/* Send: everything. A datagram or record goes whole at the first send
+ * or not at all; only a stream sends part (also one whose number was
+ * known as a datagram socket's and was reused behind the hooks' back). */
 static ssize_t do_send(struct xfer *x, int kind)
 {
-	if (kind != K_STREAM)
-		return xfer_once(x, kind, KG_FD_WRITE);
 	return xfer_all(x, kind, KG_FD_WRITE);
 }
 
@@ -567,7 +598,7 @@ HOOK ssize_t read(int fd, void *buf, size_t n)
 		return real.read(fd, buf, n);
 	if (!is_sock(kind))
 		x.op = op_read;
-	if (stale(xfer_once(&x, kind, KG_FD_READ), kind, fd, e0, &r))
+	if (stale(xfer(&x, kind, KG_FD_READ), kind, fd, e0, &r))
 		return read(fd, buf, n);
 	return r;
 }
@@ -584,7 +615,7 @@ HOOK ssize_t write(int fd, const void *buf, size_t n)
 		return real.write(fd, buf, n);
 	if (!is_sock(kind)) {
 		x.op = op_write;
-		return xfer_once(&x, kind, KG_FD_WRITE);
+		return xfer(&x, kind, KG_FD_WRITE);
 	}
 	if (kind == K_SEQPACKET)
 		x.flags = MSG_EOR;	/* what write(2) adds on one */
@@ -607,7 +638,7 @@ HOOK ssize_t readv(int fd, const struct iovec *iov, int cnt)
 		return real.readv(fd, iov, cnt);
 	if (!is_sock(kind))
 		x.op = op_read;
-	if (stale(xfer_once(&x, kind, KG_FD_READ), kind, fd, e0, &r))
+	if (stale(xfer(&x, kind, KG_FD_READ), kind, fd, e0, &r))
 		return readv(fd, iov, cnt);
 	return r;
 }
@@ -626,7 +657,7 @@ HOOK ssize_t writev(int fd, const struct iovec *iov, int cnt)
 		return real.writev(fd, iov, cnt);
 	if (!is_sock(kind)) {
 		x.op = op_write;
-		return xfer_once(&x, kind, KG_FD_WRITE);
+		return xfer(&x, kind, KG_FD_WRITE);
 	}
 	if (kind == K_SEQPACKET)
 		x.flags = MSG_EOR;
@@ -635,13 +666,19 @@ HOOK ssize_t writev(int fd, const struct iovec *iov, int cnt)
 	return r;
 }
 
-/* A socket call the hooks take: in a coroutine, on a socket, without the
- * caller's own MSG_DONTWAIT. */
+/*
+ * A socket call the hooks take: in a coroutine, on a socket, without the
+ * caller's own MSG_DONTWAIT, and not one of those that never wait for
+ * readiness the poller reports: MSG_ERRQUEUE (the error queue returns
+ * EAGAIN when empty, never blocks), MSG_OOB (the urgent byte), nor a
+ * MSG_PEEK that must wait for all (each retry would peek the same head).
+ */
 static int sock_kind(int fd, int flags)
 {
 	int kind;
 
-	if (!served() || (flags & MSG_DONTWAIT))
+	if (!served() || (flags & (MSG_DONTWAIT | MSG_ERRQUEUE | MSG_OOB)) ||
+	    (flags & (MSG_PEEK | MSG_WAITALL)) == (MSG_PEEK | MSG_WAITALL))
 		return 0;
 	kind = kind_of(fd);
 	return is_sock(kind) ? kind : 0;
@@ -682,7 +719,7 @@ HOOK ssize_t recvmsg(int fd, struct msghdr *msg, int flags)
 	/* MSG_WAITALL over a message: libc's blocking call does it */
 	if (!msg || (flags & MSG_WAITALL) || !(kind = sock_kind(fd, flags)))
 		return real.recvmsg(fd, msg, flags);
-	return xfer_once(&x, kind, KG_FD_READ);
+	return xfer(&x, kind, KG_FD_READ);
 }
 
 HOOK ssize_t send(int fd, const void *buf, size_t n, int flags)
@@ -762,20 +799,29 @@ HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
 	struct waitst ws = { .fd = fd, .events = KG_FD_READ,
 			     .opt = SO_RCVTIMEO };
-	int kind, r;
+	int kind, r, on = 0, saved;
+	socklen_t olen = sizeof(on);
 
 	need();
 	if (!served() || !is_sock(kind = kind_of(fd)))
 		return real.accept4(fd, addr, len, flags);
+	saved = ERRNO;
 	/* no per-call non-blocking accept: ask poll first */
 	while (not_ready(fd, POLLIN)) {
-		int w = wait_ready(&ws);
+		int w;
 
+		/* not listening: libc fails at once (EINVAL), never waits */
+		if (!ws.started &&
+		    (getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &on, &olen) ||
+		     !on))
+			break;
+		w = wait_ready(&ws);
 		if (w == W_FAIL)
 			return -1;
 		if (w == W_LIBC)
 			break;
 	}
+	ERRNO = saved;
 	r = real.accept4(fd, addr, len, flags);
 	if (r >= 0)
 		kind_set(r, kind);
@@ -812,7 +858,9 @@ HOOK int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	r = real.connect(fd, addr, len);
 	e = ERRNO;
 	fcntl(fd, F_SETFL, fl);
-	if (r == 0 || (e != EINPROGRESS && e != EAGAIN)) {
+	/* EALREADY: an earlier connect timed out (SO_SNDTIMEO) and goes on;
+	 * a blocking connect waits for it as for its own */
+	if (r == 0 || (e != EINPROGRESS && e != EAGAIN && e != EALREADY)) {
 		ERRNO = r ? e : saved;
 		return r;
 	}
@@ -891,7 +939,7 @@ static int poll_park(struct pollfd *fds, nfds_t n, uint64_t deadline)
 		epoll_ctl(ep, EPOLL_CTL_ADD, fds[i].fd, &ev);
 	}
 	r = kg_fd_wait_until(ep, KG_FD_READ, deadline, NULL);
-	kg_sys_close(ep);
+	kg_fd_close(ep);	/* and forget its registration */
 	return r == 0 || r == -ETIMEDOUT ? 0 : -1;
 }
 
@@ -950,19 +998,17 @@ HOOK int __poll_chk(struct pollfd *fds, nfds_t n, int timeout,
  */
 HOOK int close(int fd)
 {
-	struct kg_rt *rt;
-	int r;
+	int r, saved;
 
 	need();
-	rt = kg_rt_current();
-	if (!rt || !rt->hooks || !rt->np || forked) {
+	if (forked || !kg_rt_current()) {
 		r = real.close(fd);
 	} else {
+		/* kg_fd_close reads the runtime safely against its end */
+		saved = ERRNO;
 		r = kg_fd_close(fd);
-		if (r) {
-			ERRNO = -r;
-			r = -1;
-		}
+		ERRNO = r ? -r : saved;
+		r = r ? -1 : 0;
 	}
 	kind_forget(fd);
 	return r;

@@ -159,6 +159,8 @@ static int arm(struct kg_netpoll *np, int fd, struct kg_pollfd *pd,
 {
 	struct epoll_event ev = { .events = events | EPOLLONESHOT };
 
+	int saved = errno;
+
 	ev.data.u64 = (uint64_t)pd->seq << 32 | (uint32_t)fd;
 	if (pd->registered) {
 		if (!epoll_ctl(np->epfd, EPOLL_CTL_MOD, fd, &ev))
@@ -167,6 +169,7 @@ static int arm(struct kg_netpoll *np, int fd, struct kg_pollfd *pd,
 			return -errno;
 		/* the file we registered is gone: this number names another */
 		pd->registered = false;
+		errno = saved;	/* not a failure of the caller's */
 	}
 	pd->seq++;
 	pd->ready[0] = pd->ready[1] = false;	/* about the old file */
@@ -186,8 +189,11 @@ int kg_pollfd_arm(struct kg_netpoll *np, int fd, struct kg_pollfd *pd)
 
 void kg_pollfd_forget(struct kg_netpoll *np, int fd, struct kg_pollfd *pd)
 {
-	if (pd->registered)
-		epoll_ctl(np->epfd, EPOLL_CTL_DEL, fd, NULL);
+	int saved = errno;
+
+	/* fails if the file is gone already: nothing to undo, errno kept */
+	if (pd->registered && epoll_ctl(np->epfd, EPOLL_CTL_DEL, fd, NULL))
+		errno = saved;
 	pd->registered = false;
 	pd->seq++;
 }

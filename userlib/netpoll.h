@@ -45,9 +45,9 @@ struct kg_pollfd {
 	bool ready[2];
 	struct kg_fdwaiter *waiters[2];
 	/* kg_fd_close calls made (a waiter armed before one ends -EBADF),
-	 * and those under way (a wait starting meanwhile ends -EBADF: the
-	 * number is still open, and a registration made now would be
-	 * dropped silently by the close) */
+	 * and those under way (a wait starting meanwhile waits for them to
+	 * end: the number is still open, and a registration made now would
+	 * be dropped silently by the close) */
 	uint32_t closes, closing;
 };
 

@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include "deadlock.h"
+#include "fd.h"
 #include "handoff.h"
 #include "hook.h"
 #include "netpoll.h"
@@ -489,6 +490,8 @@ out:
 	 */
 	pthread_mutex_lock(&rt->lock);
 	pthread_mutex_unlock(&rt->lock);
+	/* a close on a plain thread may still be reading rt (fd.c) */
+	kg_fd_quiesce();
 	if (join_workers(rt))
 		rt_free(rt);
 	else if (rt->ev)
