@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -204,6 +205,47 @@ static inline int run_kg_captured(void (*fn)(void *), void *arg,
 			break;
 	}
 	return r;
+}
+
+/* Raise RLIMIT_NOFILE's soft limit towards need (at most the hard one). */
+static inline void raise_nofile(long need)
+{
+	struct rlimit rl;
+
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)need) {
+		rl.rlim_cur = rl.rlim_max < (rlim_t)need ? rl.rlim_max :
+							    (rlim_t)need;
+		setrlimit(RLIMIT_NOFILE, &rl);
+	}
+}
+
+/*
+ * From a coroutine: receive a 10 ms ticker's ticks for window_ns; the
+ * number received, and the largest gap between two in *gap_ns. A ticker
+ * that keeps ticking beside a load is the test that the load holds no
+ * proc.
+ */
+static inline long tick_for(uint64_t window_ns, uint64_t *gap_ns)
+{
+	kg_ticker_t *tk = kg_ticker_make(10 * 1000000ull);
+	uint64_t t0, last, now, gap = 0;
+	long ticks = 0;
+
+	if (!tk)
+		return 0;
+	t0 = last = kg_now_ns();
+	while (kg_now_ns() - t0 < window_ns) {
+		if (kg_chan_recv(kg_ticker_chan(tk), &now))
+			break;
+		now = kg_now_ns();
+		if (now - last > gap)
+			gap = now - last;
+		last = now;
+		ticks++;
+	}
+	kg_ticker_stop(tk);
+	*gap_ns = gap;
+	return ticks;
 }
 
 #endif /* KG_TEST_H */

@@ -38,17 +38,6 @@
 
 #ifdef KG_HAVE_NETLIBS
 
-static void raise_nofile(long need)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)need) {
-		rl.rlim_cur = rl.rlim_max < (rlim_t)need ? rl.rlim_max :
-							    (rlim_t)need;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
-}
-
 /* A free port on 127.0.0.1 (bound, read, released). */
 static int free_port(void)
 {

@@ -393,10 +393,9 @@ static void idle_waiter(void *p)
 
 static void idle_main(void *p)
 {
-	kg_ticker_t *tk;
 	struct kg_stats st;
-	uint64_t t0, last, now, gap = 0;
-	long i, n = IDLE, ticks = 0;
+	uint64_t t0, gap = 0;
+	long i, n = IDLE, ticks;
 
 	(void)p;
 	idle_fds = calloc((size_t)n, sizeof(*idle_fds));
@@ -404,17 +403,7 @@ static void idle_main(void *p)
 		CO_CHECK(pair(idle_fds[i]) == 0, "socketpair %ld", i);
 		CO_CHECK(kg_go(idle_waiter, (void *)(intptr_t)i) > 0, "go");
 	}
-	tk = kg_ticker_make(10 * MS);
-	t0 = last = kg_now_ns();
-	while (kg_now_ns() - t0 < 200 * MS) {
-		CO_CHECK(kg_chan_recv(kg_ticker_chan(tk), &now) == 0, "tick");
-		now = kg_now_ns();
-		if (now - last > gap)
-			gap = now - last;
-		last = now;
-		ticks++;
-	}
-	kg_ticker_stop(tk);
+	ticks = tick_for(200 * MS, &gap);
 	CO_CHECK(kg_stats(&st) == 0, "stats");
 	TH_LOG("%ld idle connections: %ld ticks in 200 ms, largest gap %.1f ms, "
 	       "%u workers", n, ticks, gap / 1e6, st.workers);
@@ -434,17 +423,6 @@ static void idle_main(void *p)
 		close(idle_fds[i][1]);
 	}
 	free(idle_fds);
-}
-
-static void raise_nofile(long need)
-{
-	struct rlimit rl;
-
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)need) {
-		rl.rlim_cur = rl.rlim_max < (rlim_t)need ? rl.rlim_max :
-							    (rlim_t)need;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
 }
 
 TEST(many_idle_connections_and_a_ticker)

@@ -1287,9 +1287,8 @@ static void idle_co(void *p)
 static void idle_main(void *p)
 {
 	long i, n = idle_n, tk_count = 0;
-	uint64_t t0, last, gap = 0, now;
+	uint64_t gap = 0;
 	struct kg_stats st;
-	kg_ticker_t *tk;
 
 	(void)p;
 	idle_fds = calloc((size_t)n, sizeof(*idle_fds));
@@ -1302,17 +1301,7 @@ static void idle_main(void *p)
 		}
 		kg_go(idle_co, (void *)(intptr_t)i);
 	}
-	tk = kg_ticker_make(10 * MS);
-	t0 = last = kg_now_ns();
-	while (kg_now_ns() - t0 < 300 * MS) {
-		CO_CHECK(kg_chan_recv(kg_ticker_chan(tk), &now) == 0, "tick");
-		now = kg_now_ns();
-		if (now - last > gap)
-			gap = now - last;
-		last = now;
-		tk_count++;
-	}
-	kg_ticker_stop(tk);
+	tk_count = tick_for(300 * MS, &gap);
 	CO_CHECK(kg_stats(&st) == 0, "stats");
 	TH_LOG("%ld coroutines in read(): %ld ticks in 300 ms, largest gap "
 	       "%.1f ms, %u workers", n, tk_count, gap / 1e6, st.workers);
@@ -1334,11 +1323,7 @@ TEST_TIMEOUT(ten_thousand_idle_reads_and_a_ticker, 120)
 	long need = 2 * IDLE + 64;
 
 	idle_n = IDLE;
-	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)need) {
-		rl.rlim_cur = rl.rlim_max < (rlim_t)need ? rl.rlim_max :
-							    (rlim_t)need;
-		setrlimit(RLIMIT_NOFILE, &rl);
-	}
+	raise_nofile(need);
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < (rlim_t)need)
 		idle_n = ((long)rl.rlim_cur - 64) / 2;	/* what it allows */
 	if (idle_n < 1000)
