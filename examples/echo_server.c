@@ -29,6 +29,9 @@
  *		}
  *	}
  *
+ * The whole Go program, with the same self-test, is examples/go/echo_server
+ * (examples.sh runs both).
+ *
  * In C the sockets are non-blocking and each call that would block waits
  * in kg_fd_wait: the coroutine parks and its thread serves the others, so
  * 10,000 idle connections cost 10,000 small stacks, not 10,000 threads.

@@ -12,6 +12,9 @@
  *		srv.ListenAndServe()
  *	}
  *
+ * The whole Go program, with the same self-test, is examples/go/http_server
+ * (examples.sh runs both).
+ *
  * Each connection reads requests (a request line and headers; a body of
  * Content-Length bytes is read and dropped), answers each with 200 and a
  * short text, and keeps the connection open unless the client says

@@ -9,7 +9,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 dir=${KG_EXAMPLES_DIR:-$here/../examples}
 
 echo "TAP version 13"
-echo "1..13"
+echo "1..15"
 fail=0
 
 # demo: 100000 coroutines (fewer under sanitizers); it checks its result
@@ -137,4 +137,18 @@ EXARGS="--selftest $conns" example echo_server \
 	1 "^$conns clients x 100 round trips: ok\$"
 EXARGS="--selftest $conns" example http_server \
 	1 "^$conns keep-alive clients x 100 requests: ok\$"
+# their Go twins (examples/go/), built where Go is installed: the same
+# self-test, the same line
+for twin in echo_server http_server; do
+	if [ ! -x "$dir/go-$twin" ]; then
+		t=$((t + 1))
+		echo "ok $t go-$twin # SKIP not built (no Go here)"
+		continue
+	fi
+	case $twin in
+	echo_server) line="^$conns clients x 100 round trips: ok\$" ;;
+	*) line="^$conns keep-alive clients x 100 requests: ok\$" ;;
+	esac
+	EXARGS="--selftest $conns" example "go-$twin" 1 "$line"
+done
 exit $fail
