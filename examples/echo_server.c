@@ -32,9 +32,12 @@
  * The whole Go program, with the same self-test, is examples/go/echo_server
  * (examples.sh runs both).
  *
- * In C the sockets are non-blocking and each call that would block waits
+ * Here the sockets are non-blocking and each call that would block waits
  * in kg_fd_wait: the coroutine parks and its thread serves the others, so
  * 10,000 idle connections cost 10,000 small stacks, not 10,000 threads.
+ * (Plain blocking accept, read and write park the same way, through
+ * libkgreen's own: Documentation/net.md; this is the explicit form, for
+ * code that manages its descriptors itself.)
  *
  *   echo_server [PORT]           serve 127.0.0.1:PORT (default 7000; 0:
  *                                any free port) until killed
