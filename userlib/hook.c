@@ -123,7 +123,7 @@ static struct {
 static pthread_once_t resolved = PTHREAD_ONCE_INIT;
 /* set in a child forked while the runtime ran: it has one thread and no
  * scheduler, so everything goes to libc there (until it runs its own) */
-static bool forked;
+static _Atomic bool forked;	/* relaxed: a flag, read by any thread */
 
 static void *find(const char *name)
 {
@@ -138,7 +138,7 @@ static void *find(const char *name)
 static void after_fork_child(void)
 {
 	if (kg_rt_current())
-		forked = true;
+		atomic_store_explicit(&forked, true, memory_order_relaxed);
 }
 
 static void resolve(void)
@@ -159,7 +159,8 @@ static inline void need(void)
 void kg_hooks_init(void)
 {
 	need();
-	forked = false;		/* a runtime starts in this process */
+	/* a runtime starts in this process */
+	atomic_store_explicit(&forked, false, memory_order_relaxed);
 }
 
 /*
@@ -172,7 +173,7 @@ static struct kg_worker *served(void)
 	struct kg_worker *w = kg_tls_worker;
 
 	if (kg_likely(!w) || w->cur == &w->g0 || !w->rt->hooks ||
-	    !w->rt->np || forked)
+	    !w->rt->np || atomic_load_explicit(&forked, memory_order_relaxed))
 		return NULL;
 	return kg_sysmon_marked(w) ? NULL : w;
 }
@@ -1020,7 +1021,8 @@ HOOK int close(int fd)
 	int r, saved;
 
 	need();
-	if (forked || !kg_rt_current() || plain_file(fd)) {
+	if (atomic_load_explicit(&forked, memory_order_relaxed) ||
+	    !kg_rt_current() || plain_file(fd)) {
 		r = real.close(fd);
 	} else {
 		/* kg_fd_close reads the runtime safely against its end */
