@@ -141,25 +141,29 @@ static void writer(void *p)
 static void write_main(void *p)
 {
 	char buf[4096];
-	long drained = 0;
+	long drained = 0, filled = 0;
 	ssize_t r;
 
 	(void)p;
 	CO_CHECK(pair(sv) == 0, "socketpair");
 	/* fill the send buffer until the write would block */
-	while (write(sv[1], buf, sizeof(buf)) > 0)
-		;
+	while ((r = write(sv[1], buf, sizeof(buf))) > 0)
+		filled += r;
 	CO_CHECK(errno == EAGAIN, "errno %d", errno);
 	CO_CHECK(kg_go(writer, NULL) > 0, "go");
 	kg_sleep(20 * MS);
 	CO_CHECK(atomic_load(&writer_res) == 1, "writer did not wait");
-	while (atomic_load(&writer_res) == 1) {
-		r = co_read(sv[0], buf, sizeof(buf), 1000 * (int64_t)MS);
+	/* everything: what filled the buffer, then the writer's 64 KiB (its
+	 * last bytes may come before it says it is done) */
+	while (drained < filled + (1 << 16)) {
+		r = co_read(sv[0], buf, sizeof(buf), 5000 * (int64_t)MS);
 		CO_CHECK(r > 0, "read %zd", r);
 		if (r <= 0)
 			break;
 		drained += r;
 	}
+	while (atomic_load(&writer_res) == 1)
+		kg_sleep(MS);
 	CO_CHECK(atomic_load(&writer_res) == 0, "writer: %d",
 		 atomic_load(&writer_res));
 	CO_CHECK(drained > 0, "drained");

@@ -997,23 +997,21 @@ HOOK int __poll_chk(struct pollfd *fds, nfds_t n, int timeout,
  * From any thread while the runtime runs: the waits on fd end with EBADF
  * first (kg_fd_close), then the number is closed.
  */
-/* Is fd a regular file, directory or block device (no poller waits on
- * one)? Allocates nothing: close may be called from anywhere, sanitizer
- * runtimes' own symbolizers included. */
+/*
+ * Is fd a regular file, directory or block device (no poller waits on
+ * one)? Asked of the kernel, not the cache: a number reused behind the
+ * hooks' back (open, fopen) must not be taken for the socket it was.
+ * Allocates nothing: close may be called from anywhere, sanitizer
+ * runtimes' own symbolizers included (they open and close ELF files).
+ */
 static bool plain_file(int fd)
 {
-	_Atomic uint8_t *k = kind_slot(fd, false);
-	int kind = k ? atomic_load_explicit(k, memory_order_relaxed) :
-		       K_UNKNOWN;
-	int saved;
 	struct stat st;
+	int saved = ERRNO, type;
 
-	if (kind != K_UNKNOWN)
-		return kind == K_PLAIN;
-	saved = ERRNO;
-	kind = fstat(fd, &st) ? 0 : st.st_mode & S_IFMT;
+	type = fstat(fd, &st) ? 0 : st.st_mode & S_IFMT;
 	ERRNO = saved;
-	return kind == S_IFREG || kind == S_IFDIR || kind == S_IFBLK;
+	return type == S_IFREG || type == S_IFDIR || type == S_IFBLK;
 }
 
 HOOK int close(int fd)
