@@ -5,6 +5,7 @@
  * libkgreen.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
 #include <errno.h>
 #include <pthread.h>
 #include <linux/futex.h>
@@ -205,6 +206,22 @@ __attribute__((noinline)) struct kg_worker *kg_worker_self(void)
 {
 	__asm__ __volatile__("" ::: "memory");
 	return kg_tls_worker;
+}
+
+int kg_sys_close(int fd)
+{
+	static _Atomic(int (*)(int)) libc_close;
+	int (*f)(int) = atomic_load_explicit(&libc_close, memory_order_relaxed);
+
+	if (kg_unlikely(!f)) {
+		/* RTLD_NEXT from here: libc's (or a sanitizer's), never the
+		 * program's own close that hook.c defines */
+		f = (int (*)(int))dlsym(RTLD_NEXT, "close");
+		if (!f)
+			return (int)syscall(SYS_close, fd);
+		atomic_store_explicit(&libc_close, f, memory_order_relaxed);
+	}
+	return f(fd);
 }
 
 int *kg_errno_location(void)

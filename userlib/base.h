@@ -151,10 +151,14 @@ static inline void kg_unlock(kg_lock_t *l)
 
 /*
  * The library's own reads, writes, closes and sleeps (its eventfds, epoll
- * sets, a plain thread's nap) go straight to the kernel: libkgreen defines
- * read, write, close and nanosleep for the program (hook.c), and must not
- * go through those itself. Each returns as libc's does (-1 and errno).
+ * sets, a plain thread's nap) must not go through the read, write, close
+ * and nanosleep libkgreen defines for the program (hook.c). Reads, writes
+ * and sleeps go straight to the kernel; closes go to libc's close (the
+ * next definition after libkgreen's), so that what intercepts libc (a
+ * sanitizer's descriptor bookkeeping) sees every descriptor end. Each
+ * returns as libc's does (-1 and errno).
  */
+int kg_sys_close(int fd);
 static inline ssize_t kg_sys_read(int fd, void *buf, size_t n)
 {
 	return syscall(SYS_read, fd, buf, n);
@@ -163,11 +167,6 @@ static inline ssize_t kg_sys_read(int fd, void *buf, size_t n)
 static inline ssize_t kg_sys_write(int fd, const void *buf, size_t n)
 {
 	return syscall(SYS_write, fd, buf, n);
-}
-
-static inline int kg_sys_close(int fd)
-{
-	return (int)syscall(SYS_close, fd);
 }
 
 static inline int kg_sys_nanosleep(const struct timespec *req,
