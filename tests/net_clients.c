@@ -319,14 +319,16 @@ TEST_TIMEOUT(libcurl_from_coroutines_against_a_plain_server, 120)
 	ASSERT_EQ(0, co_failures());
 }
 
+TEST_HARNESS_MAIN
+
 #else
 
-TEST(client_libraries)
+/* the whole suite needs the libraries: one skip line for prove */
+int main(void)
 {
-	SKIP(return, "built without libhiredis-dev and libcurl4-openssl-dev "
-		     "(tools/install-deps build)");
+	printf("1..0 # SKIP built without libhiredis-dev and "
+	       "libcurl4-openssl-dev (tools/install-deps build)\n");
+	return 0;
 }
 
 #endif /* KG_HAVE_NETLIBS */
-
-TEST_HARNESS_MAIN
