@@ -315,6 +315,20 @@ static uint64_t sock_timeout(int fd, int opt)
  * EBADF: closed meanwhile), or W_LIBC: the poller cannot wait for this
  * descriptor, make the blocking call.
  */
+static void waitst_init(struct waitst *ws, int fd, int kind, int events)
+{
+	*ws = (struct waitst){ .fd = fd, .events = events };
+	if (is_sock(kind))
+		ws->opt = events == KG_FD_READ ? SO_RCVTIMEO : SO_SNDTIMEO;
+}
+
+/* The user's descriptor is known to block: the call's deadline starts. */
+static void waitst_start(struct waitst *ws)
+{
+	ws->deadline = sock_timeout(ws->fd, ws->opt);
+	ws->started = true;
+}
+
 static int wait_ready(struct waitst *ws)
 {
 	int r;
@@ -326,8 +340,7 @@ static int wait_ready(struct waitst *ws)
 			ERRNO = fl < 0 ? ERRNO : EAGAIN;
 			return W_FAIL;
 		}
-		ws->deadline = sock_timeout(ws->fd, ws->opt);
-		ws->started = true;
+		waitst_start(ws);
 	}
 	r = kg_fd_wait_until(ws->fd, ws->events, ws->deadline, NULL);
 	switch (r) {
@@ -419,45 +432,32 @@ static ssize_t op_write(struct xfer *x, int flags)
  * pollable descriptor after poll says it is ready (readiness lost to a
  * racing reader makes libc's call block, which the handoff covers).
  */
-static void waitst_init(struct waitst *ws, int fd, int kind, int events)
-{
-	*ws = (struct waitst){ .fd = fd, .events = events };
-	if (is_sock(kind))
-		ws->opt = events == KG_FD_READ ? SO_RCVTIMEO : SO_SNDTIMEO;
-}
-
 static ssize_t xfer_once(struct xfer *x, int kind, struct waitst *ws)
 {
-	int saved = ERRNO;
+	int saved = ERRNO, w;
+	ssize_t r;
 
 	for (;;) {
-		ssize_t r;
-		int e;
-
 		if (is_sock(kind)) {
 			r = x->op(x, x->flags | MSG_DONTWAIT);
-			e = ERRNO;
-			if (r >= 0 || (e != EAGAIN && e != EWOULDBLOCK))
-				goto out;
+			if (r >= 0 || (ERRNO != EAGAIN && ERRNO != EWOULDBLOCK))
+				break;
 		} else if (!not_ready(x->fd, ws->events == KG_FD_READ ?
 					     POLLIN : POLLOUT)) {
 			r = x->op(x, x->flags);
-			goto out;
+			break;
 		}
-		switch (wait_ready(ws)) {
-		case W_AGAIN:
-			continue;
-		case W_FAIL:
+		w = wait_ready(ws);
+		if (w == W_FAIL)
 			return -1;
-		default:
+		if (w == W_LIBC) {
 			r = x->op(x, x->flags);
-			goto out;
+			break;
 		}
-out:
-		if (r >= 0)
-			ERRNO = saved;
-		return r;
 	}
+	if (r >= 0)
+		ERRNO = saved;
+	return r;
 }
 
 static ssize_t xfer(struct xfer *x, int kind, int events)
@@ -492,10 +492,13 @@ static size_t msg_len(const struct msghdr *m)
 }
 
 /*
- * A stream transfer the blocking call completes: a send of everything, a
- * recv with MSG_WAITALL. Partial progress is returned when an error or
- * the timeout ends it, or at once if the user made the socket
- * non-blocking; an end of file ends a receive.
+ * A transfer the blocking call completes: a send of everything, a recv
+ * with MSG_WAITALL on a stream. Partial progress is returned when an
+ * error or the timeout ends it, or at once if the user made the socket
+ * non-blocking; an end of file ends a receive. (A datagram or record goes
+ * whole at the first send or not at all: only a stream sends part, also
+ * one whose number was known as a datagram socket's and was reused
+ * behind the hooks' back.)
  */
 static ssize_t xfer_all(struct xfer *x, int kind, int events)
 {
@@ -517,10 +520,8 @@ static ssize_t xfer_all(struct xfer *x, int kind, int events)
 		ERRNO = saved;
 		return r;
 	}
-	if (!ws.started) {
-		ws.started = true;	/* the user's descriptor blocks */
-		ws.deadline = sock_timeout(x->fd, ws.opt);
-	}
+	if (!ws.started)
+		waitst_start(&ws);	/* the user's descriptor blocks */
 	if (x->msg) {
 		m = *x->msg;
 		if (m.msg_iovlen > 8)
@@ -563,108 +564,92 @@ static ssize_t do_recv(struct xfer *x, int kind)
 	return xfer(x, kind, KG_FD_READ);
 }
 
-/* Send: everything. A datagram or record goes whole at the first send
- * or not at all; only a stream sends part (also one whose number was
- * known as a datagram socket's and was reused behind the hooks' back). */
-static ssize_t do_send(struct xfer *x, int kind)
-{
-	return xfer_all(x, kind, KG_FD_WRITE);
-}
-
 /*
- * A read or write made as a socket call (r its result) failed with
- * ENOTSOCK: the number's kind went stale (see the top). Forget it and
- * restore errno0 (errno when the call began); the caller makes its call
- * again, which looks at the descriptor anew.
+ * read, readv, write, writev (x: the buffer or the message) on a
+ * descriptor of kind, which is not plain. On a socket they are recv and
+ * send (write adds MSG_EOR on a SOCK_SEQPACKET one, as write(2) does; a
+ * send completes); on another pollable descriptor, themselves after poll.
+ * A socket call that fails with ENOTSOCK found the number's kind stale
+ * (see the top): it is looked at anew and the call made again, with
+ * errno as it was when the call began.
  */
-static bool stale(ssize_t r, int kind, int fd, int errno0, ssize_t *out)
+static ssize_t rw(struct xfer *x, int kind, int events)
 {
-	*out = r;
-	if (r >= 0 || !is_sock(kind) || ERRNO != ENOTSOCK)
-		return false;
-	kind_forget(fd);
-	ERRNO = errno0;		/* as it was before the call */
-	return true;
+	bool rd = events == KG_FD_READ;
+	int e0 = ERRNO;
+	ssize_t r;
+
+	if (!is_sock(kind)) {
+		x->op = rd ? op_read : op_write;
+		return xfer(x, kind, events);
+	}
+	if (rd) {
+		x->op = x->msg ? op_recvmsg : op_recv;
+		r = xfer(x, kind, events);
+	} else {
+		x->op = x->msg ? op_sendmsg : op_send;
+		x->flags = kind == K_SEQPACKET ? MSG_EOR : 0;
+		r = xfer_all(x, kind, events);
+	}
+	if (r >= 0 || ERRNO != ENOTSOCK)
+		return r;
+	kind_forget(x->fd);
+	ERRNO = e0;
+	kind = kind_of(x->fd);
+	if (kind == K_PLAIN || is_sock(kind))
+		return rd ? op_read(x, 0) : op_write(x, 0);
+	return rw(x, kind, events);
 }
 
 HOOK ssize_t read(int fd, void *buf, size_t n)
 {
-	struct xfer x = { .fd = fd, .buf = buf, .len = n, .op = op_recv };
-	ssize_t r;
-	int kind, e0 = ERRNO;
+	struct xfer x = { .fd = fd, .buf = buf, .len = n };
+	int kind;
 
 	need();
 	/* (0 bytes: a datagram socket's recv would consume one) */
 	if (!served() || !n || (kind = kind_of(fd)) == K_PLAIN)
 		return real.read(fd, buf, n);
-	if (!is_sock(kind))
-		x.op = op_read;
-	if (stale(xfer(&x, kind, KG_FD_READ), kind, fd, e0, &r))
-		return read(fd, buf, n);
-	return r;
+	return rw(&x, kind, KG_FD_READ);
 }
 
 HOOK ssize_t write(int fd, const void *buf, size_t n)
 {
-	struct xfer x = { .fd = fd, .buf = (void *)buf, .len = n,
-			  .op = op_send };
-	ssize_t r;
-	int kind, e0 = ERRNO;
+	struct xfer x = { .fd = fd, .buf = (void *)buf, .len = n };
+	int kind;
 
 	need();
 	if (!served() || (kind = kind_of(fd)) == K_PLAIN)
 		return real.write(fd, buf, n);
-	if (!is_sock(kind)) {
-		x.op = op_write;
-		return xfer(&x, kind, KG_FD_WRITE);
-	}
-	if (kind == K_SEQPACKET)
-		x.flags = MSG_EOR;	/* what write(2) adds on one */
-	if (stale(do_send(&x, kind), kind, fd, e0, &r))
-		return write(fd, buf, n);
-	return r;
+	return rw(&x, kind, KG_FD_WRITE);
 }
 
 HOOK ssize_t readv(int fd, const struct iovec *iov, int cnt)
 {
 	struct msghdr m = { .msg_iov = (struct iovec *)iov,
 			    .msg_iovlen = cnt > 0 ? (size_t)cnt : 0 };
-	struct xfer x = { .fd = fd, .msg = &m, .op = op_recvmsg };
-	ssize_t r;
-	int kind, e0 = ERRNO;
+	struct xfer x = { .fd = fd, .msg = &m };
+	int kind;
 
 	need();
 	if (!served() || cnt <= 0 || cnt > IOV_MAX || !msg_len(&m) ||
 	    (kind = kind_of(fd)) == K_PLAIN)
 		return real.readv(fd, iov, cnt);
-	if (!is_sock(kind))
-		x.op = op_read;
-	if (stale(xfer(&x, kind, KG_FD_READ), kind, fd, e0, &r))
-		return readv(fd, iov, cnt);
-	return r;
+	return rw(&x, kind, KG_FD_READ);
 }
 
 HOOK ssize_t writev(int fd, const struct iovec *iov, int cnt)
 {
 	struct msghdr m = { .msg_iov = (struct iovec *)iov,
 			    .msg_iovlen = cnt > 0 ? (size_t)cnt : 0 };
-	struct xfer x = { .fd = fd, .msg = &m, .op = op_sendmsg };
-	ssize_t r;
-	int kind, e0 = ERRNO;
+	struct xfer x = { .fd = fd, .msg = &m };
+	int kind;
 
 	need();
 	if (!served() || cnt <= 0 || cnt > IOV_MAX ||
 	    (kind = kind_of(fd)) == K_PLAIN)
 		return real.writev(fd, iov, cnt);
-	if (!is_sock(kind)) {
-		x.op = op_write;
-		return xfer(&x, kind, KG_FD_WRITE);
-	}
-	if (kind == K_SEQPACKET)
-		x.flags = MSG_EOR;
-	if (stale(do_send(&x, kind), kind, fd, e0, &r))
-		return writev(fd, iov, cnt);
-	return r;
+	return rw(&x, kind, KG_FD_WRITE);
 }
 
 /*
@@ -732,7 +717,7 @@ HOOK ssize_t send(int fd, const void *buf, size_t n, int flags)
 	need();
 	if (!(kind = sock_kind(fd, flags)))
 		return real.send(fd, buf, n, flags);
-	return do_send(&x, kind);
+	return xfer_all(&x, kind, KG_FD_WRITE);
 }
 
 HOOK ssize_t sendto(int fd, const void *buf, size_t n, int flags,
@@ -746,7 +731,7 @@ HOOK ssize_t sendto(int fd, const void *buf, size_t n, int flags,
 	need();
 	if (!(kind = sock_kind(fd, flags)))
 		return real.sendto(fd, buf, n, flags, to, tolen);
-	return do_send(&x, kind);
+	return xfer_all(&x, kind, KG_FD_WRITE);
 }
 
 HOOK ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
@@ -761,7 +746,7 @@ HOOK ssize_t sendmsg(int fd, const struct msghdr *msg, int flags)
 	    !(kind = sock_kind(fd, flags)))
 		return real.sendmsg(fd, msg, flags);
 	m = *msg;		/* a partial send edits the copy */
-	return do_send(&x, kind);
+	return xfer_all(&x, kind, KG_FD_WRITE);
 }
 
 /* glibc's _FORTIFY_SOURCE versions: the same bound check, then the hook
@@ -798,14 +783,14 @@ HOOK ssize_t __recvfrom_chk(int fd, void *buf, size_t n, size_t buflen,
 
 HOOK int accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
 {
-	struct waitst ws = { .fd = fd, .events = KG_FD_READ,
-			     .opt = SO_RCVTIMEO };
+	struct waitst ws;
 	int kind, r, on = 0, saved;
 	socklen_t olen = sizeof(on);
 
 	need();
 	if (!served() || !is_sock(kind = kind_of(fd)))
 		return real.accept4(fd, addr, len, flags);
+	waitst_init(&ws, fd, kind, KG_FD_READ);
 	saved = ERRNO;
 	/* no per-call non-blocking accept: ask poll first */
 	while (not_ready(fd, POLLIN)) {
@@ -841,13 +826,12 @@ HOOK int accept(int fd, struct sockaddr *addr, socklen_t *len)
  */
 HOOK int connect(int fd, const struct sockaddr *addr, socklen_t len)
 {
-	struct waitst ws = { .fd = fd, .events = KG_FD_WRITE,
-			     .opt = SO_SNDTIMEO };
-	int fl, r, e, saved, err = 0;
+	struct waitst ws;
+	int fl, r, e, saved, kind, err = 0;
 	socklen_t elen = sizeof(err);
 
 	need();
-	if (!served() || !is_sock(kind_of(fd)))
+	if (!served() || !is_sock(kind = kind_of(fd)))
 		return real.connect(fd, addr, len);
 	saved = ERRNO;
 	fl = fcntl(fd, F_GETFL);
@@ -867,8 +851,8 @@ HOOK int connect(int fd, const struct sockaddr *addr, socklen_t len)
 	}
 	if (e == EAGAIN)	/* a full AF_UNIX backlog: libc waits */
 		return real.connect(fd, addr, len);
-	ws.started = true;	/* the user's socket blocks */
-	ws.deadline = sock_timeout(fd, SO_SNDTIMEO);
+	waitst_init(&ws, fd, kind, KG_FD_WRITE);
+	waitst_start(&ws);	/* the user's socket blocks */
 	switch (wait_ready(&ws)) {
 	case W_FAIL:
 		if (ERRNO == EAGAIN)

@@ -158,7 +158,6 @@ static int arm(struct kg_netpoll *np, int fd, struct kg_pollfd *pd,
 	       uint32_t events)
 {
 	struct epoll_event ev = { .events = events | EPOLLONESHOT };
-
 	int saved = errno;
 
 	ev.data.u64 = (uint64_t)pd->seq << 32 | (uint32_t)fd;
