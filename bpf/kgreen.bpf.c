@@ -103,13 +103,56 @@ slot_of(struct task_struct *t, __u32 *wi, struct kg_shared **shp)
 	return &sh->workers[w];
 }
 
+/*
+ * Detach proc p from worker wi (slot ws), on that worker's own CPU: at its
+ * blocking switch, or (slice) at a scheduler tick that interrupted it after
+ * one coroutine ran for a whole time slice. true if detached.
+ */
+static __always_inline bool detach(struct kg_shared *sh,
+				   struct kg_worker_slot *ws, __u32 wi, __u32 p,
+				   __u64 now, bool slice)
+{
+	struct kg_handoff_event *ev;
+	struct kg_proc_slot *ps = &sh->procs[p];
+
+	/* reserve first: never detach a proc nobody would hear about */
+	ev = bpf_ringbuf_reserve(&kg_events, sizeof(*ev), 0);
+	if (!ev)
+		return false;
+	/* a place among the hogs out (hdr.slice_out), given back below
+	 * if the proc is not ours to take after all */
+	if (slice && !kg_slice_enter(sh)) {
+		bpf_ringbuf_discard(ev, 0);
+		return false;
+	}
+	/*
+	 * Full barrier; pairs with the CAS of libkgreen's kg_proc_acquire()
+	 * and kg_proc_release() (userlib/handoff.c): one side wins the owner.
+	 */
+	if (__sync_val_compare_and_swap(&ps->owner, wi, KG_OWNER_DETACHED) !=
+	    wi) {
+		if (slice)
+			kg_slice_undo(sh);
+		bpf_ringbuf_discard(ev, 0);
+		return false;
+	}
+	/* counted before proc reads NONE: the worker reads it after */
+	if (slice)
+		WRITE_ONCE(ws->preempts, ws->preempts + 1);
+	WRITE_ONCE(ws->proc, KG_PROC_NONE);
+	ev->proc = p;
+	ev->worker = wi;
+	ev->ts_ns = now;
+	/* the standby sleeps in epoll: wake it now, not at the next batch */
+	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
+	return true;
+}
+
 /* prev, a worker, leaves its CPU to sleep: detach its proc if that pays. */
 static __always_inline void on_block(struct task_struct *prev, __u64 now)
 {
-	struct kg_handoff_event *ev;
 	struct kg_worker_stats *st;
 	struct kg_worker_slot *ws;
-	struct kg_proc_slot *ps;
 	struct kg_shared *sh;
 	__u32 wi, p;
 
@@ -135,27 +178,7 @@ static __always_inline void on_block(struct task_struct *prev, __u64 now)
 	default:
 		return;
 	}
-	ps = &sh->procs[p];
-	/* reserve first: never detach a proc nobody would hear about */
-	ev = bpf_ringbuf_reserve(&kg_events, sizeof(*ev), 0);
-	if (!ev)
-		return;
-	/*
-	 * Full barrier; pairs with the CAS of libkgreen's kg_proc_acquire()
-	 * and kg_proc_release() (userlib/handoff.c): one side wins the owner.
-	 */
-	if (__sync_val_compare_and_swap(&ps->owner, wi, KG_OWNER_DETACHED) !=
-	    wi) {
-		bpf_ringbuf_discard(ev, 0);
-		return;
-	}
-	WRITE_ONCE(ws->proc, KG_PROC_NONE);
-	ev->proc = p;
-	ev->worker = wi;
-	ev->ts_ns = now;
-	/* the standby sleeps in epoll: wake it now, not at the next batch */
-	bpf_ringbuf_submit(ev, BPF_RB_FORCE_WAKEUP);
-	if (st)
+	if (detach(sh, ws, wi, p, now, false) && st)
 		__sync_fetch_and_add(&st->handoffs, 1);
 }
 
@@ -195,6 +218,42 @@ int BPF_PROG(kg_sched_switch, bool preempt, struct task_struct *prev,
 		on_block(prev, now);
 	if (run)
 		on_run(next, now);
+	return 0;
+}
+
+/*
+ * A timer interrupt (hrtimer_expire_entry: among them the scheduler tick,
+ * every 1/HZ s on each busy CPU), in the interrupt on the CPU it
+ * interrupted: if that was a worker whose coroutine has run for a whole
+ * slice (kg_slice_due) and whose proc has work, take the proc, as at a
+ * block. The worker is interrupted on this CPU, so the detach rule's
+ * program-order argument holds here as at its switch; it runs on without
+ * its proc and finds it gone at its next kgreen call. A stable tracepoint
+ * rather than the tick's function, whose name changed (scheduler_tick,
+ * sched_tick) and which fentry may not be allowed to patch. Timers of
+ * other processes pay one compare; soft timers run in ksoftirqd or after
+ * a hard interrupt, where current is not a worker or is one interrupted.
+ */
+SEC("tp_btf/hrtimer_expire_entry")
+int BPF_PROG(kg_tick, struct hrtimer *hrtimer, ktime_t *now_unused)
+{
+	struct task_struct *t = bpf_get_current_task_btf();
+	struct kg_worker_slot *ws;
+	struct kg_shared *sh;
+	__u64 now;
+	__u32 wi, p;
+
+	if (t->tgid != kg_tgid)
+		return 0;
+	ws = slot_of(t, &wi, &sh);
+	if (!ws)
+		return 0;
+	now = bpf_ktime_get_ns();
+	if (!kg_slice_due(sh, ws, &ws->slice_switches, &ws->slice_since, now))
+		return 0;
+	if (kg_detach_rule(sh, ws, &p) != KG_DETACH_YES)
+		return 0;
+	detach(sh, ws, wi, p, now, true);
 	return 0;
 }
 

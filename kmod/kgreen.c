@@ -13,6 +13,13 @@
  * irq_work, run once the runqueue lock is dropped, wakes a spare worker
  * sleeping in KG_IOC_WAIT, which returns with the record.
  *
+ * Time slices. A per-process timer (soft hrtimer, every quarter slice while
+ * a worker is on a CPU) looks at each worker's switch count
+ * (kg_slice_due); when one coroutine has run a whole slice and its proc
+ * has work, it sends an IPI to the worker's CPU, and the handler, which
+ * interrupted the worker there, takes the proc as at a block: same CPU,
+ * same rule, same record. The worker runs on without it.
+ *
  * Nothing here touches user memory from the scheduler path: the shared
  * state is the module's own vmalloc area, also mapped into the process.
  * Userspace may write anything into it; the module range-checks every
@@ -36,6 +43,7 @@
 #include <linux/atomic.h>
 #include <linux/debugfs.h>
 #include <linux/fs.h>
+#include <linux/hrtimer.h>
 #include <linux/irq_work.h>
 #include <linux/kref.h>
 #include <linux/llist.h>
@@ -51,8 +59,10 @@
 #include <linux/sched/task.h>
 #include <linux/seq_file.h>
 #include <linux/slab.h>
+#include <linux/smp.h>
 #include <linux/spinlock.h>
 #include <linux/uaccess.h>
+#include <linux/version.h>
 #include <linux/vmalloc.h>
 #include <linux/wait.h>
 #include <linux/workqueue.h>
@@ -96,6 +106,12 @@ struct kg_kworker {
 	bool blocked;
 	u64 blocked_at;
 	struct llist_node reap;
+	/* time slices: the timer's memory of the slot (kg_slice_due) */
+	u64 slice_seen, slice_since;
+	/* the IPI to the worker's CPU; ipi_busy is 1 from its sending to
+	 * the end of its handler (the reaper waits for 0) */
+	call_single_data_t csd;
+	atomic_t ipi_busy;
 };
 
 /* One open of /dev/kgreen: one process's workers and shared state. */
@@ -111,6 +127,14 @@ struct kg_ctx {
 	struct mutex lock;
 	struct kg_kworker __rcu *workers[KG_MAX_WORKERS];
 	u32 nworkers;
+	u32 hi_worker;			/* 1 + highest index ever registered */
+
+	/*
+	 * Time slices: the timer runs while slice_armed is 1; it stops when
+	 * no worker is on a CPU, and a worker's switch in starts it again.
+	 */
+	struct hrtimer slice_timer;
+	atomic_t slice_armed;
 
 	/* the handoff record queue; taken in the scheduler, irqs off */
 	raw_spinlock_t evlock;
@@ -123,7 +147,7 @@ struct kg_ctx {
 	struct list_head node;		/* kg_ctxs, for debugfs */
 
 	atomic64_t registered, blocks, handoffs, idle_blocks, dropped;
-	atomic64_t blocked_ns, taken, wake_ns_sum, wake_ns_max;
+	atomic64_t blocked_ns, taken, wake_ns_sum, wake_ns_max, preempts;
 };
 
 static LIST_HEAD(kg_ctxs);
@@ -149,6 +173,8 @@ static void kg_ctx_free(struct kref *ref)
 
 	/* a notifier may have queued the wake just before its last switch */
 	irq_work_sync(&ctx->wake_work);
+	/* no worker is left to start it again */
+	hrtimer_cancel(&ctx->slice_timer);
 	/* every worker is unlinked or on a dead task: none fires again */
 	if (ctx->key_held)
 		preempt_notifier_dec();
@@ -173,6 +199,58 @@ static u32 kg_queued(struct kg_ctx *ctx)
 }
 
 /*
+ * Detach proc p from kw, on kw's own CPU (its blocking switch, or the
+ * slice's IPI that interrupted it): the one that passes the detach rule
+ * queues the record. Interrupts are off; only the event lock (raw) is
+ * taken. slice: taken at the end of a time slice, which needs a place in
+ * hdr.slice_out and is counted in the slot's preempts. true if detached.
+ */
+static bool kg_detach(struct kg_kworker *kw, struct kg_ctx *ctx, u32 p,
+		      u64 now, bool slice)
+{
+	struct kg_shared *sh = ctx->sh;
+	struct kg_worker_slot *ws = &sh->workers[kw->index];
+	struct kg_proc_slot *ps = &sh->procs[p];
+	struct kg_handoff_event *ev;
+
+	raw_spin_lock(&ctx->evlock);
+	if (ctx->ev_tail - ctx->ev_head >= KG_EVQ_LEN) {
+		raw_spin_unlock(&ctx->evlock);
+		atomic64_inc(&ctx->dropped);
+		return false;
+	}
+	if (slice && !kg_slice_enter(sh)) {
+		raw_spin_unlock(&ctx->evlock);
+		return false;
+	}
+	/*
+	 * Full barrier; pairs with the compare-and-swap of libkgreen's
+	 * kg_proc_acquire() and kg_proc_release() (userlib/handoff.c):
+	 * exactly one side wins the owner.
+	 */
+	if (cmpxchg(&ps->owner, kw->index, KG_OWNER_DETACHED) != kw->index) {
+		if (slice)
+			kg_slice_undo(sh);
+		raw_spin_unlock(&ctx->evlock);
+		return false;
+	}
+	/* counted before proc reads NONE: the worker reads it after */
+	if (slice)
+		WRITE_ONCE(ws->preempts, READ_ONCE(ws->preempts) + 1);
+	WRITE_ONCE(ws->proc, KG_PROC_NONE);
+	ev = &ctx->ev[ctx->ev_tail % KG_EVQ_LEN];
+	ev->proc = p;
+	ev->worker = kw->index;
+	ev->ts_ns = now;
+	WRITE_ONCE(ctx->ev_tail, ctx->ev_tail + 1);
+	WRITE_ONCE(sh->hdr.kev_pending, ctx->ev_tail - ctx->ev_head);
+	raw_spin_unlock(&ctx->evlock);
+	atomic64_inc(slice ? &ctx->preempts : &ctx->handoffs);
+	irq_work_queue(&ctx->wake_work);
+	return true;
+}
+
+/*
  * A registered worker leaves its CPU, dequeued (asleep). Called from the
  * scheduler with the runqueue lock held and interrupts off: no sleeping,
  * no wake-ups (the irq_work does that), only the event lock (raw).
@@ -181,8 +259,6 @@ static void kg_on_block(struct kg_kworker *kw, struct kg_ctx *ctx)
 {
 	struct kg_shared *sh = ctx->sh;
 	struct kg_worker_slot *ws = &sh->workers[kw->index];
-	struct kg_handoff_event *ev;
-	struct kg_proc_slot *ps;
 	u64 now = ktime_get_ns();
 	u32 p;
 
@@ -196,40 +272,138 @@ static void kg_on_block(struct kg_kworker *kw, struct kg_ctx *ctx)
 	/* on the worker's own CPU at its own switch, as the rule requires */
 	switch (kg_detach_rule(sh, ws, &p)) {
 	case KG_DETACH_YES:
-		break;
+		kg_detach(kw, ctx, p, now, false);
+		return;
 	case KG_DETACH_IDLE:
 		atomic64_inc(&ctx->idle_blocks);
 		return;
 	default:
 		return;
 	}
-	ps = &sh->procs[p];
+}
 
-	raw_spin_lock(&ctx->evlock);
-	if (ctx->ev_tail - ctx->ev_head >= KG_EVQ_LEN) {
-		raw_spin_unlock(&ctx->evlock);
-		atomic64_inc(&ctx->dropped);
-		return;
+/*
+ * The slice's IPI, in the interrupt on the CPU where the timer saw kw run:
+ * if it interrupted kw itself, program order makes kw's slot current here,
+ * as at its switch, and the rule decides.
+ */
+static void kg_slice_ipi(void *info)
+{
+	struct kg_kworker *kw = info;
+	struct kg_ctx *ctx = kw->ctx;
+	u32 p;
+
+	if (current == kw->task && atomic_read(&kw->linked) &&
+	    !READ_ONCE(ctx->closed) && current->mm == ctx->mm &&
+	    kg_detach_rule(ctx->sh, &ctx->sh->workers[kw->index], &p) ==
+		    KG_DETACH_YES)
+		kg_detach(kw, ctx, p, ktime_get_ns(), true);
+	/* release: the reaper frees kw only after this */
+	atomic_set_release(&kw->ipi_busy, 0);
+}
+
+/* The timer's period: a quarter slice, within [1 ms, 100 ms]. */
+static ktime_t kg_slice_period(struct kg_ctx *ctx)
+{
+	u64 slice = READ_ONCE(ctx->sh->hdr.slice_ns);
+
+	return ns_to_ktime(clamp_t(u64, slice / 4, NSEC_PER_MSEC,
+				   100 * NSEC_PER_MSEC));
+}
+
+/* Whether a registered worker of ctx is on a CPU (RCU held). */
+static bool kg_any_on_cpu(struct kg_ctx *ctx, u32 n)
+{
+	u32 i;
+
+	for (i = 0; i < n; i++) {
+		struct kg_kworker *kw = rcu_dereference(ctx->workers[i]);
+
+		if (kw && READ_ONCE(kw->task->on_cpu))
+			return true;
 	}
+	return false;
+}
+
+/*
+ * The slice timer (softirq, interrupts on): for each worker on a CPU whose
+ * coroutine has run a whole slice with work waiting behind it (a racy look
+ * from here), send the IPI that decides on the worker's CPU.
+ */
+static enum hrtimer_restart kg_slice_timer_fn(struct hrtimer *t)
+{
+	struct kg_ctx *ctx = container_of(t, struct kg_ctx, slice_timer);
+	struct kg_shared *sh = ctx->sh;
+	u32 i, n = min_t(u32, READ_ONCE(ctx->hi_worker), KG_MAX_WORKERS);
+	u64 now = ktime_get_ns();
+	bool running = false;
+
+	if (READ_ONCE(ctx->closed) || !READ_ONCE(sh->hdr.slice_ns)) {
+		atomic_set(&ctx->slice_armed, 0);
+		return HRTIMER_NORESTART;
+	}
+	rcu_read_lock();
+	for (i = 0; i < n; i++) {
+		struct kg_kworker *kw = rcu_dereference(ctx->workers[i]);
+		struct kg_worker_slot *ws = &sh->workers[i];
+		u32 p;
+
+		if (!kw || !atomic_read(&kw->linked) ||
+		    !READ_ONCE(kw->task->on_cpu))
+			continue;
+		running = true;
+		if (!kg_slice_due(sh, ws, &kw->slice_seen, &kw->slice_since,
+				  now) ||
+		    kg_detach_rule(sh, ws, &p) != KG_DETACH_YES ||
+		    atomic_xchg(&kw->ipi_busy, 1))
+			continue;
+		if (smp_call_function_single_async(task_cpu(kw->task),
+						   &kw->csd))
+			atomic_set(&kw->ipi_busy, 0);
+	}
+	if (!running) {
+		/*
+		 * Stop, unless a worker came onto a CPU meanwhile: its
+		 * switch in (kg_slice_arm) either saw armed still 1 and left
+		 * the timer to us, and then we see it on its CPU after our
+		 * store and barrier, or it sees 0 and starts the timer.
+		 */
+		atomic_set(&ctx->slice_armed, 0);
+		smp_mb();
+		running = kg_any_on_cpu(ctx, n) &&
+			  !atomic_xchg(&ctx->slice_armed, 1);
+	}
+	rcu_read_unlock();
+	if (!running)
+		return HRTIMER_NORESTART;
+	hrtimer_forward_now(t, kg_slice_period(ctx));
+	return HRTIMER_RESTART;
+}
+
+static void kg_slice_timer_init(struct hrtimer *t)
+{
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 13, 0)
+	hrtimer_setup(t, kg_slice_timer_fn, CLOCK_MONOTONIC,
+		      HRTIMER_MODE_REL_SOFT);
+#else
+	hrtimer_init(t, CLOCK_MONOTONIC, HRTIMER_MODE_REL_SOFT);
+	t->function = kg_slice_timer_fn;
+#endif
+}
+
+/* A worker of ctx is on a CPU: make sure the slice timer runs. */
+static void kg_slice_arm(struct kg_ctx *ctx)
+{
 	/*
-	 * Full barrier; pairs with the compare-and-swap of libkgreen's
-	 * kg_proc_acquire() and kg_proc_release() (userlib/handoff.c):
-	 * exactly one side wins the owner.
+	 * A full barrier (xchg) between the scheduler's store of on_cpu and
+	 * the read of armed: pairs with the timer's stop, see there. One
+	 * atomic per switch in of a worker, beside the switch's own cost.
 	 */
-	if (cmpxchg(&ps->owner, kw->index, KG_OWNER_DETACHED) != kw->index) {
-		raw_spin_unlock(&ctx->evlock);
+	if (!READ_ONCE(ctx->sh->hdr.slice_ns) ||
+	    atomic_xchg(&ctx->slice_armed, 1))
 		return;
-	}
-	WRITE_ONCE(ws->proc, KG_PROC_NONE);
-	ev = &ctx->ev[ctx->ev_tail % KG_EVQ_LEN];
-	ev->proc = p;
-	ev->worker = kw->index;
-	ev->ts_ns = now;
-	WRITE_ONCE(ctx->ev_tail, ctx->ev_tail + 1);
-	WRITE_ONCE(sh->hdr.kev_pending, ctx->ev_tail - ctx->ev_head);
-	raw_spin_unlock(&ctx->evlock);
-	atomic64_inc(&ctx->handoffs);
-	irq_work_queue(&ctx->wake_work);
+	hrtimer_start(&ctx->slice_timer, kg_slice_period(ctx),
+		      HRTIMER_MODE_REL_SOFT);
 }
 
 /*
@@ -273,6 +447,8 @@ static void kg_sched_in(struct preempt_notifier *pn, int cpu)
 	struct kg_kworker *kw = container_of(pn, struct kg_kworker, pn);
 	struct kg_ctx *ctx = kw->ctx;
 
+	if (!READ_ONCE(ctx->closed))
+		kg_slice_arm(ctx);
 	if (!kw->blocked)
 		return;
 	kw->blocked = false;
@@ -310,9 +486,12 @@ static void kg_reap_fn(struct work_struct *work)
 		}
 		mutex_unlock(&ctx->lock);
 	}
-	/* KG_IOC_KICK may still be looking at them */
+	/* KG_IOC_KICK and the slice timer may still be looking at them */
 	synchronize_rcu();
 	llist_for_each_entry_safe(kw, tmp, list, reap) {
+		/* an IPI sent before the grace period: let it finish */
+		while (atomic_read_acquire(&kw->ipi_busy))
+			cpu_relax();
 		put_task_struct(kw->task);
 		kref_put(&kw->ctx->ref, kg_ctx_free);
 		kfree(kw);
@@ -354,6 +533,7 @@ static int kg_open(struct inode *inode, struct file *file)
 	raw_spin_lock_init(&ctx->evlock);
 	init_waitqueue_head(&ctx->wq);
 	init_irq_work(&ctx->wake_work, kg_wake_fn);
+	kg_slice_timer_init(&ctx->slice_timer);
 	/* the context outlives the file while workers remain: pin us */
 	__module_get(THIS_MODULE);
 	mutex_lock(&kg_ctxs_lock);
@@ -514,6 +694,7 @@ static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 	kw->task = get_task_struct(current);
 	kw->index = a.worker;
 	atomic_set(&kw->linked, 1);
+	INIT_CSD(&kw->csd, kg_slice_ipi, kw);
 	preempt_notifier_init(&kw->pn, &kg_preempt_ops);
 	/*
 	 * The scheduler calls notifiers only while the static key counts
@@ -528,11 +709,14 @@ static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 	}
 	rcu_assign_pointer(ctx->workers[a.worker], kw);
 	ctx->nworkers++;
+	if (a.worker >= ctx->hi_worker)
+		WRITE_ONCE(ctx->hi_worker, a.worker + 1);
 	atomic64_inc(&ctx->registered);
 	preempt_disable();
 	preempt_notifier_register(&kw->pn);
 	preempt_enable();
 	mutex_unlock(&ctx->lock);
+	kg_slice_arm(ctx);	/* we are on a CPU, and may stay there */
 	return 0;
 }
 
@@ -733,6 +917,7 @@ static void kg_fill_stats(struct kg_ctx *ctx, struct kg_ioc_stats *s)
 	s->taken = atomic64_read(&ctx->taken);
 	s->wake_ns_sum = atomic64_read(&ctx->wake_ns_sum);
 	s->wake_ns_max = atomic64_read(&ctx->wake_ns_max);
+	s->preempts = atomic64_read(&ctx->preempts);
 }
 
 static long kg_ioc_stats(struct kg_ctx *ctx, void __user *uarg)
@@ -794,14 +979,14 @@ static int kg_stats_show(struct seq_file *m, void *v)
 	struct kg_ioc_stats s;
 	struct kg_ctx *ctx;
 
-	seq_puts(m, "tgid workers registered blocks handoffs idle_blocks dropped blocked_ns taken wake_ns_sum wake_ns_max\n");
+	seq_puts(m, "tgid workers registered blocks handoffs idle_blocks dropped blocked_ns taken wake_ns_sum wake_ns_max preempts\n");
 	mutex_lock(&kg_ctxs_lock);
 	list_for_each_entry(ctx, &kg_ctxs, node) {
 		kg_fill_stats(ctx, &s);
-		seq_printf(m, "%d %u %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+		seq_printf(m, "%d %u %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
 			   ctx->tgid, s.workers, s.registered, s.blocks,
 			   s.handoffs, s.idle_blocks, s.dropped, s.blocked_ns,
-			   s.taken, s.wake_ns_sum, s.wake_ns_max);
+			   s.taken, s.wake_ns_sum, s.wake_ns_max, s.preempts);
 	}
 	mutex_unlock(&kg_ctxs_lock);
 	return 0;

@@ -272,7 +272,12 @@ TEST_F(block, sysmon_marked)
 	ASSERT_LT(self->s.b_ran, self->s.a_end);
 }
 
-TEST_F(block, sysmon_unmarked_stalls)
+/*
+ * Without kernel help nobody sees an unmarked block as a block; sysmon
+ * sees a coroutine that has not switched for a time slice (10 ms) and
+ * takes its proc as it would a CPU hog's: B runs a slice after A began.
+ */
+TEST_F(block, sysmon_unmarked_after_slice)
 {
 	int err;
 
@@ -280,7 +285,23 @@ TEST_F(block, sysmon_unmarked_stalls)
 		SKIP(return, "fsync did not block here (or no file to dirty)");
 	ASSERT_EQ(0, err);
 	ASSERT_EQ(0, co_failures());
-	/* without kernel help nobody sees the block: B waits for A */
+	ASSERT_NE(0ull, self->s.b_ran);
+	ASSERT_LT(self->s.b_ran, self->s.a_end);
+	ASSERT_GE(self->s.b_ran - self->s.a_start, 8 * MS);
+}
+
+/* ... and with time slices off, B waits for A. */
+TEST_F(block, sysmon_unmarked_stalls_without_slices)
+{
+	int err, ok;
+
+	setenv("KGREEN_SLICE", "off", 1);
+	ok = run_scen(&self->s, SYSMON_PLAIN, &err);
+	unsetenv("KGREEN_SLICE");
+	if (!ok)
+		SKIP(return, "fsync did not block here (or no file to dirty)");
+	ASSERT_EQ(0, err);
+	ASSERT_EQ(0, co_failures());
 	ASSERT_GE(self->s.b_ran, self->s.a_end);
 }
 

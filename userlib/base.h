@@ -42,6 +42,9 @@
  *                                  readable (dir 0) or writable (1)
  *   fd_done(coroutine id, fd, res) its wait ended: 0 ready, -ETIMEDOUT,
  *                                  -EBADF, a context's error
+ *   preempted(worker, coroutine id) the coroutine, back in the runtime,
+ *                                  finds its proc was taken at the end
+ *                                  of its time slice
  */
 #ifdef KG_HAVE_SDT
 #include <sys/sdt.h>

@@ -120,9 +120,34 @@ static int on_event(void *ctx, void *data, size_t size)
 	return 0;
 }
 
+/*
+ * Open the object and load it; tick: with the time slice's program. The
+ * system call histogram puts every task's system calls on the kernel's
+ * traced path while attached (Documentation/backends.md has the cost), so
+ * it is opt-in: KGREEN_BPF_SYSLAT=1. The handoff needs only sched_switch.
+ */
+static int open_and_load(bool tick)
+{
+	const char *syslat = getenv("KGREEN_BPF_SYSLAT");
+
+	B.skel = kgreen_bpf__open();
+	if (!B.skel)
+		return -errno;
+	B.skel->rodata->kg_tgid = (__u32)getpid();
+	if (!syslat || strcmp(syslat, "1")) {
+		bpf_program__set_autoload(B.skel->progs.kg_sys_enter, false);
+		bpf_program__set_autoload(B.skel->progs.kg_sys_exit, false);
+	}
+	if (!tick)
+		bpf_program__set_autoload(B.skel->progs.kg_tick, false);
+	return kgreen_bpf__load(B.skel);
+}
+
+/* The tick's program is loaded whatever the slice: hdr.slice_ns 0 (a
+ * runtime with KGREEN_SLICE=off) makes it return at once. */
 static int load(void)
 {
-	const char *sim = getenv("KGREEN_BPF_FAIL"), *syslat;
+	const char *sim = getenv("KGREEN_BPF_FAIL");
 	int err, fd;
 
 	B.lastlog[0] = 0;
@@ -133,23 +158,20 @@ static int load(void)
 		return fail(-ENODEV, "the kernel has no BTF "
 			    "(/sys/kernel/btf/vmlinux: %s)", strerror(errno));
 	libbpf_set_print(libbpf_log);
-	B.skel = kgreen_bpf__open();
+	err = open_and_load(true);
+	if (err && B.skel) {
+		/* the handoff without time slices, rather than none */
+		kg_debug("bpf: cannot load the time slice's program (%s%s%s): "
+			 "trying without time slices", strerror(-err),
+			 B.lastlog[0] ? ": " : "", B.lastlog);
+		kgreen_bpf__destroy(B.skel);
+		B.skel = NULL;
+		B.lastlog[0] = 0;
+		err = open_and_load(false);
+	}
 	if (!B.skel)
 		return fail(-ENODEV, "cannot open the BPF object: %s",
-			    strerror(errno));
-	B.skel->rodata->kg_tgid = (__u32)getpid();
-	/*
-	 * The system call histogram puts every task's system calls on the
-	 * kernel's traced path while attached (Documentation/backends.md has
-	 * the cost), so it is opt-in: KGREEN_BPF_SYSLAT=1. The handoff needs
-	 * only sched_switch.
-	 */
-	syslat = getenv("KGREEN_BPF_SYSLAT");
-	if (!syslat || strcmp(syslat, "1")) {
-		bpf_program__set_autoload(B.skel->progs.kg_sys_enter, false);
-		bpf_program__set_autoload(B.skel->progs.kg_sys_exit, false);
-	}
-	err = kgreen_bpf__load(B.skel);
+			    strerror(-err));
 	if (err) {
 		if (err == -EPERM || err == -EACCES)
 			return fail(-ENODEV, "no permission to load BPF (needs "

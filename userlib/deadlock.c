@@ -115,7 +115,7 @@ static uint64_t progress(struct kg_rt *rt)
 
 	for (i = 0; i < atomic_load(&rt->nworkers); i++)
 		if (rt->workers[i])
-			sum += kg_load_relaxed(&rt->workers[i]->switches);
+			sum += kg_load_relaxed(W_SWITCHES(rt->workers[i]));
 	for (i = 0; i < rt->nprocs; i++)
 		sum += kg_load_relaxed(&rt->procs[i].spawned);
 	return sum;

@@ -147,6 +147,45 @@ void kg_proc_release(struct kg_worker *w)
 
 
 /*
+ * slot.proc has KG_PROC_ASK set (kg_proc_lost): NONE, the proc is gone;
+ * else sysmon asks for it at the end of a time slice, and w, entering
+ * the runtime, is no hog: it keeps the proc by clearing the bit, unless
+ * sysmon's compare-and-swap to NONE came first (sysmon.c, "Time slices").
+ * acquire: a NONE stored by sysmon brings its count of preempts with it.
+ */
+bool kg_proc_taken(struct kg_worker *w)
+{
+	__u32 v = __atomic_load_n(&w->slot->proc, __ATOMIC_ACQUIRE);
+
+	if (v == KG_PROC_NONE)
+		return true;
+	if (!(v & KG_PROC_ASK))
+		return false;
+	if (__atomic_compare_exchange_n(&w->slot->proc, &v, v & ~KG_PROC_ASK,
+					false, __ATOMIC_ACQ_REL,
+					__ATOMIC_ACQUIRE))
+		return false;
+	return v == KG_PROC_NONE;
+}
+
+/*
+ * w has let go of a lost proc: if it was taken at the end of a time slice
+ * (the taker counted it in the slot's preempts before it stored NONE),
+ * give the place back in hdr.slice_out.
+ */
+void kg_slice_back(struct kg_worker *w)
+{
+	__u32 n = __atomic_load_n(&w->slot->preempts, __ATOMIC_RELAXED);
+
+	if (n == w->preempts_seen)
+		return;
+	__atomic_fetch_sub(&w->rt->shared->hdr.slice_out, n - w->preempts_seen,
+			   __ATOMIC_RELAXED);
+	w->preempts_seen = n;
+	KG_PROBE2(preempted, w->index, w->cur->id);
+}
+
+/*
  * w's proc was taken while its coroutine blocked (kg_proc_lost): let go
  * of it and take an idle proc if there is one. false: none; the caller
  * (sched.c) queues the coroutine globally and w parks as a spare.

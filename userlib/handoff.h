@@ -41,11 +41,20 @@ static inline void kg_leave_sched(struct kg_worker *w)
 	__atomic_store_n(&w->slot->in_sched, 0, __ATOMIC_RELAXED);
 }
 
-/* The kernel side (or sysmon) took w's proc while its coroutine blocked. */
+bool kg_proc_taken(struct kg_worker *w);
+void kg_slice_back(struct kg_worker *w);
+
+/*
+ * The kernel side (or sysmon) took w's proc while its coroutine blocked
+ * or ran past its time slice. One relaxed load and one test on the fast
+ * path: KG_PROC_NONE and sysmon's question (KG_PROC_ASK) share the bit,
+ * and kg_proc_taken answers the question.
+ */
 static inline bool kg_proc_lost(struct kg_worker *w)
 {
-	return __atomic_load_n(&w->slot->proc, __ATOMIC_RELAXED) ==
-	       KG_PROC_NONE;
+	return kg_unlikely(__atomic_load_n(&w->slot->proc, __ATOMIC_RELAXED) &
+			   KG_PROC_ASK) &&
+	       kg_proc_taken(w);
 }
 
 /* Let go of the lost proc (once per loss): w runs its coroutine without one. */
@@ -54,6 +63,7 @@ static inline void kg_proc_forget(struct kg_worker *w)
 	if (w->proc) {
 		w->proc = NULL;
 		atomic_fetch_add(&w->lost_handled, 1);
+		kg_slice_back(w);
 	}
 }
 

@@ -96,7 +96,9 @@ struct kg_co {
 	struct kg_co *next;		/* link: global queue, free lists */
 	long id;
 	_Atomic uint32_t state;		/* enum kg_co_state */
-	uint16_t is_main;
+	uint8_t is_main;
+	/* KG_GO_NOPREEMPT: never loses its proc to the time slice */
+	uint8_t nopreempt;
 	uint16_t named;			/* name[] is valid (else unnamed) */
 	void (*fn)(void *);
 	void *arg;
@@ -242,7 +244,6 @@ struct kg_worker {
 	void *altstack;
 	stack_t old_altstack;		/* the thread's own, restored at exit */
 	_Atomic uint32_t exited;
-	_Atomic uint64_t switches;	/* single writer (this worker), relaxed */
 	uint32_t tid;			/* registered with the backend, or 0 */
 	/* the backend's own state for this worker (its ops create and free it) */
 	void *be;
@@ -255,10 +256,17 @@ struct kg_worker {
 	 * deadlock watch counts it as a possible waker.
 	 */
 	_Atomic uint64_t lost_seen, lost_handled;
+	/* slot.preempts this worker has accounted for (kg_proc_forget) */
+	uint32_t preempts_seen;
 	/* event backends: 1 while a standby (waits for the kernel side's
 	 * records, not on its futex; handoff.c) */
 	_Atomic uint32_t standby;
 };
+
+/* The time slice (Go's forcePreemptNS) and how many coroutines may run
+ * off their procs after one at once (Documentation/threads.md). */
+#define KG_SLICE_DEFAULT_NS (10 * 1000 * 1000ull)
+#define KG_SLICE_HOGS_DEFAULT 64
 
 /* handoff latency histogram: 4 buckets per power of two up to 2^40 ns */
 #define KG_HLAT_SUB 4
@@ -281,6 +289,9 @@ struct kg_global_queue {
 /* All entries of rt's global queue: written under rt.lock, peeked without.
  * In the shared header, so that the kernel side sees it too. */
 #define GQ_LEN(rt) ((_Atomic uint32_t *)&(rt)->shared->hdr.gq_len)
+/* Worker w's coroutine switches: single writer (w), relaxed. In w's slot,
+ * where the side that watches time slices reads it (uapi/kgreen.h). */
+#define W_SWITCHES(w) ((_Atomic uint64_t *)&(w)->slot->switches)
 
 struct kg_rt {
 	uint32_t nprocs;
@@ -297,6 +308,10 @@ struct kg_rt {
 	struct kg_shared *shared;
 	bool shared_owned;
 	uint32_t backend;		/* enum kg_backend_id */
+	/* time slice (KGREEN_SLICE; 0: off) and hogs out at once
+	 * (KGREEN_SLICE_HOGS): copied to the shared header */
+	uint64_t slice_ns;
+	uint32_t slice_hogs;
 	const struct kg_evops *ev;	/* bpf, kmod: the event backend */
 	/*
 	 * Event backends (bpf): parked workers that wait for the kernel

@@ -70,6 +70,49 @@ static int env_uint(const char *name, unsigned long max, unsigned long *out)
 	return 1;
 }
 
+/*
+ * KGREEN_SLICE: a duration, "10ms", "500us", "2s" (a bare number is
+ * milliseconds), or "0" / "off". false (with one line on stderr) if the
+ * value is not one, or outside [1 ms, 60 s].
+ */
+static bool env_slice(uint64_t *out)
+{
+	static const struct { const char *unit; uint64_t ns; } units[] = {
+		{ "ns", 1 }, { "us", 1000 }, { "ms", 1000000 },
+		{ "s", 1000000000 }, { "", 1000000 },
+	};
+	const char *s = getenv("KGREEN_SLICE");
+	unsigned long long v;
+	char *end;
+	size_t i;
+
+	if (!s || !*s)
+		return false;
+	if (!strcmp(s, "off")) {
+		*out = 0;
+		return true;
+	}
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	for (i = 0; !errno && end != s && i < sizeof(units) / sizeof(units[0]); i++) {
+		if (strcmp(end, units[i].unit))
+			continue;
+		if (!v) {
+			*out = 0;
+			return true;
+		}
+		if (v <= 60ull * 1000000000 / units[i].ns &&
+		    v * units[i].ns >= 1000000) {
+			*out = v * units[i].ns;
+			return true;
+		}
+		break;
+	}
+	fprintf(stderr, "kgreen: ignoring KGREEN_SLICE=%s (expected off, 0, or "
+		"a duration from 1ms to 60s such as 10ms)\n", s);
+	return false;
+}
+
 static int config(struct kg_rt *rt, const struct kg_config *cfg)
 {
 	unsigned long v;
@@ -107,6 +150,13 @@ static int config(struct kg_rt *rt, const struct kg_config *cfg)
 		rt->hooks = false;
 	if (rt->hooks)
 		kg_hooks_init();
+
+	/* Go's forcePreemptNS */
+	rt->slice_ns = KG_SLICE_DEFAULT_NS;
+	env_slice(&rt->slice_ns);
+	rt->slice_hogs = KG_SLICE_HOGS_DEFAULT;
+	if (env_uint("KGREEN_SLICE_HOGS", KG_MAX_WORKERS / 2, &v))
+		rt->slice_hogs = (uint32_t)v;
 
 	rt->stack_size = 256 * 1024;
 	if (cfg && cfg->stack_size)
@@ -283,6 +333,9 @@ static int rt_init(struct kg_rt *rt)
 	rt->shared->hdr.flags = 0;
 	rt->shared->hdr.version = KG_ABI_VERSION;
 	rt->shared->hdr.nprocs = rt->nprocs;
+	rt->shared->hdr.slice_ns = rt->slice_ns;
+	rt->shared->hdr.slice_hogs = rt->slice_hogs;
+	rt->shared->hdr.slice_out = 0;
 	/*
 	 * A worker is in scheduler code from its creation until it first runs
 	 * a coroutine: the kernel side must not detach a proc it is taking
@@ -537,16 +590,21 @@ int kg_stats(struct kg_stats *out)
 	}
 	for (i = 0; i < atomic_load(&rt->nworkers); i++)
 		if (rt->workers[i])
-			out->switches += kg_load_relaxed(&rt->workers[i]->switches);
+			out->switches += kg_load_relaxed(W_SWITCHES(rt->workers[i]));
 	out->parks = atomic_load(&rt->parks);
 	out->handoffs = atomic_load(&rt->handoffs);
 	out->handoff_ns_sum = atomic_load(&rt->hlat_sum);
 	out->handoff_ns_max = atomic_load(&rt->hlat_max);
 	out->handoff_ns_p50 = kg_handoff_quantile(rt, 0.50);
 	out->handoff_ns_p99 = kg_handoff_quantile(rt, 0.99);
-	for (i = 0; i < KG_MAX_WORKERS; i++)
+	for (i = 0; i < KG_MAX_WORKERS; i++) {
 		out->blocks += __atomic_load_n(&rt->shared->workers[i].blocks,
 					       __ATOMIC_RELAXED);
+		out->preemptions += __atomic_load_n(
+			&rt->shared->workers[i].preempts, __ATOMIC_RELAXED);
+	}
+	out->preempted_now = __atomic_load_n(&rt->shared->hdr.slice_out,
+					     __ATOMIC_RELAXED);
 	out->stack_bytes = kg_stack_bytes(rt);
 	return 0;
 }

@@ -459,7 +459,16 @@ static struct kg_worker *switch_to(struct kg_worker *w, struct kg_co *next)
 	atomic_store_explicit(&next->state, KG_CO_RUNNING, memory_order_relaxed);
 	w->cur = next;
 	w->from = self;
-	kg_count(&w->switches);
+	/*
+	 * The count is the time slice's clock (uapi/kgreen.h, kg_slice_due):
+	 * one relaxed store to the slot's line, which kg_enter_sched wrote
+	 * already. nopreempt is stored only when it changes.
+	 */
+	kg_count(W_SWITCHES(w));
+	if (kg_unlikely(kg_load_relaxed((_Atomic uint32_t *)&w->slot->nopreempt) !=
+			next->nopreempt))
+		kg_store_relaxed((_Atomic uint32_t *)&w->slot->nopreempt,
+				 (uint32_t)next->nopreempt);
 	KG_PROBE2(co_run, w->index, next->id);
 	w = finish_switch(kg_switch(self, next, w));
 	/* after the post-switch action, whose system calls may set it */
@@ -532,7 +541,7 @@ static inline struct kg_worker *sched_enter_locked(struct kg_worker *w)
 void kg_proc_lost_slow(struct kg_worker *w)
 {
 	/* the scheduler's own code (g0) holds no proc at times: not lost */
-	if (w->cur == &w->g0 || !w->rt->ev)
+	if (w->cur == &w->g0)
 		return;
 	w = sched_enter_co(w);
 	kg_leave_sched(w);
@@ -805,7 +814,7 @@ static long next_id(struct kg_proc *p)
 }
 
 static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
-		  size_t stack_size, const char *name)
+		  size_t stack_size, const char *name, unsigned int flags)
 {
 	struct kg_rt *rt = w->rt;
 	struct kg_co *co;
@@ -817,6 +826,7 @@ static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
 	co->fn = fn;
 	co->arg = arg;
 	co->is_main = 0;
+	co->nopreempt = !!(flags & KG_GO_NOPREEMPT);
 	co->id = id = next_id(w->proc);
 	/* unnamed: leave name[] alone, it is in a line spawn need not touch */
 	co->named = name != NULL;
@@ -841,7 +851,7 @@ long kg_spawn_sched(struct kg_worker *w, void (*fn)(void *), void *arg)
 {
 	if (!w->proc)
 		return -EAGAIN;
-	return spawn(w, fn, arg, w->rt->stack_size, NULL);
+	return spawn(w, fn, arg, w->rt->stack_size, NULL, 0);
 }
 
 /* main's coroutine, made on proc p (kg_run queues it with kg_runq_put). */
@@ -875,13 +885,15 @@ long kg_go_opts(void (*fn)(void *), void *arg, const struct kg_spawn_opts *o)
 {
 	struct kg_worker *w;
 	size_t size = 0;
+	unsigned int flags = 0;
 	long id;
 
 	if (!fn)
 		return -EINVAL;
 	if (o) {
-		if (o->flags)
+		if (o->flags & ~KG_GO_NOPREEMPT)
 			return -EINVAL;
+		flags = o->flags;
 		size = o->stack_size;
 		if (size && (size < KG_STACK_MIN || size > KG_STACK_MAX))
 			return -EINVAL;
@@ -892,7 +904,7 @@ long kg_go_opts(void (*fn)(void *), void *arg, const struct kg_spawn_opts *o)
 	if (!size)
 		size = w->rt->stack_size;
 	w = sched_enter_co(w);
-	id = spawn(w, fn, arg, size, o ? o->name : NULL);
+	id = spawn(w, fn, arg, size, o ? o->name : NULL, flags);
 	kg_leave_sched(w);
 	return id;
 }

@@ -16,6 +16,34 @@
  * keeps the proc (IN -> NONE) or learns it is gone (RETAKEN). sysmon takes
  * the proc only after its own CAS IN -> RETAKEN succeeded, so exactly one
  * side decides.
+ *
+ * Time slices. sysmon also takes the proc of a worker whose coroutine has
+ * run for a slice (kg_slice_due: the slot's switch count has not moved)
+ * while the proc has work, so that the queue behind a CPU-bound coroutine
+ * moves on while that coroutine keeps running on its thread. Here the
+ * worker promised nothing: it may enter scheduler code and use its proc at
+ * any instruction, with no more than a plain store of in_sched (the
+ * kernel sides take a proc only on the worker's own CPU, where program
+ * order is enough; sysmon runs on another). So sysmon asks first and
+ * decides after a fence it makes every worker execute:
+ *
+ *   sysmon                              worker (scheduler entry)
+ *   CAS slot.proc p -> p|ASK            in_sched = 1        (plain)
+ *   membarrier(PRIVATE_EXPEDITED)       load slot.proc      (plain)
+ *   load in_sched, switches             ASK seen: CAS p|ASK -> p (keep)
+ *   still 0, unchanged:                           or NONE found (taken)
+ *     CAS p|ASK -> NONE (take)
+ *   else CAS p|ASK -> p (withdraw)
+ *
+ * membarrier puts a full barrier in every running thread of the process
+ * between sysmon's CAS and its loads. If the worker's barrier falls after
+ * its store of in_sched, sysmon sees in_sched 1 and withdraws; if before,
+ * the worker's load after it sees ASK. Either way the two compare-and-swaps
+ * on slot.proc decide, and exactly one succeeds: no proc is ever used by
+ * the worker after sysmon took it, and no worker waits for sysmon. The
+ * worker's fast path is unchanged: kg_proc_lost tests the bit that NONE
+ * already has. Without membarrier (seccomp, an old kernel), sysmon does
+ * not slice.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -23,6 +51,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "sched.h"
 #include "sysmon.h"
@@ -43,10 +74,13 @@ enum { BLK_NONE = 0, BLK_IN = 1, BLK_RETAKEN = 2 };
 struct sysmon_worker {
 	_Alignas(KG_CACHELINE) _Atomic uint32_t blk;
 	_Atomic uint64_t since;
+	/* kg_slice_due's memory of the worker (sysmon's thread only) */
+	__u64 slice_seen, slice_since;
 };
 
 struct kg_sysmon {
 	pthread_t thread;
+	bool slicing;			/* membarrier registered */
 	_Atomic uint32_t stop;		/* futex word: 1 = stop */
 	bool stopped;			/* joined (kg_run's thread only) */
 	struct sysmon_worker w[KG_MAX_WORKERS];
@@ -95,7 +129,79 @@ void kg_blocking_end(void)
 	kg_sched_lost(w);
 }
 
-/* One pass: retake the procs of workers blocked too long. How many. */
+static int membarrier(int cmd)
+{
+	return (int)syscall(__NR_membarrier, cmd, 0, 0);
+}
+
+/*
+ * Take proc pi from worker w, whose coroutine has run for a slice (see
+ * "Time slices" above); seen is its switch count. true if taken.
+ */
+static bool slice_take(struct kg_rt *rt, struct kg_worker *w, uint32_t pi,
+		       uint64_t seen)
+{
+	struct kg_worker_slot *ws = w->slot;
+	uint32_t expect = pi, asked = pi | KG_PROC_ASK;
+	uint64_t t0 = kg_now_ns();
+
+	/* seq_cst: before the membarrier, as its pairing requires */
+	if (!__atomic_compare_exchange_n(&ws->proc, &expect, asked, false,
+					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+		return false;
+	if (membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) ||
+	    __atomic_load_n(&ws->in_sched, __ATOMIC_SEQ_CST) ||
+	    kg_load_relaxed(W_SWITCHES(w)) != seen ||
+	    !kg_slice_enter(rt->shared)) {
+		/* it entered the runtime, or no place is left: withdraw (the
+		 * worker may have kept its proc already: then this fails) */
+		__atomic_compare_exchange_n(&ws->proc, &asked, pi, false,
+					    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+		return false;
+	}
+	/* counted before NONE is stored: the worker reads it after NONE */
+	__atomic_fetch_add(&ws->preempts, 1, __ATOMIC_RELAXED);
+	/* release: the count with it (kg_proc_taken's acquire) */
+	if (!__atomic_compare_exchange_n(&ws->proc, &asked, KG_PROC_NONE,
+					 false, __ATOMIC_SEQ_CST,
+					 __ATOMIC_RELAXED)) {
+		/* the worker kept it: it never saw the count */
+		__atomic_fetch_sub(&ws->preempts, 1, __ATOMIC_RELAXED);
+		kg_slice_undo(rt->shared);
+		return false;
+	}
+	expect = w->index;
+	if (!__atomic_compare_exchange_n(&rt->procs[pi].slot->owner, &expect,
+					 KG_OWNER_DETACHED, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+		kg_throw("sysmon: proc %u owned by %u, not worker %u", pi,
+			 expect, w->index);
+	/* its latency: the handshake's (the slice itself is not a delay) */
+	kg_handoff_seen(rt, w, kg_now_ns() - t0);
+	KG_PROBE3(handoff, pi, w->index, -1);
+	kg_handoff_proc(rt, &rt->procs[pi]);
+	return true;
+}
+
+/* Worker w (not in a marked region): take its proc if its slice is up. */
+static unsigned int slice_check(struct kg_rt *rt, struct kg_worker *w,
+				struct sysmon_worker *sw, uint64_t now)
+{
+	uint32_t pi;
+
+	if (!kg_slice_due(rt->shared, w->slot, &sw->slice_seen,
+			  &sw->slice_since, now))
+		return 0;
+	/* a racy look first (see retake); slice_take decides */
+	if (kg_detach_rule(rt->shared, w->slot, &pi) != KG_DETACH_YES)
+		return 0;
+	return slice_take(rt, w, pi, sw->slice_seen);
+}
+
+/*
+ * One pass: retake the procs of workers blocked too long, and of workers
+ * whose coroutine ran for a slice. How many.
+ */
 static unsigned int retake(struct kg_rt *rt, uint64_t now)
 {
 	uint32_t i, n = atomic_load(&rt->nworkers);
@@ -108,9 +214,14 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 		struct kg_proc *p;
 		uint64_t since;
 
-		if (!w || atomic_load_explicit(&sw->blk, memory_order_acquire) !=
-				  BLK_IN)
+		if (!w)
 			continue;
+		if (atomic_load_explicit(&sw->blk, memory_order_acquire) !=
+		    BLK_IN) {
+			if (rt->sysmon->slicing)
+				taken += slice_check(rt, w, sw, now);
+			continue;
+		}
 		since = atomic_load_explicit(&sw->since, memory_order_relaxed);
 		if (now - since < SYSMON_RETAKE_NS)
 			continue;
@@ -174,6 +285,13 @@ int kg_sysmon_start(struct kg_rt *rt)
 	if (!sm)
 		return -ENOMEM;
 	memset(sm, 0, sizeof(*sm));
+	/* time slices need membarrier (see above); registering is idempotent */
+	if (rt->slice_ns) {
+		sm->slicing = !membarrier(MEMBARRIER_CMD_REGISTER_PRIVATE_EXPEDITED);
+		if (!sm->slicing)
+			kg_debug("sysmon: no membarrier (%s): no time slices",
+				 strerror(errno));
+	}
 	rt->sysmon = sm;
 	err = pthread_create(&sm->thread, NULL, sysmon_main, rt);
 	if (err) {

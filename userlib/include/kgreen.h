@@ -98,9 +98,17 @@ KG_API int kg_run(void (*main_fn)(void *), void *arg,
 struct kg_spawn_opts {
 	size_t stack_size;	/* bytes; 0: the runtime default */
 	const char *name;	/* copied (up to 31 bytes); NULL: unnamed */
-	unsigned int flags;	/* KG_RUN_ flags; others must be 0 */
+	unsigned int flags;	/* KG_GO_ flags; others must be 0 */
 	unsigned int __reserved[5];
 };
+
+/*
+ * The coroutine never loses its proc at the end of a time slice
+ * (Documentation/threads.md, "Time slicing"): for code that must stay on
+ * the thread that runs it, as far as kgreen is concerned, until its next
+ * kgreen call. A block in the kernel still hands its proc off.
+ */
+#define KG_GO_NOPREEMPT 1u
 
 #define KG_STACK_MIN ((size_t)16 * 1024)
 #define KG_STACK_MAX ((size_t)1024 * 1024 * 1024)
@@ -116,7 +124,8 @@ KG_API long kg_go(void (*fn)(void *), void *arg);
 
 /*
  * kg_go_opts - kg_go with options. Errors as kg_go, and -EINVAL when the
- * stack size is outside [KG_STACK_MIN, KG_STACK_MAX] or flags are set.
+ * stack size is outside [KG_STACK_MIN, KG_STACK_MAX] or flags other than
+ * KG_GO_ ones are set.
  */
 KG_API long kg_go_opts(void (*fn)(void *), void *arg,
 		       const struct kg_spawn_opts *opts);
@@ -213,7 +222,14 @@ struct kg_stats {
 	uint64_t handoff_ns_max;
 	uint64_t handoff_ns_p50;
 	uint64_t handoff_ns_p99;
-	uint64_t __reserved[3];
+	/*
+	 * Procs taken from a coroutine that ran a whole time slice without
+	 * a kgreen call (also counted in handoffs), and such coroutines
+	 * running off their procs now.
+	 */
+	uint64_t preemptions;
+	uint64_t preempted_now;
+	uint64_t __reserved[1];
 };
 
 /*

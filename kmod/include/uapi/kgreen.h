@@ -20,7 +20,7 @@
 #include <linux/ioctl.h>
 #endif
 
-#define KG_ABI_VERSION		2
+#define KG_ABI_VERSION		3
 
 #define KG_MAX_WORKERS		1024
 #define KG_MAX_PROCS		1024
@@ -28,6 +28,13 @@
 /* kg_worker_slot.proc and kg_proc_slot.owner when nothing is held. */
 #define KG_PROC_NONE		0xffffffffu
 #define KG_OWNER_DETACHED	0xffffffffu
+/*
+ * sysmon only (userspace): kg_worker_slot.proc | KG_PROC_ASK while the
+ * monitor asks to take the worker's proc at the end of a time slice
+ * (userlib/sysmon.c). Every value with this bit set is out of range for
+ * the detach rule, so a kernel side never acts on one.
+ */
+#define KG_PROC_ASK		0x80000000u
 
 /* kg_worker_slot.state */
 #define KG_WORKER_RUNNING	0
@@ -57,7 +64,21 @@ struct kg_worker_slot {
 	__u32 flags;		/* must be 0 */
 	__u64 blocks;		/* kernel side: blocking switches seen */
 	__u64 blocked_at_ns;	/* kernel side: when the current block began */
-	__u64 __pad[4];
+	/*
+	 * Time slicing (kg_slice_due). switches: coroutine switches on this
+	 * worker, written only by the worker (relaxed stores, at each switch);
+	 * a value that stays the same for a slice means one coroutine has run
+	 * that long. nopreempt: 1 while the running coroutine asked never to
+	 * lose its proc to the slice (written by the worker at the switch).
+	 */
+	__u64 switches;
+	__u32 nopreempt;
+	/* procs taken from this worker at the end of a slice; written by the
+	 * side that takes them (kernel side, or sysmon), read by the worker */
+	__u32 preempts;
+	/* kernel side's own: switches last seen, and since when (ns) */
+	__u64 slice_switches;
+	__u64 slice_since;
 };
 
 /*
@@ -100,8 +121,20 @@ struct kg_shared_hdr {
 	 * lock. A hint for a polling standby; 0 with the other backends.
 	 */
 	__u32 kev_pending;
-	__u32 __pad0;
-	__u64 __pad[5];
+	/*
+	 * Time slicing, written by userspace before any worker registers:
+	 * slice_hogs is how many workers may run a coroutine off their proc
+	 * after a slice at once (each costs a thread until its coroutine
+	 * makes a kgreen call); slice_ns the slice, 0 = off.
+	 */
+	__u32 slice_hogs;
+	__u64 slice_ns;
+	/* Workers out after a slice now: +1 by the side that takes a proc
+	 * (compare-and-swap, never past slice_hogs), -1 by userspace when
+	 * the worker comes back. */
+	__u32 slice_out;
+	__u32 __pad1;
+	__u64 __pad[3];
 };
 
 /* The whole shared state; 64-byte aligned in every mapping. */
@@ -172,6 +205,54 @@ static inline int kg_detach_rule(const struct kg_shared *sh,
 	*proc = p;
 	return kg_proc_has_work(sh, &sh->procs[p]) ? KG_DETACH_YES :
 						     KG_DETACH_IDLE;
+}
+
+/*
+ * Time slicing: whether the side that watches worker slot ws should take
+ * its proc because one coroutine has run on it for a slice. It keeps its
+ * own memory of the slot in *seen (switches last seen) and *since (when,
+ * ns); now in ns. A YES still has to pass the detach rule (the proc has
+ * work, the worker runs a coroutine) and take a place in hdr.slice_out
+ * (kg_slice_enter). The same test for every backend: the BPF program at
+ * the scheduler tick (its memory in ws->slice_*), kgreen.ko from a timer
+ * and sysmon from its loop (their memory their own).
+ */
+static inline int kg_slice_due(const struct kg_shared *sh,
+			       const struct kg_worker_slot *ws, __u64 *seen,
+			       __u64 *since, __u64 now)
+{
+	__u64 slice = KG_LOAD_ONCE(sh->hdr.slice_ns);
+	__u64 sw = KG_LOAD_ONCE(ws->switches);
+
+	if (!slice)
+		return 0;
+	if (sw != *seen || !*since) {
+		/* a switch since the last look: a new slice began */
+		*seen = sw;
+		*since = now;
+		return 0;
+	}
+	if (now - *since < slice || KG_LOAD_ONCE(ws->nopreempt))
+		return 0;
+	*since = now;	/* ask again a slice later, not at every look */
+	return 1;
+}
+
+/* Take a place in hdr.slice_out (1), or none is left (0). */
+static inline int kg_slice_enter(struct kg_shared *sh)
+{
+	__u32 out = KG_LOAD_ONCE(sh->hdr.slice_out);
+
+	if (out >= KG_LOAD_ONCE(sh->hdr.slice_hogs))
+		return 0;
+	return __sync_val_compare_and_swap(&sh->hdr.slice_out, out,
+					   out + 1) == out;
+}
+
+/* Give back a place taken by kg_slice_enter that was not used. */
+static inline void kg_slice_undo(struct kg_shared *sh)
+{
+	__sync_fetch_and_sub(&sh->hdr.slice_out, 1);
 }
 
 /*
@@ -284,6 +365,7 @@ struct kg_ioc_stats {
 	__u64 taken;		/* records taken by KG_IOC_WAIT */
 	__u64 wake_ns_sum;	/* detach to KG_IOC_WAIT returning it */
 	__u64 wake_ns_max;
+	__u64 preempts;		/* procs taken at the end of a time slice */
 };
 
 #define KG_IOC_INFO	  _IOWR(KG_IOC_MAGIC, 0x00, struct kg_ioc_info)
