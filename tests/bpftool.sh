@@ -104,7 +104,7 @@ check 4 "kg_shared shows the ABI version and proc slots" \
 		my \$v = \$e->{formatted}{value} or next;
 		next unless \$v->{hdr}{version};
 		print qq(version \$v->{hdr}{version}, nprocs \$v->{hdr}{nprocs}\n);
-		exit !(\$v->{hdr}{version} == 2 && \$v->{hdr}{nprocs} == 1);
+		exit !(\$v->{hdr}{version} == 3 && \$v->{hdr}{nprocs} == 1);
 	}
 	exit 1;"'
 

@@ -905,10 +905,14 @@ TEST(turned_off_by_environment_and_by_flag)
 	struct kg_config cfg = { .procs = 1, .backend = "sysmon",
 				 .flags = KG_RUN_NO_INTERPOSE };
 
+	/* sysmon's time slice would take the held thread's proc after 10 ms
+	 * (it looks like a coroutine that never switches) */
+	setenv("KGREEN_SLICE", "off", 1);
 	setenv("KGREEN_INTERPOSE", "0", 1);
 	ASSERT_EQ(0, run_one(held_main, NULL));
 	unsetenv("KGREEN_INTERPOSE");
 	ASSERT_EQ(0, kg_run(held_main, NULL, &cfg));
+	unsetenv("KGREEN_SLICE");
 	ASSERT_EQ(0, co_failures());
 }
 

@@ -421,6 +421,12 @@ TEST(errno_after_a_taken_proc_sysmon)
 	struct kg_config cfg = { .procs = 1, .backend = "sysmon" };
 	int moved = 0, i;
 
+	/*
+	 * busy_other must keep the proc it gets busy, so that no proc is idle
+	 * when main comes back and it queues for one (on another thread): a
+	 * time slice would take that proc from busy_other and leave it idle.
+	 */
+	setenv("KGREEN_SLICE", "off", 1);
 	for (i = 0; i < 5; i++) {
 		struct errno_region r = { .seen = -1 };
 
@@ -431,6 +437,7 @@ TEST(errno_after_a_taken_proc_sysmon)
 		close(r.pipe[0]);
 		close(r.pipe[1]);
 	}
+	unsetenv("KGREEN_SLICE");
 	TH_LOG("the coroutine resumed on another thread in %d of 5 runs",
 	       moved);
 	ASSERT_LT(0, moved);

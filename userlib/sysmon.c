@@ -210,18 +210,22 @@ static unsigned int retake(struct kg_rt *rt, uint64_t now)
 	for (i = 0; i < n; i++) {
 		struct kg_worker *w = rt->workers[i];
 		struct sysmon_worker *sw = &rt->sysmon->w[i];
-		uint32_t in = BLK_IN, pi, expect;
+		uint32_t in = BLK_IN, pi, expect, blk;
 		struct kg_proc *p;
 		uint64_t since;
 
 		if (!w)
 			continue;
-		if (atomic_load_explicit(&sw->blk, memory_order_acquire) !=
-		    BLK_IN) {
-			if (rt->sysmon->slicing)
-				taken += slice_check(rt, w, sw, now);
+		blk = atomic_load_explicit(&sw->blk, memory_order_acquire);
+		/*
+		 * Outside a region, the slice. Not while RETAKEN: the proc is
+		 * gone already, though the slot names it until the worker's
+		 * kg_blocking_end says so (it writes nothing else meanwhile).
+		 */
+		if (blk == BLK_NONE && rt->sysmon->slicing)
+			taken += slice_check(rt, w, sw, now);
+		if (blk != BLK_IN)
 			continue;
-		}
 		since = atomic_load_explicit(&sw->since, memory_order_relaxed);
 		if (now - since < SYSMON_RETAKE_NS)
 			continue;
