@@ -82,6 +82,15 @@ int BPF_USDT(tr_fd_wait, long co, int fd, int dir)
 }
 
 SEC("usdt")
+int BPF_USDT(tr_preempted, int worker, long co)
+{
+	if (ours())
+		emit(TR_PREEMPT, (__u32)bpf_get_current_pid_tgid(), worker, co,
+		     0);
+	return 0;
+}
+
+SEC("usdt")
 int BPF_USDT(tr_fd_done, long co, int fd, int res)
 {
 	if (ours())

@@ -20,7 +20,7 @@ target=$here/gdb_target_so
 lib=$(cd "$here/../lib" && pwd)
 [ -x "$target" ] && [ -f "$lib/libkgreen.so.0.1-gdb.py" ] ||
 	{ echo "1..0 # SKIP gdb_target_so or the auto-load script was not built"; exit 0; }
-echo "1..10"
+echo "1..11"
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
 n=0
@@ -55,6 +55,8 @@ check "a coroutine in WaitGroup.Wait" \
 	'^ +4 +waiter +waiting +sync.WaitGroup.Wait 0x[0-9a-f]+ +waiter'
 check "a coroutine waiting for a descriptor, with its number" \
 	'^ +5 +reader +waiting +fd read [0-9]+ +reader'
+check "a coroutine running off its proc after a time slice" \
+	'^ +[0-9]+ +hog +running +on worker [0-9]+ .*preempted.* +hog'
 check "coroutine 3 bt: its frames, from the channel to its entry" \
 	'^#[0-9]+ .* in receive_one \(\)'
 check "coroutine 2 bt: kg_sleep called from sleeper" \

@@ -2,7 +2,8 @@
 /*
  * gdb_target - a program for gdb.sh to stop in: named coroutines parked
  * in different places (a sleep, a channel receive, a WaitGroup, a socket
- * read), then main calls gdb_target_ready(), where gdb's breakpoint is.
+ * read), and one that spins and has lost its proc to the time slice; then
+ * main calls gdb_target_ready(), where gdb's breakpoint is.
  * Run alone it just ends (main returning ends the runtime).
  */
 #include <kgreen.h>
@@ -50,6 +51,23 @@ static void reader(void *p)
 	kg_fd_wait(sv[0], KG_FD_READ, -1);
 }
 
+static _Atomic int stop_hog;
+
+/*
+ * Spins without a kgreen call until main is done: after a time slice it
+ * runs off its proc (a timer armed on that proc is work queued there, so
+ * the slice takes it).
+ */
+static void hog(void *p)
+{
+	kg_chan_t *t = kg_after(60ull * 1000000000);
+
+	(void)p;
+	while (!__atomic_load_n(&stop_hog, __ATOMIC_RELAXED))
+		;
+	kg_chan_free(t);
+}
+
 static void spawn(void (*fn)(void *), const char *name)
 {
 	struct kg_spawn_opts o = { .name = name };
@@ -68,8 +86,10 @@ static void main_co(void *p)
 	spawn(waiter, "waiter");
 	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv) == 0)
 		spawn(reader, "reader");
-	kg_sleep(20 * 1000000);	/* they all park */
+	spawn(hog, "hog");
+	kg_sleep(80 * 1000000);	/* they all park; the hog is preempted */
 	gdb_target_ready();
+	__atomic_store_n(&stop_hog, 1, __ATOMIC_RELAXED);
 	printf("ready\n");
 }
 

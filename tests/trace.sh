@@ -6,7 +6,8 @@
 # do; `record` writes a trace that is valid JSON with coroutine runs per
 # worker, blocks named by system call, and handoffs as flows. Then on
 # coroutines waiting for descriptors (fd_target): the live view counts
-# the waits, and the trace names each one's descriptor. TAP.
+# the waits, and the trace names each one's descriptor; and fd_target's
+# hog, preempted at the end of its time slices. TAP.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 tools=${KG_TOOLS_DIR:-$here/../tools}
@@ -30,7 +31,7 @@ if ! "$tools/kgreen-trace" -n 1 -i 0.5 $pid >"$tmp/view" 2>"$tmp/err"; then
 		exit 0
 	fi
 fi
-echo "1..9"
+echo "1..11"
 n=0
 check() {	# description, file, grep -E pattern
 	n=$((n + 1))
@@ -80,12 +81,17 @@ sleep 0.3
 "$tools/kgreen-trace" -n 1 -i 0.5 $pid2 >"$tmp/view2" 2>"$tmp/err"
 check "the live view counts descriptor waits" "$tmp/view2" \
 	'^descriptor waits [1-9][0-9]*/s'
+check "and coroutines preempted at the end of a time slice" "$tmp/view2" \
+	'preempted [1-9][0-9]*/s'
 "$tools/kgreen-trace" record -d 0.3 -o "$tmp/trace2.json" $pid2 2>"$tmp/err"
 python3 - "$tmp/trace2.json" >"$tmp/json2" 2>&1 <<'PY'
 import json, sys
 ev = json.load(open(sys.argv[1]))["traceEvents"]
 print("fd events:", " ".join(sorted({e["name"].split()[2] + " " + e["name"].split()[-1]
       for e in ev if e.get("cat") == "fd"})))
+print("preempted:", sum(1 for e in ev if e.get("cat") == "preempt"))
 PY
 check "the trace names each wait's descriptor and its end" "$tmp/json2" \
 	'^fd events: .*read wait'
+check "and each preempted coroutine's return" "$tmp/json2" \
+	'^preempted: [1-9]'

@@ -95,6 +95,14 @@ def running_on(rt):
                 where += " (gdb thread %d)" % t.num
         except (gdb.error, AttributeError, TypeError, ValueError):
             pass
+        slot = w["slot"].dereference()
+        if int(slot["proc"]) == 0xFFFFFFFF:
+            # the kernel side or sysmon took its proc; the worker learns
+            # it at its coroutine's next kgreen call (handoff.c)
+            if int(slot["preempts"]) != int(w["preempts_seen"]):
+                where += ", preempted: off its proc after a time slice"
+            else:
+                where += ", off its proc (taken while it blocked)"
         on[int(w["cur"])] = where
     return on
 

@@ -61,6 +61,8 @@ static struct {
 	struct thread th[MAX_THREADS];
 	int nth;
 	unsigned long handoffs, handoffs_total, events;
+	/* coroutines back from running off their procs after a time slice */
+	unsigned long preempts, preempts_total;
 	/* descriptor waits: this interval's, and those under way (as seen
 	 * since the tool attached) */
 	unsigned long fdwaits;
@@ -150,6 +152,10 @@ static int on_event(void *ctx, void *data, size_t size)
 	case TR_HANDOFF:
 		S.handoffs++;
 		S.handoffs_total++;
+		break;
+	case TR_PREEMPT:
+		S.preempts++;
+		S.preempts_total++;
 		break;
 	case TR_BLOCK:
 		t->blocked = 1;
@@ -306,8 +312,10 @@ static void view(double secs, bool tty)
 
 	if (tty)
 		fputs("\033[H\033[2J", stdout);
-	printf("kgreen-trace: pid %d, %.0f s; handoffs %.0f/s (%lu in all)\n\n",
-	       S.pid, secs, S.handoffs / secs, S.handoffs_total);
+	printf("kgreen-trace: pid %d, %.0f s; handoffs %.0f/s (%lu in all); "
+	       "preempted %.0f/s (%lu in all)\n\n", S.pid, secs,
+	       S.handoffs / secs, S.handoffs_total, S.preempts / secs,
+	       S.preempts_total);
 	printf("descriptor waits %.0f/s", S.fdwaits / secs);
 	if (S.nwaiting) {
 		int k;
@@ -351,6 +359,7 @@ static void view(double secs, bool tty)
 	for (i = 0; i < (unsigned int)S.nth; i++)
 		S.th[i].runs = S.th[i].blocks = 0;
 	S.handoffs = 0;
+	S.preempts = 0;
 	if (!n)
 		printf("(no worker activity seen yet)\n");
 	if (S.sh || S.kmod_addr) {
@@ -485,6 +494,14 @@ static void write_trace(const char *out)
 				(long long)e->a,
 				e->type == TR_FDDONE ? "result" : "dir",
 				(long long)e->c);
+			break;
+		case TR_PREEMPT:
+			fprintf(f, ",\n{\"ph\":\"i\",\"s\":\"t\",\"pid\":%d,"
+				"\"tid\":%u,\"ts\":%.3f,\"cat\":\"preempt\","
+				"\"name\":\"preempted\",\"args\":{"
+				"\"worker\":%lld,\"coroutine\":%lld}}",
+				S.pid, e->tid, (e->ts - t0) / 1e3,
+				(long long)e->a, (long long)e->b);
 			break;
 		case TR_HANDOFF: {
 			__u32 from = e->b >= 0 && e->b < KG_MAX_WORKERS ?
@@ -625,6 +642,8 @@ int main(int argc, char **argv)
 				 "fd_wait", NULL);
 	bpf_program__attach_usdt(skel->progs.tr_fd_done, S.pid, bin, "kgreen",
 				 "fd_done", NULL);
+	bpf_program__attach_usdt(skel->progs.tr_preempted, S.pid, bin,
+				 "kgreen", "preempted", NULL);
 	if (!l1 || !l2)
 		fprintf(stderr, "kgreen-trace: %s has no kgreen USDT probes "
 			"(libkgreen built without <sys/sdt.h>?): tracing "

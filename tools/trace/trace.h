@@ -12,6 +12,8 @@ enum tr_type {
 	TR_ONCPU,	/* the thread got a CPU */
 	TR_FDWAIT,	/* a: coroutine id, b: fd, c: 0 read, 1 write */
 	TR_FDDONE,	/* a: coroutine id, b: fd, c: 0 ready or -errno */
+	TR_PREEMPT,	/* a: worker, b: coroutine id, back from running off
+			 * its proc after a time slice */
 };
 
 struct tr_event {
