@@ -172,10 +172,16 @@ void kg_parker_wait(struct kg_parker *pk, void (*unlock)(void *), void *arg,
  * post-switch action), so a worker that fires the timer always finds its
  * registers saved.
  */
-/* kg_sleep's timer: make the sleeper runnable on the firing worker. */
+/*
+ * kg_sleep's timer: make the sleeper runnable on the firing worker, next
+ * (runnext), as Go's timers ready a sleeping goroutine: a sleeper is
+ * usually the latency-sensitive one (a ticker, a deadline), and behind a
+ * queue of coroutines that each may take a time slice it could wait one
+ * slice per coroutine.
+ */
 static uint64_t sleep_fire(struct kg_worker *w, struct kg_timer *t)
 {
-	kg_ready(w, t->arg, false);
+	kg_ready(w, t->arg, true);
 	return 0;
 }
 

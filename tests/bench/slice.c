@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 /*
- * slice - time slicing: coroutines that spin for 2 s without a kgreen call
- * ("hogs") beside a coroutine that sleeps 10 ms at a time (the ticker).
+ * slice - time slicing: coroutines that compute for 2 s of CPU without a
+ * kgreen call ("hogs": a loop calibrated at start to take that long on one
+ * CPU) beside a coroutine that sleeps 10 ms at a time (the ticker).
  * Prints, for 1 proc and 1 hog on the backend kg_run picks (bpf here) and
  * on sysmon, and for 2 procs and 3 hogs: the ticker's largest gap and its
  * ticks while hogs run, how long the hogs took, the peak thread count.
@@ -19,7 +20,7 @@
 
 struct scen {
 	unsigned int hogs;
-	uint64_t hog_ns;
+	uint64_t hog_iters;
 	_Atomic int done;
 	uint64_t t0, t_done, max_gap, ticks;
 	long threads;
@@ -34,14 +35,40 @@ static uint64_t mono_ns(void)
 	return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
 }
 
+/* The hog's work: n rounds of xorshift, kept from the optimizer. */
+static uint64_t work(uint64_t n)
+{
+	uint64_t x = 88172645463325252ull;
+
+	while (n--) {
+		x ^= x << 13;
+		x ^= x >> 7;
+		x ^= x << 17;
+		__asm__ volatile("" : "+r"(x));
+	}
+	return x;
+}
+
+/* Rounds of work that take ns on one CPU here. */
+static uint64_t calibrate(uint64_t ns)
+{
+	uint64_t n = 1 << 20, t0, t;
+
+	for (;;) {
+		t0 = mono_ns();
+		work(n);
+		t = mono_ns() - t0;
+		if (t >= 100 * MS)
+			return (uint64_t)((double)n * (double)ns / (double)t);
+		n *= 2;
+	}
+}
+
 static void hog(void *arg)
 {
 	struct scen *s = arg;
-	uint64_t t0 = mono_ns();
-	volatile uint64_t x = 0;
 
-	while (mono_ns() - t0 < s->hog_ns)
-		x++;
+	work(s->hog_iters);
 	kg_wg_done(&s->wg);
 }
 
@@ -89,9 +116,9 @@ static void scen_main(void *arg)
 }
 
 static int run(const char *prefix, unsigned int procs, unsigned int hogs,
-	       const char *backend, uint64_t hog_ns)
+	       const char *backend, uint64_t hog_iters)
 {
-	struct scen s = { .hogs = hogs, .hog_ns = hog_ns };
+	struct scen s = { .hogs = hogs, .hog_iters = hog_iters };
 	struct kg_config cfg = { .procs = procs, .backend = backend };
 
 	if (kg_run(scen_main, &s, &cfg))
@@ -105,9 +132,10 @@ static int run(const char *prefix, unsigned int procs, unsigned int hogs,
 
 int main(int argc, char **argv)
 {
-	uint64_t hog_ns = (argc > 1 ? (uint64_t)atol(argv[1]) : 2000) * MS;
+	uint64_t iters = calibrate((argc > 1 ? (uint64_t)atol(argv[1]) : 2000) *
+				   MS);
 
-	return run("slice1", 1, 1, NULL, hog_ns) ||
-	       run("slice1sysmon", 1, 1, "sysmon", hog_ns) ||
-	       run("slice3", 2, 3, NULL, hog_ns);
+	return run("slice1", 1, 1, NULL, iters) ||
+	       run("slice1sysmon", 1, 1, "sysmon", iters) ||
+	       run("slice3", 2, 3, NULL, iters);
 }

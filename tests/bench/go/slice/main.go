@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: MIT
 
-// slice: Go twin of tests/bench/slice.c. Goroutines that spin for 2 s
-// beside one that sleeps 10 ms at a time; Go preempts the spinners
+// slice: Go twin of tests/bench/slice.c. Goroutines that compute for 2 s
+// of CPU (a loop calibrated at start) beside one that sleeps 10 ms at a
+// time; Go preempts the spinners
 // (asynchronously, since Go 1.14). Prints the ticker's largest gap and
 // ticks while they run, how long they took, and the peak thread count,
 // for GOMAXPROCS=1 with 1 spinner (twice: beside kgreen's default backend
@@ -35,7 +36,29 @@ func threads() int {
 
 var sink uint64
 
-func run(prefix string, procs, hogs int, hog time.Duration) {
+// work: n rounds of xorshift.
+func work(n uint64) uint64 {
+	x := uint64(88172645463325252)
+	for ; n > 0; n-- {
+		x ^= x << 13
+		x ^= x >> 7
+		x ^= x << 17
+	}
+	return x
+}
+
+// calibrate: rounds of work that take d on one CPU here.
+func calibrate(d time.Duration) uint64 {
+	for n := uint64(1 << 20); ; n *= 2 {
+		t0 := time.Now()
+		atomic.AddUint64(&sink, work(n))
+		if t := time.Since(t0); t >= 100*time.Millisecond {
+			return uint64(float64(n) * float64(d) / float64(t))
+		}
+	}
+}
+
+func run(prefix string, procs, hogs int, iters uint64) {
 	runtime.GOMAXPROCS(procs)
 	var done int32
 	var t0, tDone time.Time
@@ -68,12 +91,7 @@ func run(prefix string, procs, hogs int, hog time.Duration) {
 	for i := 0; i < hogs; i++ {
 		go func() {
 			defer wg.Done()
-			start := time.Now()
-			x := uint64(0)
-			for time.Since(start) < hog {
-				x++
-			}
-			atomic.AddUint64(&sink, x)
+			atomic.AddUint64(&sink, work(iters))
 		}()
 	}
 	wg.Wait()
@@ -91,8 +109,8 @@ func main() {
 	if len(os.Args) > 1 {
 		ms, _ = strconv.Atoi(os.Args[1])
 	}
-	hog := time.Duration(ms) * time.Millisecond
-	run("slice1", 1, 1, hog)
-	run("slice1sysmon", 1, 1, hog)
-	run("slice3", 2, 3, hog)
+	iters := calibrate(time.Duration(ms) * time.Millisecond)
+	run("slice1", 1, 1, iters)
+	run("slice1sysmon", 1, 1, iters)
+	run("slice3", 2, 3, iters)
 }
