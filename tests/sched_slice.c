@@ -402,6 +402,109 @@ TEST_F_TIMEOUT(slice, short_coroutines_never_preempted, 60)
 	ASSERT_EQ(0ull, sh.st.preemptions);
 }
 
+/*
+ * A storm: with a 1 ms slice, coroutines alternate spins of up to 8 ms
+ * (preempted often) with kgreen calls of every kind (channel round trips,
+ * a mutex, yields, sleeps), so that slices end at every point of the
+ * scheduler's entries and exits. Nothing may be lost or run twice, and
+ * every coroutine that ran off its proc comes back.
+ */
+#define STORM_CO 8
+
+struct storm {
+	kg_chan_t *ch[STORM_CO / 2];
+	kg_mutex_t mu;
+	long in_mu, violations, sum;
+	kg_wg_t wg;
+	int rounds;
+	struct kg_stats st;
+};
+
+static struct storm *storm_of;
+
+static void storm_co(void *arg)
+{
+	struct storm *st = storm_of;
+	long me = (long)(intptr_t)arg;
+	kg_chan_t *ch = st->ch[me / 2];
+	uint32_t r = (uint32_t)me * 2654435761u + 1;
+	int i;
+
+	for (i = 0; i < st->rounds; i++) {
+		long v = i;
+
+		r = r * 1103515245u + 12345u;
+		spin_for((r >> 8) % (8 * MS));
+		switch (r % 4) {
+		case 0:
+			kg_mutex_lock(&st->mu);
+			if (st->in_mu++)
+				st->violations++;
+			spin_for(100 * 1000);
+			st->in_mu--;
+			st->sum++;
+			kg_mutex_unlock(&st->mu);
+			break;
+		case 1:
+			kg_yield();
+			break;
+		case 2:
+			kg_sleep(100 * 1000);
+			break;
+		default:
+			break;
+		}
+		/* partners exchange one value per round, in order */
+		if (me & 1) {
+			CO_CHECK(kg_chan_send(ch, &v) == 0, "send");
+		} else {
+			long got = -1;
+
+			CO_CHECK(kg_chan_recv(ch, &got) == 0 && got == i,
+				 "round %d got %ld", i, got);
+		}
+	}
+	kg_wg_done(&st->wg);
+}
+
+static void storm_main(void *arg)
+{
+	struct storm *st = arg;
+	long i;
+
+	storm_of = st;
+	for (i = 0; i < STORM_CO / 2; i++)
+		st->ch[i] = kg_chan_make(sizeof(long), i % 2);
+	kg_wg_add(&st->wg, STORM_CO);
+	for (i = 0; i < STORM_CO; i++)
+		CO_CHECK(kg_go(storm_co, (void *)(intptr_t)i) > 0, "spawn");
+	kg_wg_wait(&st->wg);
+	for (i = 0; i < STORM_CO / 2; i++)
+		kg_chan_free(st->ch[i]);
+	CO_CHECK(kg_stats(&st->st) == 0, "kg_stats");
+}
+
+TEST_F_TIMEOUT(slice, preempt_storm, 120)
+{
+	struct storm st = { .rounds = (int)scaled(100, 3) };
+	struct kg_config cfg = { .procs = 2, .backend = backend_of(variant) };
+	int err;
+
+	setenv("KGREEN_SLICE", "1ms", 1);
+	err = kg_run(storm_main, &st, &cfg);
+	if (err == -ENODEV)
+		SKIP(return, "the %s backend cannot serve here",
+		     backend_of(variant));
+	ASSERT_EQ(0, err);
+	ASSERT_EQ(0, co_failures());
+	TH_LOG("%s: %llu preemptions, %llu handoffs, %u workers",
+	       backend_of(variant), (unsigned long long)st.st.preemptions,
+	       (unsigned long long)st.st.handoffs, st.st.workers);
+	ASSERT_EQ(0L, st.violations);
+	ASSERT_GE(st.st.preemptions, 1ull);
+	ASSERT_EQ(0ull, st.st.preempted_now);
+}
+
 static void nop(void *arg)
 {
 	(void)arg;

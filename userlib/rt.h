@@ -289,7 +289,8 @@ struct kg_global_queue {
 /* All entries of rt's global queue: written under rt.lock, peeked without.
  * In the shared header, so that the kernel side sees it too. */
 #define GQ_LEN(rt) ((_Atomic uint32_t *)&(rt)->shared->hdr.gq_len)
-/* Worker w's coroutine switches: single writer (w), relaxed. In w's slot,
+/* Worker w's coroutine switches (x2, + KG_SWITCHES_NOPREEMPT): single
+ * writer (w), relaxed. In w's slot,
  * where the side that watches time slices reads it (uapi/kgreen.h). */
 #define W_SWITCHES(w) ((_Atomic uint64_t *)&(w)->slot->switches)
 

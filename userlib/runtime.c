@@ -590,7 +590,8 @@ int kg_stats(struct kg_stats *out)
 	}
 	for (i = 0; i < atomic_load(&rt->nworkers); i++)
 		if (rt->workers[i])
-			out->switches += kg_load_relaxed(W_SWITCHES(rt->workers[i]));
+			out->switches +=
+				kg_load_relaxed(W_SWITCHES(rt->workers[i])) >> 1;
 	out->parks = atomic_load(&rt->parks);
 	out->handoffs = atomic_load(&rt->handoffs);
 	out->handoff_ns_sum = atomic_load(&rt->hlat_sum);

@@ -460,15 +460,13 @@ static struct kg_worker *switch_to(struct kg_worker *w, struct kg_co *next)
 	w->cur = next;
 	w->from = self;
 	/*
-	 * The count is the time slice's clock (uapi/kgreen.h, kg_slice_due):
-	 * one relaxed store to the slot's line, which kg_enter_sched wrote
-	 * already. nopreempt is stored only when it changes.
+	 * The count is the time slice's clock (uapi/kgreen.h, kg_slice_due),
+	 * in steps of 2, its low bit next's KG_GO_NOPREEMPT: one relaxed
+	 * store to the slot's line, which kg_enter_sched wrote already.
 	 */
-	kg_count(W_SWITCHES(w));
-	if (kg_unlikely(kg_load_relaxed((_Atomic uint32_t *)&w->slot->nopreempt) !=
-			next->nopreempt))
-		kg_store_relaxed((_Atomic uint32_t *)&w->slot->nopreempt,
-				 (uint32_t)next->nopreempt);
+	kg_store_relaxed(W_SWITCHES(w),
+			 ((kg_load_relaxed(W_SWITCHES(w)) + 2) & ~1ull) |
+				 next->nopreempt);
 	KG_PROBE2(co_run, w->index, next->id);
 	w = finish_switch(kg_switch(self, next, w));
 	/* after the post-switch action, whose system calls may set it */

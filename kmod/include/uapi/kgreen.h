@@ -36,6 +36,9 @@
  */
 #define KG_PROC_ASK		0x80000000u
 
+/* kg_worker_slot.switches: the running coroutine must keep its proc */
+#define KG_SWITCHES_NOPREEMPT	1ull
+
 /* kg_worker_slot.state */
 #define KG_WORKER_RUNNING	0
 #define KG_WORKER_BLOCKED	1
@@ -65,14 +68,14 @@ struct kg_worker_slot {
 	__u64 blocks;		/* kernel side: blocking switches seen */
 	__u64 blocked_at_ns;	/* kernel side: when the current block began */
 	/*
-	 * Time slicing (kg_slice_due). switches: coroutine switches on this
-	 * worker, written only by the worker (relaxed stores, at each switch);
-	 * a value that stays the same for a slice means one coroutine has run
-	 * that long. nopreempt: 1 while the running coroutine asked never to
-	 * lose its proc to the slice (written by the worker at the switch).
+	 * Time slicing (kg_slice_due). switches: twice the coroutine switches
+	 * on this worker, plus 1 while the running coroutine asked never to
+	 * lose its proc to the slice (KG_SWITCHES_NOPREEMPT); written only by
+	 * the worker, at each switch (relaxed stores). A value that stays the
+	 * same for a slice means one coroutine has run that long.
 	 */
 	__u64 switches;
-	__u32 nopreempt;
+	__u32 __pad1;
 	/* procs taken from this worker at the end of a slice; written by the
 	 * side that takes them (kernel side, or sysmon), read by the worker */
 	__u32 preempts;
@@ -232,7 +235,7 @@ static inline int kg_slice_due(const struct kg_shared *sh,
 		*since = now;
 		return 0;
 	}
-	if (now - *since < slice || KG_LOAD_ONCE(ws->nopreempt))
+	if (now - *since < slice || (sw & KG_SWITCHES_NOPREEMPT))
 		return 0;
 	*since = now;	/* ask again a slice later, not at every look */
 	return 1;
