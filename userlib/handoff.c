@@ -32,8 +32,12 @@
  *   W --release (kg_proc_release)--> DETACHED      W itself: the proc goes
  *                                                  idle (find_runnable) or
  *                                                  W's thread ends
- *   W --detach (kernel side)--> DETACHED           at W's blocking switch
- *   W --retake (sysmon.c)--> DETACHED              W is in a marked region
+ *   W --detach (kernel side)--> DETACHED           at W's blocking switch,
+ *                                                  or at the end of a time
+ *                                                  slice, on W's CPU
+ *   W --retake (sysmon.c)--> DETACHED              W is in a marked region,
+ *                                                  or its slice is up and
+ *                                                  sysmon's handshake won
  *
  * A detached proc is always in exactly one place: on rt.idle_procs, in a
  * parked worker's nextp, in a new worker's nextp, named by a record in the
@@ -42,7 +46,12 @@
  * records, sysmon's retake). Nothing else holds it, so nothing is lost.
  *
  * A proc is lost only at a blocking switch (or, with sysmon, while its
- * worker is inside a region marked as blocking). The kernel side detaches at
+ * worker is inside a region marked as blocking), or when one coroutine
+ * has run on its worker for a whole time slice (kg_slice_due, uapi): the
+ * kernel side then detaches in the interrupt that stopped the worker on
+ * its own CPU (the same program-order argument as below), sysmon by the
+ * handshake sysmon.c explains; either way the coroutine runs on, off its
+ * proc, and comes back like one whose call returned. The kernel side detaches at
  * the context switch of a registered worker that leaves its CPU without
  * being runnable (preemption is not a block), on that worker's own CPU,
  * only if kg_detach_rule (uapi/kgreen.h, the one copy the module, the BPF
