@@ -109,9 +109,11 @@ struct kg_kworker {
 	/* time slices: the timer's memory of the slot (kg_slice_due) */
 	u64 slice_seen, slice_since;
 	/* the IPI to the worker's CPU; ipi_busy is 1 from its sending to
-	 * the end of its handler (the reaper waits for 0) */
+	 * the end of its handler (the reaper waits for 0); ipi_switches:
+	 * the switch count the timer saw when it sent it */
 	call_single_data_t csd;
 	atomic_t ipi_busy;
+	u64 ipi_switches;
 };
 
 /* One open of /dev/kgreen: one process's workers and shared state. */
@@ -285,7 +287,9 @@ static void kg_on_block(struct kg_kworker *kw, struct kg_ctx *ctx)
 /*
  * The slice's IPI, in the interrupt on the CPU where the timer saw kw run:
  * if it interrupted kw itself, program order makes kw's slot current here,
- * as at its switch, and the rule decides.
+ * as at its switch. The count must still be the one the timer judged (a
+ * switch meanwhile began a new slice, maybe of a KG_GO_NOPREEMPT
+ * coroutine: the count carries that bit), and the rule decides.
  */
 static void kg_slice_ipi(void *info)
 {
@@ -295,6 +299,8 @@ static void kg_slice_ipi(void *info)
 
 	if (current == kw->task && atomic_read(&kw->linked) &&
 	    !READ_ONCE(ctx->closed) && current->mm == ctx->mm &&
+	    READ_ONCE(ctx->sh->workers[kw->index].switches) ==
+		    kw->ipi_switches &&
 	    kg_detach_rule(ctx->sh, &ctx->sh->workers[kw->index], &p) ==
 		    KG_DETACH_YES)
 		kg_detach(kw, ctx, p, ktime_get_ns(), true);
@@ -357,6 +363,8 @@ static enum hrtimer_restart kg_slice_timer_fn(struct hrtimer *t)
 		    kg_detach_rule(sh, ws, &p) != KG_DETACH_YES ||
 		    atomic_xchg(&kw->ipi_busy, 1))
 			continue;
+		/* ordered before the handler by the IPI's own barriers */
+		kw->ipi_switches = kw->slice_seen;
 		if (smp_call_function_single_async(task_cpu(kw->task),
 						   &kw->csd))
 			atomic_set(&kw->ipi_busy, 0);
@@ -395,11 +403,15 @@ static void kg_slice_timer_init(struct hrtimer *t)
 static void kg_slice_arm(struct kg_ctx *ctx)
 {
 	/*
-	 * A full barrier (xchg) between the scheduler's store of on_cpu and
-	 * the read of armed: pairs with the timer's stop, see there. One
-	 * atomic per switch in of a worker, beside the switch's own cost.
+	 * A full barrier between the scheduler's store of on_cpu and the
+	 * read of armed: pairs with the timer's stop, see there. The line is
+	 * only read while the timer runs (no bouncing between CPUs); the
+	 * exchange decides who starts it.
 	 */
-	if (!READ_ONCE(ctx->sh->hdr.slice_ns) ||
+	if (!READ_ONCE(ctx->sh->hdr.slice_ns))
+		return;
+	smp_mb();
+	if (atomic_read(&ctx->slice_armed) ||
 	    atomic_xchg(&ctx->slice_armed, 1))
 		return;
 	hrtimer_start(&ctx->slice_timer, kg_slice_period(ctx),

@@ -12,8 +12,9 @@
 #include "context.h"
 
 /*
- * Entering and leaving scheduler code: in_sched, with relaxed stores (a
- * plain mov) ordered by compiler barriers. The kernel side reads the slot
+ * Entering and leaving scheduler code: in_sched, with a relaxed store (a
+ * plain mov) and a compiler barrier to enter, a release store to leave.
+ * A worker touches its proc's queues only between the two. The kernel side reads the slot
  * only on this worker's CPU while this worker is switched out, so program
  * order is all that is needed (the rseq argument). The barrier keeps the
  * compiler from moving scheduler memory accesses across the flag. Atomic
@@ -37,8 +38,13 @@ static inline void kg_leave_sched(struct kg_worker *w)
 	if (w->proc)
 		__tsan_release(w->proc);
 #endif
-	kg_barrier();
-	__atomic_store_n(&w->slot->in_sched, 0, __ATOMIC_RELAXED);
+	/*
+	 * release (a plain mov on x86, stlr on arm64): what the worker wrote
+	 * to its proc in scheduler code is visible to whoever reads in_sched
+	 * 0 with acquire and then takes the proc from another CPU (sysmon's
+	 * slice: sysmon.c). The kernel sides read on this CPU and need none.
+	 */
+	__atomic_store_n(&w->slot->in_sched, 0, __ATOMIC_RELEASE);
 }
 
 bool kg_proc_taken(struct kg_worker *w);

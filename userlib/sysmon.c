@@ -35,15 +35,27 @@
  *     CAS p|ASK -> NONE (take)
  *   else CAS p|ASK -> p (withdraw)
  *
+ * The worker uses its proc only in scheduler code, between its store of
+ * in_sched 1 and its release store of 0 (kg_enter_sched, kg_leave_sched).
  * membarrier puts a full barrier in every running thread of the process
- * between sysmon's CAS and its loads. If the worker's barrier falls after
- * its store of in_sched, sysmon sees in_sched 1 and withdraws; if before,
- * the worker's load after it sees ASK. Either way the two compare-and-swaps
- * on slot.proc decide, and exactly one succeeds: no proc is ever used by
- * the worker after sysmon took it, and no worker waits for sysmon. The
- * worker's fast path is unchanged: kg_proc_lost tests the bit that NONE
- * already has. Without membarrier (seccomp, an old kernel), sysmon does
- * not slice.
+ * between sysmon's CAS and its loads; where that barrier falls in the
+ * worker's latest entry decides:
+ *  - before the entry's load of slot.proc: the load sees ASK, and the
+ *    worker keeps the proc by CAS (then sysmon's final CAS fails) or finds
+ *    NONE and never touches it;
+ *  - after that load, with the worker still in scheduler code: sysmon
+ *    sees in_sched 1 (the barrier orders the store before its loads) and
+ *    withdraws;
+ *  - after that load, the worker having left again: if it switched, the
+ *    count moved and sysmon withdraws; if not (a kg_go, a wake-up), it is
+ *    back in coroutine code, done with the proc, and sysmon's acquire load
+ *    of in_sched 0 sees everything it wrote there: taking the proc now is
+ *    a take at an in_sched 0 point, as a kernel side's.
+ * The two compare-and-swaps on slot.proc decide, and exactly one succeeds:
+ * no proc is used by the worker after sysmon took it, and no worker waits
+ * for sysmon. The worker's fast path is unchanged: kg_proc_lost tests the
+ * bit that NONE already has. Without membarrier (seccomp, an old kernel),
+ * sysmon does not slice.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -124,8 +136,15 @@ void kg_blocking_end(void)
 		return;
 	if (in != BLK_RETAKEN)
 		return;		/* end without begin */
-	atomic_store_explicit(&sw->blk, BLK_NONE, memory_order_relaxed);
-	/* the proc went to another worker: take an idle one or requeue */
+	/*
+	 * The proc went to another worker. Say so in the slot before blk
+	 * reads NONE (release; sysmon loads blk with acquire): from NONE on,
+	 * sysmon looks at this worker's slice again, and a slot still naming
+	 * the proc would let it take a proc another worker runs.
+	 */
+	__atomic_store_n(&w->slot->proc, KG_PROC_NONE, __ATOMIC_RELAXED);
+	atomic_store_explicit(&sw->blk, BLK_NONE, memory_order_release);
+	/* take an idle proc or requeue */
 	kg_sched_lost(w);
 }
 
@@ -195,7 +214,15 @@ static unsigned int slice_check(struct kg_rt *rt, struct kg_worker *w,
 	/* a racy look first (see retake); slice_take decides */
 	if (kg_detach_rule(rt->shared, w->slot, &pi) != KG_DETACH_YES)
 		return 0;
-	return slice_take(rt, w, pi, sw->slice_seen);
+	if (slice_take(rt, w, pi, sw->slice_seen))
+		return 1;
+	/*
+	 * It entered the runtime meanwhile without switching (a kg_go, a
+	 * wake-up), or no place was free: ask again a slice later, not at
+	 * every pass (each ask costs every running worker an IPI).
+	 */
+	sw->slice_since = now;
+	return 0;
 }
 
 /*

@@ -214,7 +214,8 @@ static inline int kg_detach_rule(const struct kg_shared *sh,
  * Time slicing: whether the side that watches worker slot ws should take
  * its proc because one coroutine has run on it for a slice. It keeps its
  * own memory of the slot in *seen (switches last seen) and *since (when,
- * ns); now in ns. A YES still has to pass the detach rule (the proc has
+ * ns; a caller may set it to now to look again only a slice later); now
+ * in ns. A YES still has to pass the detach rule (the proc has
  * work, the worker runs a coroutine) and take a place in hdr.slice_out
  * (kg_slice_enter). The same test for every backend: the BPF program at
  * the scheduler tick (its memory in ws->slice_*), kgreen.ko from a timer
@@ -235,10 +236,12 @@ static inline int kg_slice_due(const struct kg_shared *sh,
 		*since = now;
 		return 0;
 	}
-	if (now - *since < slice || (sw & KG_SWITCHES_NOPREEMPT))
-		return 0;
-	*since = now;	/* ask again a slice later, not at every look */
-	return 1;
+	/*
+	 * Due until the count moves: a look that finds the proc with no work
+	 * (or its take otherwise refused) leaves it due, so that work arriving
+	 * later takes the proc at the next look, not a slice later.
+	 */
+	return now - *since >= slice && !(sw & KG_SWITCHES_NOPREEMPT);
 }
 
 /* Take a place in hdr.slice_out (1), or none is left (0). */
