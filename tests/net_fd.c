@@ -676,8 +676,10 @@ static void echo_main(void *p)
 	kg_wg_wait(&clients_wg);
 	CO_CHECK(kg_stats(&st) == 0, "stats");
 	TH_LOG("%ld connections x %d round trips: %ld echoed, %u workers, "
-	       "%llu handoffs", CONNS, ROUNDS, atomic_load(&echoed),
-	       st.workers, (unsigned long long)st.handoffs);
+	       "%llu handoffs (%llu at the end of a time slice)", CONNS,
+	       ROUNDS, atomic_load(&echoed), st.workers,
+	       (unsigned long long)st.handoffs,
+	       (unsigned long long)st.preemptions);
 	CO_CHECK(atomic_load(&clients_ok) == CONNS, "%ld of %ld clients",
 		 atomic_load(&clients_ok), CONNS);
 	CO_CHECK(st.workers <= st.procs + THREAD_SLACK, "%u workers",

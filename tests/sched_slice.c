@@ -256,17 +256,25 @@ static const char *backend_of(const FIXTURE_VARIANT(slice) *v)
 		ASSERT_EQ(0, co_failures());                                  \
 	} while (0)
 
+/*
+ * The hogs were sliced: a preemption, the ticker's gaps bounded, and every
+ * hog back from running off its proc (no place in slice_out leaked).
+ */
+#define ASSERT_SLICED(s)                                                      \
+	do {                                                                  \
+		ASSERT_GE((s)->st.preemptions, 1ull);                         \
+		ASSERT_LE((s)->max_gap, slack(variant->gap));                 \
+		ASSERT_EQ(0ull, (s)->st.preempted_now);                       \
+	} while (0)
+
 /* 1 proc, 1 hog: the ticker keeps ticking. */
 TEST_F_TIMEOUT(slice, one_hog_one_proc, 60)
 {
 	struct scen s = { .procs = 1, .hogs = 1, .hog_ns = 600 * MS };
 
 	RUN_OR_SKIP(&s, variant);
-	ASSERT_GE(s.st.preemptions, 1ull);
-	ASSERT_LE(s.max_gap, slack(variant->gap));
+	ASSERT_SLICED(&s);
 	ASSERT_GE(s.ticks, 20ull);
-	/* every hog came back: no place in slice_out is leaked */
-	ASSERT_EQ(0ull, s.st.preempted_now);
 }
 
 /*
@@ -279,10 +287,8 @@ TEST_F_TIMEOUT(slice, three_hogs_two_procs, 60)
 	struct scen s = { .procs = 2, .hogs = 3, .hog_ns = 400 * MS };
 
 	RUN_OR_SKIP(&s, variant);
-	ASSERT_GE(s.st.preemptions, 1ull);
-	ASSERT_LE(s.max_gap, slack(variant->gap));
+	ASSERT_SLICED(&s);
 	ASSERT_LE(s.max_out, 3ull);
-	ASSERT_EQ(0ull, s.st.preempted_now);
 }
 
 /* More hogs than KGREEN_SLICE_HOGS: never more out at once. */
@@ -306,8 +312,7 @@ TEST_F_TIMEOUT(slice, hog_holds_mutex, 60)
 			  .hog_kind = HOG_MUTEX };
 
 	RUN_OR_SKIP(&s, variant);
-	ASSERT_GE(s.st.preemptions, 1ull);
-	ASSERT_LE(s.max_gap, slack(variant->gap));
+	ASSERT_SLICED(&s);
 	ASSERT_EQ(0L, s.mu_violations);
 	ASSERT_EQ(5L, s.mu_waiters_done);
 }
@@ -321,9 +326,16 @@ TEST_F_TIMEOUT(slice, hog_in_qsort, 60)
 	if (s.hogs_ns < 100 * MS)
 		SKIP(return, "qsort took only %llu ms here",
 		     (unsigned long long)(s.hogs_ns / MS));
-	ASSERT_GE(s.st.preemptions, 1ull);
-	ASSERT_LE(s.max_gap, slack(variant->gap));
+	ASSERT_SLICED(&s);
 }
+
+/* The 300 ms hog kept its proc: no preemption, the ticker waited. */
+#define RUN_NOT_SLICED(s)                                                     \
+	do {                                                                  \
+		RUN_OR_SKIP(s, variant);                                      \
+		ASSERT_EQ(0ull, (s)->st.preemptions);                         \
+		ASSERT_GE((s)->max_gap, (uint64_t)(250 * MS));                \
+	} while (0)
 
 /* KG_GO_NOPREEMPT: the hog keeps its proc; the ticker waits for it. */
 TEST_F_TIMEOUT(slice, nopreempt_coroutine, 60)
@@ -331,9 +343,7 @@ TEST_F_TIMEOUT(slice, nopreempt_coroutine, 60)
 	struct scen s = { .procs = 1, .hogs = 1, .hog_ns = 300 * MS,
 			  .go_flags = KG_GO_NOPREEMPT };
 
-	RUN_OR_SKIP(&s, variant);
-	ASSERT_EQ(0ull, s.st.preemptions);
-	ASSERT_GE(s.max_gap, (uint64_t)(250 * MS));
+	RUN_NOT_SLICED(&s);
 }
 
 /* KGREEN_SLICE=off: no slicing at all. */
@@ -342,9 +352,7 @@ TEST_F_TIMEOUT(slice, off_by_environment, 60)
 	struct scen s = { .procs = 1, .hogs = 1, .hog_ns = 300 * MS };
 
 	setenv("KGREEN_SLICE", "off", 1);
-	RUN_OR_SKIP(&s, variant);
-	ASSERT_EQ(0ull, s.st.preemptions);
-	ASSERT_GE(s.max_gap, (uint64_t)(250 * MS));
+	RUN_NOT_SLICED(&s);
 }
 
 /* A longer slice: the ticker waits about that long, no longer. */
