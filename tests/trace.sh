@@ -83,7 +83,7 @@ check "the live view counts descriptor waits" "$tmp/view2" \
 	'^descriptor waits [1-9][0-9]*/s'
 check "and coroutines preempted at the end of a time slice" "$tmp/view2" \
 	'preempted [1-9][0-9]*/s'
-"$tools/kgreen-trace" record -d 0.3 -o "$tmp/trace2.json" $pid2 2>"$tmp/err"
+"$tools/kgreen-trace" record -d 0.6 -o "$tmp/trace2.json" $pid2 2>"$tmp/err"
 python3 - "$tmp/trace2.json" >"$tmp/json2" 2>&1 <<'PY'
 import json, sys
 ev = json.load(open(sys.argv[1]))["traceEvents"]
