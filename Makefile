@@ -218,7 +218,7 @@ vmbench: lib
 	$(Q)tools/install-deps vm
 	$(Q)$(MAKE) --no-print-directory kmod
 	$(Q)$(MAKE) --no-print-directory -C tests/bench $(OUT)/bench/handoff \
-		$(OUT)/bench/switch $(OUT)/bench/probecost
+		$(OUT)/bench/switch $(OUT)/bench/probecost $(OUT)/bench/slice
 	$(Q)tools/vmbench $(KMOD_KO) $(OUT)/bench $(VMBENCH_ROUNDS)
 
 # Install. The DKMS sources go to $(PREFIX)/src/kgreen-VERSION (with

@@ -28,8 +28,14 @@
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
-/* The process served; set by userspace before loading. */
-const volatile __u32 kg_tgid = 0;
+/*
+ * The process served, as the kernel numbers it (its tgid in the initial
+ * PID namespace, which is what task_struct holds): set by kg_register at
+ * the first registration, 0 until then. Userspace cannot know it inside a
+ * PID namespace (getpid() gives the namespace's number), so the kernel
+ * side learns it from the registering thread itself.
+ */
+__u32 kg_tgid = 0;
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -81,6 +87,32 @@ struct {
 
 #define READ_ONCE(x) (*(volatile typeof(x) *)&(x))
 #define WRITE_ONCE(x, v) (*(volatile typeof(x) *)&(x) = (v))
+
+/*
+ * kg_register: run by userspace with BPF_PROG_TEST_RUN on the thread that
+ * becomes worker args[0] (args[1] 1) or stops being one (args[1] 0), so
+ * that the ids it reads are the kernel's, whatever PID namespace the
+ * process lives in: the kg_tids entry is keyed by the thread's kernel
+ * tid, and the first registration sets kg_tgid. Returns that tid (0: the
+ * caller is not of the process served).
+ */
+SEC("raw_tp")
+int kg_register(struct bpf_raw_tracepoint_args *ctx)
+{
+	__u64 id = bpf_get_current_pid_tgid();
+	__u32 tid = (__u32)id, tgid = (__u32)(id >> 32);
+	__u32 w = (__u32)ctx->args[0];
+
+	if (!kg_tgid)
+		__sync_val_compare_and_swap(&kg_tgid, 0, tgid);
+	if (kg_tgid != tgid || w >= KG_MAX_WORKERS)
+		return 0;
+	if (ctx->args[1])
+		bpf_map_update_elem(&kg_tids, &tid, &w, BPF_ANY);
+	else
+		bpf_map_delete_elem(&kg_tids, &tid);
+	return (int)tid;
+}
 
 /* The shared state and t's worker slot (index *wi), or NULL: not a worker. */
 static __always_inline struct kg_worker_slot *
@@ -207,8 +239,8 @@ int BPF_PROG(kg_sched_switch, bool preempt, struct task_struct *prev,
 	     struct task_struct *next, unsigned int prev_state)
 {
 	__u32 tgid = kg_tgid;
-	bool block = prev->tgid == tgid && !preempt && prev_state != 0;
-	bool run = next->tgid == tgid;
+	bool block = tgid && prev->tgid == tgid && !preempt && prev_state != 0;
+	bool run = tgid && next->tgid == tgid;
 	__u64 now;
 
 	if (!block && !run)
@@ -243,7 +275,7 @@ int BPF_PROG(kg_tick, struct hrtimer *hrtimer, ktime_t *now_unused)
 	__u64 now;
 	__u32 wi, p;
 
-	if (t->tgid != kg_tgid)
+	if (!kg_tgid || t->tgid != kg_tgid)
 		return 0;
 	ws = slot_of(t, &wi, &sh);
 	if (!ws)
@@ -263,7 +295,7 @@ int BPF_PROG(kg_sys_enter, struct pt_regs *regs, long id)
 	struct task_struct *t = bpf_get_current_task_btf();
 	struct kg_task_info *ti;
 
-	if (t->tgid != kg_tgid)
+	if (!kg_tgid || t->tgid != kg_tgid)
 		return 0;
 	ti = bpf_task_storage_get(&kg_task, t, 0,
 				  BPF_LOCAL_STORAGE_GET_F_CREATE);
@@ -296,7 +328,7 @@ int BPF_PROG(kg_sys_exit, struct pt_regs *regs, long ret)
 	__u64 d, slot;
 	__u32 nr;
 
-	if (t->tgid != kg_tgid)
+	if (!kg_tgid || t->tgid != kg_tgid)
 		return 0;
 	ti = bpf_task_storage_get(&kg_task, t, 0, 0);
 	if (!ti || !ti->sys_start || ti->sys_nr < 0)

@@ -16,7 +16,9 @@
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
+#include <sys/wait.h>
 #include <time.h>
 
 #define MS 1000000ull
@@ -258,6 +260,60 @@ TEST_F(block, kernel_transparent)
 	ASSERT_NE(0ull, self->s.b_ran);
 	/* B ran while A was still blocked */
 	ASSERT_LT(self->s.b_ran, self->s.a_end);
+}
+
+/*
+ * The same inside a PID namespace, where getpid() and gettid() are not the
+ * kernel's ids (a container): the kernel side must still see the blocks.
+ * A child unshares the namespace, its child (pid 1 there) runs the
+ * scenario; exit 0 handed off, 1 not, 4 the backend cannot serve, 5 no
+ * namespace could be made (needs CAP_SYS_ADMIN).
+ */
+static int scen_in_pidns(struct scen *s)
+{
+	pid_t c, g;
+	int st, err;
+
+	c = fork();
+	if (c < 0)
+		return -1;
+	if (!c) {
+		if (unshare(CLONE_NEWPID))
+			_exit(5);
+		g = fork();
+		if (g < 0)
+			_exit(1);
+		if (!g) {
+			if (!run_scen(s, KERNEL, &err))
+				_exit(4);
+			if (err == -ENODEV)
+				_exit(4);
+			_exit(!err && getpid() == 1 && s->b_ran &&
+			      s->b_ran < s->a_end && s->st.handoffs ? 0 : 1);
+		}
+		if (waitpid(g, &st, 0) != g || !WIFEXITED(st))
+			_exit(1);
+		_exit(WEXITSTATUS(st));
+	}
+	if (waitpid(c, &st, 0) != c || !WIFEXITED(st))
+		return -1;
+	return WEXITSTATUS(st);
+}
+
+TEST_F(block, kernel_in_a_pid_namespace)
+{
+	int rc;
+
+	NEED_KERNEL();
+	rc = scen_in_pidns(&self->s);
+	if (rc == 5)
+		SKIP(return, "cannot make a PID namespace here (needs "
+			     "CAP_SYS_ADMIN)");
+	if (rc == 4)
+		SKIP(return, "the %s backend cannot serve in a PID namespace "
+			     "here, or fsync did not block (reason above)",
+		     kbackend());
+	ASSERT_EQ(0, rc);
 }
 
 TEST_F(block, sysmon_marked)
@@ -764,6 +820,30 @@ TEST(bpf_failure_falls_back_to_sysmon)
 	/* asked for by name, it fails with the reason */
 	ASSERT_EQ(-ENODEV, kg_run(note_backend, NULL, &cfg));
 	unsetenv("KGREEN_KMOD_DEV");
+}
+
+/*
+ * A backend proves itself at start-up: one whose kernel side sees no block
+ * (here simulated: KGREEN_BPF_FAIL=blind registers no thread for the
+ * proof) is refused with the reason, never reported while doing nothing.
+ */
+TEST(bpf_that_sees_nothing_is_refused)
+{
+	char out[4096];
+
+	setenv("KGREEN_BPF_FAIL", "blind", 1);
+	setenv("KGREEN_KMOD_DEV", "/nonexistent/kgreen", 1);
+	unsetenv("KGREEN_BACKEND");
+	ASSERT_EQ(0, run_kg_captured(note_backend, NULL, 1, out, sizeof(out),
+				     NULL));
+	unsetenv("KGREEN_BPF_FAIL");
+	unsetenv("KGREEN_KMOD_DEV");
+	if (strstr(out, "no permission") || strstr(out, "no BTF") ||
+	    strstr(out, "built without BPF support"))
+		SKIP(return, "BPF cannot load here at all");
+	ASSERT_STREQ("sysmon", backend_seen);
+	ASSERT_NE(NULL, strstr(out, "did not see a deliberate block"))
+		TH_LOG("output: %s", out);
 }
 
 /* Without /dev/kgreen auto says nothing about it; kmod by name fails. */

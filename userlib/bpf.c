@@ -48,6 +48,9 @@ static struct {
 	void *fn_arg;
 	int nevents;
 	char lastlog[160];		/* libbpf's last warning */
+	/* each worker slot's thread as the kernel numbers it (kg_register) */
+	uint32_t ktid[KG_MAX_WORKERS];
+	bool blind;			/* KGREEN_BPF_FAIL=blind */
 } B = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* One consumer at a time: the standby (see bpf_events). */
@@ -133,7 +136,6 @@ static int open_and_load(bool tick)
 	B.skel = kgreen_bpf__open();
 	if (!B.skel)
 		return -errno;
-	B.skel->rodata->kg_tgid = (__u32)getpid();
 	if (!syslat || strcmp(syslat, "1")) {
 		bpf_program__set_autoload(B.skel->progs.kg_sys_enter, false);
 		bpf_program__set_autoload(B.skel->progs.kg_sys_exit, false);
@@ -145,13 +147,25 @@ static int open_and_load(bool tick)
 
 /* The tick's program is loaded whatever the slice: hdr.slice_ns 0 (a
  * runtime with KGREEN_SLICE=off) makes it return at once. */
+static uint32_t kregister(uint32_t index, bool add);
+
+static int prove_reg(uint32_t index, bool add)
+{
+	if (B.blind)
+		return 0;
+	return kregister(index, add) ? 0 : -errno;
+}
+
 static int load(void)
 {
 	const char *sim = getenv("KGREEN_BPF_FAIL");
 	int err, fd;
 
 	B.lastlog[0] = 0;
-	if (sim && *sim && strcmp(sim, "0"))
+	/* blind: load, but let the start-up proof register no thread (tests
+	 * that a backend that sees nothing is refused) */
+	B.blind = sim && !strcmp(sim, "blind");
+	if (sim && *sim && strcmp(sim, "0") && !B.blind)
 		return fail(-ENODEV, "simulated load failure (KGREEN_BPF_FAIL=%s)",
 			    sim);
 	if (access("/sys/kernel/btf/vmlinux", R_OK))
@@ -210,6 +224,12 @@ static int load(void)
 	if (!B.rb)
 		return fail(-ENOMEM, "cannot set up the event ring: %s",
 			    strerror(errno));
+	if (kg_backend_prove(B.shared, prove_reg, B.why, sizeof(B.why))) {
+		char why[sizeof(B.why)];
+
+		memcpy(why, B.why, sizeof(why));
+		return fail(-ENODEV, "%s", why);
+	}
 	B.err = 0;
 	B.why[0] = 0;
 	return 0;
@@ -241,29 +261,59 @@ int kg_bpf_open(struct kg_shared **shared, const struct kg_evops **ops,
 	return err;
 }
 
+/*
+ * The calling thread becomes worker slot index (add) or stops being it,
+ * through the program kg_register run on this thread (BPF_PROG_TEST_RUN):
+ * the kernel side keys its table by the thread's id as the kernel knows
+ * it, which in a PID namespace is not gettid()'s. Returns that id, or 0
+ * with errno set.
+ */
+static uint32_t kregister(uint32_t index, bool add)
+{
+	__u64 args[2] = { index, add };
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args,
+		    .ctx_size_in = sizeof(args));
+	int err = bpf_prog_test_run_opts(
+		bpf_program__fd(B.skel->progs.kg_register), &opts);
+
+	if (err)
+		return 0;
+	if (!opts.retval)
+		errno = ESRCH;	/* another process's thread: cannot be */
+	return opts.retval;
+}
+
 static int bpf_worker_add(struct kg_worker *w)
 {
-	uint32_t tid = w->tid, index = w->index;
-	struct kg_worker_stats st = { .tid = tid };
+	uint32_t index = w->index, ktid;
+	struct kg_worker_stats st = { 0 };
 	int err;
 
 	pthread_mutex_lock(&B.lock);
-	err = bpf_map__update_elem(B.skel->maps.kg_wstats, &index,
-				   sizeof(index), &st, sizeof(st), BPF_ANY);
-	if (!err)
-		err = bpf_map__update_elem(B.skel->maps.kg_tids, &tid,
-					   sizeof(tid), &index, sizeof(index),
+	ktid = kregister(index, true);
+	err = ktid ? 0 : -errno;
+	if (!err) {
+		B.ktid[index] = ktid;
+		st.tid = ktid;
+		err = bpf_map__update_elem(B.skel->maps.kg_wstats, &index,
+					   sizeof(index), &st, sizeof(st),
 					   BPF_ANY);
+	}
 	pthread_mutex_unlock(&B.lock);
 	return err;
 }
 
+/* From w's own thread, or (forget) from any thread. */
 static void bpf_worker_del(struct kg_worker *w)
 {
-	uint32_t tid = w->tid, index = w->index;
+	uint32_t index = w->index, ktid;
 
 	pthread_mutex_lock(&B.lock);
-	bpf_map__delete_elem(B.skel->maps.kg_tids, &tid, sizeof(tid), 0);
+	ktid = B.ktid[index];
+	B.ktid[index] = 0;
+	if (ktid)
+		bpf_map__delete_elem(B.skel->maps.kg_tids, &ktid, sizeof(ktid),
+				     0);
 	bpf_map__delete_elem(B.skel->maps.kg_wstats, &index, sizeof(index),
 			     0);
 	pthread_mutex_unlock(&B.lock);

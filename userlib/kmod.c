@@ -57,6 +57,15 @@ static int fail(int err, const char *fmt, const char *arg)
 	return err;
 }
 
+/* The calling thread becomes worker slot index, or stops being it. */
+static int prove_reg(uint32_t index, bool add)
+{
+	struct kg_ioc_worker a = { .size = sizeof(a), .worker = index };
+
+	return ioctl(K.fd, add ? KG_IOC_REGISTER : KG_IOC_UNREGISTER, &a) ?
+		       -errno : 0;
+}
+
 static int kmod_load(void)
 {
 	struct kg_ioc_info info = { .size = sizeof(info) };
@@ -89,6 +98,12 @@ static int kmod_load(void)
 	if (p == MAP_FAILED)
 		return fail(-ENODEV, "cannot map %s: %s", strerror(errno));
 	K.shared = p;
+	if (kg_backend_prove(K.shared, prove_reg, K.why, sizeof(K.why))) {
+		char why[sizeof(K.why)];
+
+		memcpy(why, K.why, sizeof(why));
+		return fail(-ENODEV, "%s: %s", why);
+	}
 	K.err = 0;
 	K.why[0] = 0;
 	return 0;

@@ -274,10 +274,12 @@ struct kg_handoff_event {
 /*
  * BPF backend only: per-worker counters (hash map kg_wstats, keyed by
  * worker index; userspace creates the entry when the worker registers, the
- * BPF programs count with atomic adds).
+ * BPF programs count with atomic adds). The thread registers itself in
+ * kg_tids by running the program kg_register (BPF_PROG_TEST_RUN), which
+ * reads its ids as the kernel has them, whatever PID namespace it is in.
  */
 struct kg_worker_stats {
-	__u32 tid;		/* the worker's thread id */
+	__u32 tid;		/* the worker's thread id, as the kernel numbers it */
 	__u32 __pad;
 	__u64 blocks;		/* blocking switches */
 	__u64 handoffs;		/* blocks that detached the worker's proc */
