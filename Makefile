@@ -17,7 +17,8 @@
 #   make vmbench    kgreen.ko's benchmarks in that VM
 #   make install    PREFIX=/usr/local DESTDIR=: the libraries, kgreen.h,
 #                   kgreen.pc, the BPF object, the module's sources for DKMS
-#   SAN=address|thread   sanitizer build, outputs under .output/san-$(SAN)
+#   SAN=address|thread|undefined   sanitizer build (ASan, TSan, UBSan),
+#                        outputs under .output/san-$(SAN)
 #   BPF=n           build without the BPF backend (sysmon only)
 #   V=1             show full commands
 #
@@ -53,8 +54,11 @@ OPT := -O1
 else ifeq ($(SAN),thread)
 SAN_FLAGS := -fsanitize=thread
 OPT := -O1
+else ifeq ($(SAN),undefined)
+# every report is an error: the test that hits one fails
+SAN_FLAGS := -fsanitize=undefined -fno-sanitize-recover=undefined
 else ifneq ($(SAN),)
-$(error SAN must be address or thread, not '$(SAN)')
+$(error SAN must be address, thread or undefined, not '$(SAN)')
 endif
 
 CFLAGS_BASE := -std=gnu11 -Wall -Wextra -Werror -g $(OPT) -pthread \
