@@ -161,9 +161,11 @@ TEST(fp_control_is_per_coroutine)
 
 /* Callee-saved registers survive switches: deep recursion with many live
  * values across kg_yield computes the same result as without yields. */
-static long mix(long depth, long a, long b, long c, long d, int yield)
+/* Unsigned: the arithmetic wraps by design (signed overflow would be UB). */
+static unsigned long mix(long depth, unsigned long a, unsigned long b,
+			 unsigned long c, unsigned long d, int yield)
 {
-	long r;
+	unsigned long r;
 
 	if (depth == 0)
 		return a ^ b ^ c ^ d;
@@ -173,7 +175,7 @@ static long mix(long depth, long a, long b, long c, long d, int yield)
 	return r + a - b + c * 7 - d;
 }
 
-static long results[4];
+static unsigned long results[4];
 
 static void mixer(void *p)
 {

@@ -345,7 +345,8 @@ static void cache_refill(struct kg_stack_alloc *a, struct kg_proc *p)
 
 	pthread_mutex_lock(&a->lock);
 	n = pl->n < KG_PROC_CACHE / 2 ? pl->n : KG_PROC_CACHE / 2;
-	memcpy(p->free_cos, pl->v + pl->n - n, n * sizeof(*pl->v));
+	if (n)	/* an empty pool may have no array yet: no memcpy from NULL */
+		memcpy(p->free_cos, pl->v + pl->n - n, n * sizeof(*pl->v));
 	pl->n -= n;
 	pthread_mutex_unlock(&a->lock);
 	p->nfree_cos = (uint32_t)n;
