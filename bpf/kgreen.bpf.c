@@ -137,7 +137,7 @@ slot_of(struct task_struct *t, __u32 *wi, struct kg_shared **shp)
 
 /*
  * Detach proc p from worker wi (slot ws), on that worker's own CPU: at its
- * blocking switch, or (slice) at a scheduler tick that interrupted it after
+ * blocking switch, or (slice) in a timer interrupt that interrupted it after
  * one coroutine ran for a whole time slice. true if detached.
  */
 static __always_inline bool detach(struct kg_shared *sh,

@@ -129,7 +129,8 @@ struct kg_ctx {
 	struct mutex lock;
 	struct kg_kworker __rcu *workers[KG_MAX_WORKERS];
 	u32 nworkers;
-	u32 hi_worker;			/* 1 + highest index ever registered */
+	/* 1 + highest index registered (the slice timer scans up to it) */
+	u32 hi_worker;
 
 	/*
 	 * Time slices: the timer runs while slice_armed is 1; it stops when
@@ -496,6 +497,10 @@ static void kg_reap_fn(struct work_struct *work)
 			RCU_INIT_POINTER(ctx->workers[kw->index], NULL);
 			ctx->nworkers--;
 		}
+		/* the start-up proof's slot is the last: do not scan to it */
+		while (ctx->hi_worker &&
+		       !rcu_access_pointer(ctx->workers[ctx->hi_worker - 1]))
+			WRITE_ONCE(ctx->hi_worker, ctx->hi_worker - 1);
 		mutex_unlock(&ctx->lock);
 	}
 	/* KG_IOC_KICK and the slice timer may still be looking at them */

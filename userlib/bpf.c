@@ -124,10 +124,12 @@ static int on_event(void *ctx, void *data, size_t size)
 }
 
 /*
- * Open the object and load it; tick: with the time slice's program. The
- * system call histogram puts every task's system calls on the kernel's
- * traced path while attached (Documentation/backends.md has the cost), so
- * it is opt-in: KGREEN_BPF_SYSLAT=1. The handoff needs only sched_switch.
+ * Open the object and load it; tick: with the time slice's program (loaded
+ * whatever the slice: hdr.slice_ns 0, a runtime with KGREEN_SLICE=off,
+ * makes it return at once). The system call histogram puts every task's
+ * system calls on the kernel's traced path while attached
+ * (Documentation/backends.md has the cost), so it is opt-in:
+ * KGREEN_BPF_SYSLAT=1. The handoff needs only sched_switch.
  */
 static int open_and_load(bool tick)
 {
@@ -145,10 +147,29 @@ static int open_and_load(bool tick)
 	return kgreen_bpf__load(B.skel);
 }
 
-/* The tick's program is loaded whatever the slice: hdr.slice_ns 0 (a
- * runtime with KGREEN_SLICE=off) makes it return at once. */
-static uint32_t kregister(uint32_t index, bool add);
+/*
+ * The calling thread becomes worker slot index (add) or stops being it,
+ * through the program kg_register run on this thread (BPF_PROG_TEST_RUN):
+ * the kernel side keys its table by the thread's id as the kernel knows
+ * it, which in a PID namespace is not gettid()'s. Returns that id, or 0
+ * with errno set.
+ */
+static uint32_t kregister(uint32_t index, bool add)
+{
+	__u64 args[2] = { index, add };
+	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args,
+		    .ctx_size_in = sizeof(args));
+	int err = bpf_prog_test_run_opts(
+		bpf_program__fd(B.skel->progs.kg_register), &opts);
 
+	if (err)
+		return 0;
+	if (!opts.retval)
+		errno = ESRCH;	/* another process's thread: cannot be */
+	return opts.retval;
+}
+
+/* kg_backend_prove's registration (none when blind) */
 static int prove_reg(uint32_t index, bool add)
 {
 	if (B.blind)
@@ -159,6 +180,7 @@ static int prove_reg(uint32_t index, bool add)
 static int load(void)
 {
 	const char *sim = getenv("KGREEN_BPF_FAIL");
+	char why[sizeof(B.why)];	/* fail() formats into B.why */
 	int err, fd;
 
 	B.lastlog[0] = 0;
@@ -224,12 +246,8 @@ static int load(void)
 	if (!B.rb)
 		return fail(-ENOMEM, "cannot set up the event ring: %s",
 			    strerror(errno));
-	if (kg_backend_prove(B.shared, prove_reg, B.why, sizeof(B.why))) {
-		char why[sizeof(B.why)];
-
-		memcpy(why, B.why, sizeof(why));
+	if (kg_backend_prove(B.shared, prove_reg, why, sizeof(why)))
 		return fail(-ENODEV, "%s", why);
-	}
 	B.err = 0;
 	B.why[0] = 0;
 	return 0;
@@ -259,28 +277,6 @@ int kg_bpf_open(struct kg_shared **shared, const struct kg_evops **ops,
 	}
 	pthread_mutex_unlock(&B.lock);
 	return err;
-}
-
-/*
- * The calling thread becomes worker slot index (add) or stops being it,
- * through the program kg_register run on this thread (BPF_PROG_TEST_RUN):
- * the kernel side keys its table by the thread's id as the kernel knows
- * it, which in a PID namespace is not gettid()'s. Returns that id, or 0
- * with errno set.
- */
-static uint32_t kregister(uint32_t index, bool add)
-{
-	__u64 args[2] = { index, add };
-	LIBBPF_OPTS(bpf_test_run_opts, opts, .ctx_in = args,
-		    .ctx_size_in = sizeof(args));
-	int err = bpf_prog_test_run_opts(
-		bpf_program__fd(B.skel->progs.kg_register), &opts);
-
-	if (err)
-		return 0;
-	if (!opts.retval)
-		errno = ESRCH;	/* another process's thread: cannot be */
-	return opts.retval;
 }
 
 static int bpf_worker_add(struct kg_worker *w)

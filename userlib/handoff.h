@@ -14,8 +14,9 @@
 /*
  * Entering and leaving scheduler code: in_sched, with a relaxed store (a
  * plain mov) and a compiler barrier to enter, a release store to leave.
- * A worker touches its proc's queues only between the two. The kernel side reads the slot
- * only on this worker's CPU while this worker is switched out, so program
+ * A worker touches its proc's queues only between the two. The kernel
+ * side reads the slot only on this worker's CPU, while this worker is
+ * switched out or interrupted, so program
  * order is all that is needed (the rseq argument). The barrier keeps the
  * compiler from moving scheduler memory accesses across the flag. Atomic
  * rather than volatile because sysmon reads it from another thread

@@ -69,7 +69,7 @@ static int prove_reg(uint32_t index, bool add)
 static int kmod_load(void)
 {
 	struct kg_ioc_info info = { .size = sizeof(info) };
-	char buf[80];
+	char buf[80], why[sizeof(K.why)];	/* fail() formats into K.why */
 	void *p;
 
 	K.fd = open(dev_path(), O_RDWR | O_CLOEXEC);
@@ -98,12 +98,8 @@ static int kmod_load(void)
 	if (p == MAP_FAILED)
 		return fail(-ENODEV, "cannot map %s: %s", strerror(errno));
 	K.shared = p;
-	if (kg_backend_prove(K.shared, prove_reg, K.why, sizeof(K.why))) {
-		char why[sizeof(K.why)];
-
-		memcpy(why, K.why, sizeof(why));
+	if (kg_backend_prove(K.shared, prove_reg, why, sizeof(why)))
 		return fail(-ENODEV, "%s: %s", why);
-	}
 	K.err = 0;
 	K.why[0] = 0;
 	return 0;

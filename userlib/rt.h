@@ -290,8 +290,8 @@ struct kg_global_queue {
  * In the shared header, so that the kernel side sees it too. */
 #define GQ_LEN(rt) ((_Atomic uint32_t *)&(rt)->shared->hdr.gq_len)
 /* Worker w's coroutine switches (x2, + KG_SWITCHES_NOPREEMPT): single
- * writer (w), relaxed. In w's slot,
- * where the side that watches time slices reads it (uapi/kgreen.h). */
+ * writer (w), relaxed. In w's slot, where the side that watches time
+ * slices reads it (uapi/kgreen.h). */
 #define W_SWITCHES(w) ((_Atomic uint64_t *)&(w)->slot->switches)
 
 struct kg_rt {

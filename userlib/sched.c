@@ -863,6 +863,7 @@ struct kg_co *kg_main_make(struct kg_rt *rt, struct kg_proc *p,
 	co->fn = fn;
 	co->arg = arg;
 	co->is_main = 1;
+	co->nopreempt = 0;
 	co->id = next_id(p);
 	strcpy(co->name, "main");
 	co->named = 1;

@@ -215,10 +215,10 @@ static inline int kg_detach_rule(const struct kg_shared *sh,
  * its proc because one coroutine has run on it for a slice. It keeps its
  * own memory of the slot in *seen (switches last seen) and *since (when,
  * ns; a caller may set it to now to look again only a slice later); now
- * in ns. A YES still has to pass the detach rule (the proc has
- * work, the worker runs a coroutine) and take a place in hdr.slice_out
- * (kg_slice_enter). The same test for every backend: the BPF program at
- * the scheduler tick (its memory in ws->slice_*), kgreen.ko from a timer
+ * in ns. A YES still has to pass the detach rule (the proc has work, the
+ * worker runs a coroutine) and take a place in hdr.slice_out
+ * (kg_slice_enter). The same test for every backend: the BPF program in
+ * the timer interrupt (its memory in ws->slice_*), kgreen.ko from a timer
  * and sysmon from its loop (their memory their own).
  */
 static inline int kg_slice_due(const struct kg_shared *sh,
