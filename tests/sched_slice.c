@@ -531,6 +531,44 @@ TEST_F_TIMEOUT(slice, preempt_storm, 120)
 	ASSERT_EQ(0ull, st.st.preempted_now);
 }
 
+/*
+ * A coroutine that yields in a loop for 300 ms, while the only other work
+ * on its proc is a sleeper's timer (so each yield finds nothing to run and
+ * keeps running), is never preempted: every yield is a scheduling point.
+ */
+static void long_sleeper(void *arg)
+{
+	(void)arg;
+	kg_sleep(1000 * MS);
+}
+
+static void yielder_main(void *arg)
+{
+	struct kg_stats *st = arg;
+	uint64_t t0;
+
+	CO_CHECK(kg_go(long_sleeper, NULL) > 0, "spawn");
+	kg_sleep(5 * MS);	/* the sleeper's timer is armed */
+	t0 = mono_ns();
+	while (mono_ns() - t0 < 300 * MS)
+		kg_yield();
+	CO_CHECK(kg_stats(st) == 0, "kg_stats");
+}
+
+TEST_F_TIMEOUT(slice, yield_loop_never_preempted, 60)
+{
+	struct kg_stats st = { 0 };
+	struct kg_config cfg = { .procs = 1, .backend = backend_of(variant) };
+	int err = kg_run(yielder_main, &st, &cfg);
+
+	if (err == -ENODEV)
+		SKIP(return, "the %s backend cannot serve here",
+		     backend_of(variant));
+	ASSERT_EQ(0, err);
+	ASSERT_EQ(0, co_failures());
+	ASSERT_EQ(0ull, st.preemptions);
+}
+
 static void nop(void *arg)
 {
 	(void)arg;

@@ -759,6 +759,16 @@ void kg_yield(void)
 	if (next) {
 		w->after = after_requeue;
 		w = switch_to(w, next);
+	} else {
+		/*
+		 * Nothing else to run: the coroutine goes on, but this was a
+		 * scheduling point all the same (Go's Gosched counts one), so
+		 * a new slice begins: a coroutine yielding in a loop beside
+		 * work that is not runnable (a timer) is no hog. +2 keeps the
+		 * NOPREEMPT bit.
+		 */
+		kg_store_relaxed(W_SWITCHES(w),
+				 kg_load_relaxed(W_SWITCHES(w)) + 2);
 	}
 	kg_leave_sched(w);
 }
