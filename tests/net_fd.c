@@ -111,8 +111,9 @@ static void parks_main(void *p)
 	while (!atomic_load(&reader_done))
 		kg_sleep(MS);
 	CO_CHECK(kg_stats(&st) == 0, "stats");
-	CO_CHECK(st.handoffs == 0, "the wait blocked a worker: %llu handoffs",
-		 (unsigned long long)st.handoffs);
+	CO_CHECK(st.handoffs == 0, "the wait blocked a worker: %llu handoffs "
+		 "(%llu at a slice's end)", (unsigned long long)st.handoffs,
+		 (unsigned long long)st.preemptions);
 	close(sv[0]);
 	close(sv[1]);
 }
