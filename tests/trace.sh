@@ -78,7 +78,7 @@ kill $pid 2>/dev/null
 "$here/fd_target" 5 >/dev/null 2>&1 &
 pid2=$!
 sleep 0.3
-"$tools/kgreen-trace" -n 1 -i 0.5 $pid2 >"$tmp/view2" 2>"$tmp/err"
+"$tools/kgreen-trace" -n 1 -i 1 $pid2 >"$tmp/view2" 2>"$tmp/err"
 check "the live view counts descriptor waits" "$tmp/view2" \
 	'^descriptor waits [1-9][0-9]*/s'
 check "and coroutines preempted at the end of a time slice" "$tmp/view2" \
