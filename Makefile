@@ -10,10 +10,10 @@
 #   make bench      run the benchmarks beside their Go twins
 #   make check-aarch64  the suites built for aarch64, run under qemu-user
 #   make deps       install missing Debian packages (tools/install-deps)
-#   make kmod       build kmod/kgreen.ko (KDIR: kernel build dir, default
-#                   Debian's linux-headers-amd64)
-#   make vmcheck    boot Debian's kernel in qemu, load kgreen.ko, run the
-#                   kmod and BPF suites there (part of make check)
+#   make kmod       build kmod/kgreen.ko for each Debian kernel whose headers
+#                   are installed (6.1 and 6.12), or for KDIR alone
+#   make vmcheck    boot each of Debian's kernels in qemu, load kgreen.ko,
+#                   run the kmod and BPF suites there (part of make check)
 #   make vmbench    kgreen.ko's benchmarks in that VM
 #   make install    PREFIX=/usr/local DESTDIR=: the libraries, kgreen.h,
 #                   kgreen.pc, the BPF object, the module's sources for DKMS
@@ -189,24 +189,39 @@ examples: lib
 	$(Q)$(MAKE) --no-print-directory -C examples all \
 		EXTRA_CFLAGS="$(SAN_FLAGS)" EXTRA_LDFLAGS="$(SAN_FLAGS)"
 
-# The kernel module, built out of tree into $(OUT)/kbuild (a copy of the
-# sources: kbuild writes its objects beside them) against KDIR, by default
-# the newest Debian -amd64 kernel's headers (tools/install-deps vm).
-KVER ?= $(shell ls /lib/modules 2>/dev/null | grep -- '-amd64$$' | sort -V | tail -n1)
-KDIR ?= /lib/modules/$(KVER)/build
+# The kernel module, built out of tree into $(OUT)/kbuild/KVER (a copy of
+# the sources: kbuild writes its objects beside them), once for every
+# Debian -amd64 kernel whose headers are installed (tools/install-deps vm
+# brings 6.1 and 6.12), or, with KDIR=..., for that kernel build directory
+# alone. KVER (default: the newest) picks the one vmbench and vmdemo boot.
+ifneq ($(origin KDIR),undefined)
+KVERS := $(shell cat $(KDIR)/include/config/kernel.release 2>/dev/null)
+kdir_of = $(KDIR)
+else
+KVERS := $(shell for d in /lib/modules/*-amd64; do \
+	[ -d $$d/build ] && basename $$d; done 2>/dev/null | sort -V)
+kdir_of = /lib/modules/$(1)/build
+endif
+KVER ?= $(lastword $(KVERS))
 KBUILD_OUT := $(OUT)/kbuild
-KMOD_KO := $(KBUILD_OUT)/kmod/kgreen.ko
+kmod_ko = $(KBUILD_OUT)/$(1)/kmod/kgreen.ko
+KMOD_KO := $(call kmod_ko,$(KVER))
+KMOD_KOS := $(foreach v,$(KVERS),$(call kmod_ko,$(v)))
 KMOD_SRCS := Kbuild kmod/Kbuild kmod/kgreen.c kmod/include/uapi/kgreen.h
 
-kmod: $(KMOD_KO)
+kmod: $(KMOD_KOS)
+	@test -n "$(KVERS)" || { echo "make kmod: no kernel headers in" \
+		"/lib/modules/*-amd64/build (tools/install-deps vm, or KDIR=...)" >&2; \
+		exit 1; }
 
-$(KMOD_KO): $(KMOD_SRCS)
-	@test -d $(KDIR) || { echo "make kmod: no kernel build directory $(KDIR)" \
-		"(tools/install-deps vm, or KDIR=...)" >&2; exit 1; }
+$(KBUILD_OUT)/%/kmod/kgreen.ko: $(KMOD_SRCS)
+	@test -d $(call kdir_of,$*) || { echo "make kmod: no kernel build" \
+		"directory $(call kdir_of,$*) (tools/install-deps vm, or KDIR=...)" >&2; \
+		exit 1; }
 	$(call msg,KMOD,$@)
-	@mkdir -p $(KBUILD_OUT)
-	$(Q)tar cf - $(KMOD_SRCS) | tar xf - -C $(KBUILD_OUT)
-	$(Q)$(MAKE) --no-print-directory -C $(KDIR) M=$(KBUILD_OUT) \
+	@mkdir -p $(KBUILD_OUT)/$*
+	$(Q)tar cf - $(KMOD_SRCS) | tar xf - -C $(KBUILD_OUT)/$*
+	$(Q)$(MAKE) --no-print-directory -C $(call kdir_of,$*) M=$(KBUILD_OUT)/$* \
 		$(if $(filter 1,$(V)),,-s) modules
 
 # The kernel-side suites in a VM (tools/vmcheck): kgreen.ko and the BPF
@@ -215,7 +230,7 @@ $(KMOD_KO): $(KMOD_SRCS)
 vmcheck: all
 	$(Q)tools/install-deps vm || echo "vmcheck: cannot install the VM packages" >&2
 	$(Q)$(MAKE) --no-print-directory kmod || echo "vmcheck: kgreen.ko did not build" >&2
-	$(Q)prove --norc --timer --exec '' tools/vmcheck :: $(KMOD_KO) $(OUT)/tests
+	$(Q)prove --norc --timer --exec '' tools/vmcheck :: $(OUT)/tests $(KMOD_KOS)
 
 # kgreen.ko's benchmarks in the VM (tools/vmbench): VMBENCH_ROUNDS=N.
 vmbench: lib

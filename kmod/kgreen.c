@@ -25,6 +25,14 @@
  * Userspace may write anything into it; the module range-checks every
  * index it reads there and only ever writes the fields the ABI gives it.
  *
+ * Limits. Each open pins about 200 kB of kernel memory (the shared state
+ * and the context), charged to the opener's memory cgroup; a user may hold
+ * at most max_user_contexts of them (module parameter, like inotify's
+ * max_user_instances; open fails with EMFILE beyond). The preempt
+ * notifiers' static key is turned on at the first registration and stays
+ * on until the module is unloaded, so no sequence of opens, registrations
+ * and closes patches kernel text more than once.
+ *
  * Lifetimes. A notifier is linked into its task's list, which only that
  * task may safely change (the scheduler walks it without a lock). So the
  * module unlinks a notifier only from the task itself: in
@@ -76,8 +84,11 @@
 /*
  * Handoff records waiting for a spare. A proc is detached at most once
  * before userspace reattaches it, so a well-behaved process never has
- * more than KG_MAX_PROCS queued; a full queue means no detach (the proc
- * stays with its blocked worker), never a lost record.
+ * more than KG_MAX_PROCS queued or in flight; a full queue means no detach
+ * (the proc stays with its blocked worker), never a lost record. "Full"
+ * counts the records a spare has taken but not yet delivered (ev_inflight):
+ * their places stay reserved until the copy to userspace succeeds, so a
+ * record whose copy failed always has its place to go back to.
  */
 #define KG_EVQ_LEN	KG_MAX_PROCS
 
@@ -123,7 +134,7 @@ struct kg_ctx {
 	pid_t tgid;			/* for debugfs */
 	struct kg_shared *sh;		/* __vmalloc'd, mapped by userspace */
 	bool closed;			/* the file was released */
-	bool key_held;			/* counted in the static key (lock) */
+	kuid_t uid;			/* the opener's: max_user_contexts */
 
 	/* workers[]: written under lock, read under RCU */
 	struct mutex lock;
@@ -141,20 +152,29 @@ struct kg_ctx {
 
 	/* the handoff record queue; taken in the scheduler, irqs off */
 	raw_spinlock_t evlock;
-	u32 ev_head, ev_tail;
+	u32 ev_head, ev_tail, ev_inflight;
 	struct kg_handoff_event ev[KG_EVQ_LEN];
 
 	wait_queue_head_t wq;		/* spares in KG_IOC_WAIT */
 	struct irq_work wake_work;	/* wakes them after the switch */
 
-	struct list_head node;		/* kg_ctxs, for debugfs */
+	struct list_head node;		/* kg_ctxs, until freed */
 
 	atomic64_t registered, blocks, handoffs, idle_blocks, dropped;
 	atomic64_t blocked_ns, taken, wake_ns_sum, wake_ns_max, preempts;
 };
 
+/* Every context from open to free (after release while workers remain). */
 static LIST_HEAD(kg_ctxs);
 static DEFINE_MUTEX(kg_ctxs_lock);
+
+static unsigned int max_user_contexts = 128;
+module_param(max_user_contexts, uint, 0644);
+MODULE_PARM_DESC(max_user_contexts,
+		 "contexts (opens of /dev/kgreen, about 200 kB each) a user may hold at once");
+
+/* The static key's one count, taken at the first registration (kg_ctxs_lock). */
+static bool kg_key_on;
 
 /* Workers to free, from any context; drained by kg_reap_fn. */
 static LLIST_HEAD(kg_reap_list);
@@ -178,9 +198,9 @@ static void kg_ctx_free(struct kref *ref)
 	irq_work_sync(&ctx->wake_work);
 	/* no worker is left to start it again */
 	hrtimer_cancel(&ctx->slice_timer);
-	/* every worker is unlinked or on a dead task: none fires again */
-	if (ctx->key_held)
-		preempt_notifier_dec();
+	mutex_lock(&kg_ctxs_lock);
+	list_del(&ctx->node);
+	mutex_unlock(&kg_ctxs_lock);
 	vfree(ctx->sh);
 	mmdrop(ctx->mm);
 	kvfree(ctx);
@@ -217,7 +237,7 @@ static bool kg_detach(struct kg_kworker *kw, struct kg_ctx *ctx, u32 p,
 	struct kg_handoff_event *ev;
 
 	raw_spin_lock(&ctx->evlock);
-	if (ctx->ev_tail - ctx->ev_head >= KG_EVQ_LEN) {
+	if (ctx->ev_tail - ctx->ev_head + ctx->ev_inflight >= KG_EVQ_LEN) {
 		raw_spin_unlock(&ctx->evlock);
 		atomic64_inc(&ctx->dropped);
 		return false;
@@ -433,14 +453,34 @@ static void kg_reap(struct kg_kworker *kw, bool in_sched)
 		schedule_work(&kg_reap_work);
 }
 
+/*
+ * Whether t, switching out, leaves its CPU asleep rather than preempted or
+ * yielding. The scheduler has already decided: a sleeping task was
+ * dequeued (on_rq 0) before the switch. Since 6.12 the fair class may keep
+ * a sleeper queued until its negative lag is spent (delayed dequeue,
+ * EEVDF): on_rq stays 1 and se.sched_delayed says it sleeps. A task
+ * running now never has sched_delayed set (its wake-up requeued it), so a
+ * preempted task is never taken for a sleeper.
+ */
+static bool kg_switching_out_asleep(struct task_struct *t)
+{
+	if (!READ_ONCE(t->on_rq))
+		return true;
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 12, 0)
+	return READ_ONCE(t->se.sched_delayed);
+#else
+	return false;
+#endif
+}
+
 static void kg_sched_out(struct preempt_notifier *pn, struct task_struct *next)
 {
 	struct kg_kworker *kw = container_of(pn, struct kg_kworker, pn);
 	struct kg_ctx *ctx = kw->ctx;
 	struct task_struct *t = current;
 
-	/* preempted or yielding: still on the runqueue, not blocked */
-	if (READ_ONCE(t->on_rq))
+	/* preempted or yielding: still runnable, not blocked */
+	if (!kg_switching_out_asleep(t))
 		return;
 	if (READ_ONCE(t->__state) == TASK_DEAD) {
 		/* its last switch: the list is never walked again */
@@ -526,9 +566,22 @@ static void kg_unlink_self(struct kg_kworker *kw)
 	kg_reap(kw, false);
 }
 
+/* Contexts uid holds now, closed ones with live workers included. */
+static unsigned int kg_user_contexts(kuid_t uid)
+{
+	struct kg_ctx *ctx;
+	unsigned int n = 0;
+
+	lockdep_assert_held(&kg_ctxs_lock);
+	list_for_each_entry(ctx, &kg_ctxs, node)
+		n += uid_eq(ctx->uid, uid);
+	return n;
+}
+
 static int kg_open(struct inode *inode, struct file *file)
 {
 	struct kg_ctx *ctx;
+	kuid_t uid = current_uid();
 
 	if (!current->mm)
 		return -EINVAL;
@@ -546,15 +599,26 @@ static int kg_open(struct inode *inode, struct file *file)
 	mmgrab(current->mm);
 	ctx->mm = current->mm;
 	ctx->tgid = task_tgid_nr(current);
+	ctx->uid = uid;
 	mutex_init(&ctx->lock);
 	raw_spin_lock_init(&ctx->evlock);
 	init_waitqueue_head(&ctx->wq);
 	init_irq_work(&ctx->wake_work, kg_wake_fn);
 	kg_slice_timer_init(&ctx->slice_timer);
+	mutex_lock(&kg_ctxs_lock);
+	if (kg_user_contexts(uid) >= READ_ONCE(max_user_contexts)) {
+		mutex_unlock(&kg_ctxs_lock);
+		pr_info_ratelimited("uid %u holds max_user_contexts (%u) contexts: open refused with EMFILE\n",
+				    from_kuid(&init_user_ns, uid),
+				    READ_ONCE(max_user_contexts));
+		mmdrop(ctx->mm);
+		vfree(ctx->sh);
+		kvfree(ctx);
+		return -EMFILE;
+	}
+	list_add_tail(&ctx->node, &kg_ctxs);
 	/* the context outlives the file while workers remain: pin us */
 	__module_get(THIS_MODULE);
-	mutex_lock(&kg_ctxs_lock);
-	list_add_tail(&ctx->node, &kg_ctxs);
 	mutex_unlock(&kg_ctxs_lock);
 	file->private_data = ctx;
 	return 0;
@@ -563,10 +627,6 @@ static int kg_open(struct inode *inode, struct file *file)
 static int kg_release(struct inode *inode, struct file *file)
 {
 	struct kg_ctx *ctx = file->private_data;
-
-	mutex_lock(&kg_ctxs_lock);
-	list_del(&ctx->node);
-	mutex_unlock(&kg_ctxs_lock);
 
 	/*
 	 * Threads still registered keep their notifiers, now inert, until
@@ -586,6 +646,32 @@ static int kg_check_owner(struct kg_ctx *ctx)
 	return current->mm == ctx->mm ? 0 : -EPERM;
 }
 
+/*
+ * ptrace's view of the mapping (get_user_pages refuses VM_IO areas): a
+ * copy from or to the shared state. The area lives no longer than the
+ * file, which holds the context.
+ */
+static int kg_vm_access(struct vm_area_struct *vma, unsigned long addr,
+			void *buf, int len, int write)
+{
+	struct kg_ctx *ctx = vma->vm_private_data;
+	unsigned long off = addr - vma->vm_start;
+	size_t size = PAGE_ALIGN(sizeof(struct kg_shared));
+
+	if (len <= 0 || off >= size)
+		return -EINVAL;
+	len = min_t(size_t, len, size - off);
+	if (write)
+		memcpy((char *)ctx->sh + off, buf, len);
+	else
+		memcpy(buf, (char *)ctx->sh + off, len);
+	return len;
+}
+
+static const struct vm_operations_struct kg_vm_ops = {
+	.access = kg_vm_access,
+};
+
 static int kg_mmap(struct file *file, struct vm_area_struct *vma)
 {
 	struct kg_ctx *ctx = file->private_data;
@@ -600,8 +686,18 @@ static int kg_mmap(struct file *file, struct vm_area_struct *vma)
 	/* a private mapping would copy on write: the module would not see it */
 	if (!(vma->vm_flags & VM_SHARED))
 		return -EINVAL;
-	/* a forked child gets nothing; the mapping cannot grow */
-	vma->vm_flags |= VM_DONTCOPY | VM_DONTEXPAND | VM_DONTDUMP;
+	/*
+	 * A forked child gets nothing (VM_DONTCOPY), and keeps getting
+	 * nothing: madvise(MADV_DOFORK) refuses VM_IO areas. The mapping
+	 * cannot grow. ptrace (gdb) reads it through kg_vm_access.
+	 */
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 3, 0)
+	vm_flags_set(vma, VM_IO | VM_DONTCOPY | VM_DONTEXPAND | VM_DONTDUMP);
+#else
+	vma->vm_flags |= VM_IO | VM_DONTCOPY | VM_DONTEXPAND | VM_DONTDUMP;
+#endif
+	vma->vm_ops = &kg_vm_ops;
+	vma->vm_private_data = ctx;
 	for (off = 0; off < vma->vm_end - vma->vm_start; off += PAGE_SIZE) {
 		err = vm_insert_page(vma, vma->vm_start + off,
 				     vmalloc_to_page((char *)ctx->sh + off));
@@ -715,15 +811,19 @@ static long kg_ioc_register(struct kg_ctx *ctx, void __user *uarg)
 	preempt_notifier_init(&kw->pn, &kg_preempt_ops);
 	/*
 	 * The scheduler calls notifiers only while the static key counts
-	 * some: one count per context, from its first registration until it
-	 * is freed (so registering in a loop does not patch kernel text in
-	 * a loop). With the module loaded and no kgreen process registered,
-	 * a context switch costs what it costs without the module.
+	 * some. The module takes one count at the first registration and
+	 * gives it back at unload: turning the key on or off patches kernel
+	 * text on every CPU, which no loop of opens, registrations and
+	 * closes may repeat. Until the first registration a context switch
+	 * costs what it costs without the module; after it, one test of
+	 * the switching task's empty notifier list.
 	 */
-	if (!ctx->key_held) {
+	mutex_lock(&kg_ctxs_lock);
+	if (!kg_key_on) {
 		preempt_notifier_inc();
-		ctx->key_held = true;
+		kg_key_on = true;
 	}
+	mutex_unlock(&kg_ctxs_lock);
 	rcu_assign_pointer(ctx->workers[a.worker], kw);
 	ctx->nworkers++;
 	if (a.worker >= ctx->hi_worker)
@@ -767,7 +867,10 @@ static long kg_ioc_unregister(struct kg_ctx *ctx, void __user *uarg)
 	return 0;
 }
 
-/* Take the oldest record into *ev. */
+/*
+ * Take the oldest record into *ev; its place stays reserved (ev_inflight)
+ * until kg_delivered() or kg_untake() settles it.
+ */
 static bool kg_take(struct kg_ctx *ctx, struct kg_handoff_event *ev)
 {
 	bool got = false;
@@ -775,6 +878,7 @@ static bool kg_take(struct kg_ctx *ctx, struct kg_handoff_event *ev)
 	raw_spin_lock_irq(&ctx->evlock);
 	if (ctx->ev_head != ctx->ev_tail) {
 		*ev = ctx->ev[ctx->ev_head % KG_EVQ_LEN];
+		ctx->ev_inflight++;
 		WRITE_ONCE(ctx->ev_head, ctx->ev_head + 1);
 		WRITE_ONCE(ctx->sh->hdr.kev_pending,
 			   ctx->ev_tail - ctx->ev_head);
@@ -784,25 +888,28 @@ static bool kg_take(struct kg_ctx *ctx, struct kg_handoff_event *ev)
 	return got;
 }
 
-/* Put back a record kg_take took (its copy to userspace failed). */
+/* The record kg_take took reached userspace: free its place. */
+static void kg_delivered(struct kg_ctx *ctx)
+{
+	raw_spin_lock_irq(&ctx->evlock);
+	ctx->ev_inflight--;
+	raw_spin_unlock_irq(&ctx->evlock);
+}
+
+/*
+ * Put back a record kg_take took (its copy to userspace failed), at the
+ * head: its reserved place is free, since detaches count reserved places
+ * as taken (kg_detach).
+ */
 static void kg_untake(struct kg_ctx *ctx, const struct kg_handoff_event *ev)
 {
-	bool lost = false;
-
 	raw_spin_lock_irq(&ctx->evlock);
-	if (ctx->ev_tail - ctx->ev_head < KG_EVQ_LEN) {
-		WRITE_ONCE(ctx->ev_head, ctx->ev_head - 1);
-		ctx->ev[ctx->ev_head % KG_EVQ_LEN] = *ev;
-		WRITE_ONCE(ctx->sh->hdr.kev_pending,
-			   ctx->ev_tail - ctx->ev_head);
-	} else {
-		lost = true;
-	}
+	ctx->ev_inflight--;
+	WRITE_ONCE(ctx->ev_head, ctx->ev_head - 1);
+	ctx->ev[ctx->ev_head % KG_EVQ_LEN] = *ev;
+	WRITE_ONCE(ctx->sh->hdr.kev_pending, ctx->ev_tail - ctx->ev_head);
 	raw_spin_unlock_irq(&ctx->evlock);
-	if (lost)
-		atomic64_inc(&ctx->dropped);
-	else
-		wake_up(&ctx->wq);
+	wake_up(&ctx->wq);
 }
 
 /* Consume kw's pending kick. */
@@ -892,6 +999,7 @@ static long kg_ioc_wait(struct kg_ctx *ctx, void __user *uarg)
 		kg_untake(ctx, &a.ev);
 		return -EFAULT;
 	}
+	kg_delivered(ctx);
 	lat = ktime_get_ns() - a.ev.ts_ns;
 	atomic64_inc(&ctx->taken);
 	atomic64_add(lat, &ctx->wake_ns_sum);
@@ -1029,6 +1137,9 @@ static void __exit kg_exit(void)
 	/* every context is gone (each pinned us); let the reaper finish */
 	irq_work_sync(&kg_reap_irq);
 	flush_work(&kg_reap_work);
+	/* no notifier is linked any more: the key's count goes back */
+	if (kg_key_on)
+		preempt_notifier_dec();
 }
 
 module_init(kg_init);

@@ -13,11 +13,13 @@
 #include "kg_test.h"
 
 #include <fcntl.h>
+#include <grp.h>
 #include <linux/futex.h>
 #include <poll.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
+#include <sys/utsname.h>
 #include <sys/wait.h>
 #include <time.h>
 
@@ -874,6 +876,192 @@ TEST(backend_from_environment)
 	setenv("KGREEN_BACKEND", "nonsense", 1);
 	ASSERT_EQ(-EINVAL, kg_run(note_backend, NULL, NULL));
 	unsetenv("KGREEN_BACKEND");
+}
+
+/* ------------------------------------------------------------------ */
+/* The backends' matrix: each backend as root, as an unprivileged user */
+/* and in a PID namespace (Documentation/backends.md's table)          */
+/* ------------------------------------------------------------------ */
+
+enum who { ROOT, UNPRIV, PIDNS };
+static const char *const who_name[] = { "root", "unprivileged",
+					"PID namespace" };
+
+/* A cell's outcome, written by the child into shared memory. */
+struct cell {
+	int setup;		/* 0 ran; else the step that failed */
+	int err;		/* kg_run's */
+	unsigned long long handoffs;
+	double b_after_ms;	/* B ran this long after A blocked */
+	int b_during_a;		/* B ran before A's call returned */
+	char why[600];		/* the runtime's stderr */
+};
+
+/* In the child: become who, run the scenario on backend, fill *c. */
+static void cell_child(struct cell *c, const char *backend, enum who who)
+{
+	struct scen s = { .kind = K_READ };
+	int out, saved;
+	ssize_t n;
+	pid_t g;
+
+	if (who == UNPRIV && getuid() == 0 &&
+	    (setgroups(0, NULL) || setgid(65534) || setuid(65534))) {
+		c->setup = 1;
+		return;
+	}
+	if (who == PIDNS) {
+		int st;
+
+		if (unshare(CLONE_NEWPID)) {
+			c->setup = 2;
+			return;
+		}
+		g = fork();
+		if (g < 0) {
+			c->setup = 3;
+			return;
+		}
+		if (g) {
+			if (waitpid(g, &st, 0) != g || !WIFEXITED(st) ||
+			    WEXITSTATUS(st))
+				c->setup = 4;
+			return;
+		}
+		if (getpid() != 1)
+			_exit(1);
+	}
+	if (pipe(s.pipefd)) {
+		c->setup = 5;
+		return;
+	}
+	pthread_mutex_init(&s.mutex, NULL);
+	s.mode = strcmp(backend, "sysmon") ? KERNEL : SYSMON_MARKED;
+	out = memfd_create("stderr", MFD_CLOEXEC);
+	fflush(stderr);
+	saved = dup(2);
+	dup2(out, 2);
+	c->err = run_backend(scen_main, &s, 1, backend);
+	fflush(stderr);
+	dup2(saved, 2);
+	n = pread(out, c->why, sizeof(c->why) - 1, 0);
+	c->why[n > 0 ? n : 0] = 0;
+	c->handoffs = s.st.handoffs;
+	c->b_during_a = s.b_ran && s.b_ran < s.a_end;
+	c->b_after_ms = ((double)s.b_ran - (double)s.a_start) / 1e6;
+	if (who == PIDNS)
+		_exit(0);
+}
+
+/*
+ * Run one cell and check it: green (the backend served and handed off:
+ * B ran while A was blocked) or, where expected here, refused with the
+ * named reason (want_why). Its line, "matrix: ...", is what
+ * Documentation/backends.md's table is made of.
+ */
+static void cell(struct __test_metadata *_metadata, const char *backend,
+		 enum who who, const char *want_why)
+{
+	struct cell *c = mmap(NULL, sizeof(*c), PROT_READ | PROT_WRITE,
+			      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	struct utsname u;
+	pid_t pid;
+	int st;
+
+	ASSERT_NE(MAP_FAILED, c);
+	if (who != UNPRIV && getuid() != 0)
+		SKIP(return, "not root: the %s cell needs root",
+		     who_name[who]);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid) {
+		cell_child(c, backend, who);
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st));
+	uname(&u);
+	if (c->setup == 2)
+		SKIP(return, "cannot make a PID namespace here");
+	ASSERT_EQ(0, c->setup) TH_LOG("the child's setup step %d failed",
+				      c->setup);
+	if (!c->err)
+		TH_LOG("matrix: %s | %s | %s | green: %llu handoffs, B ran "
+		       "%.2f ms after A blocked", backend, u.release,
+		       who_name[who], c->handoffs, c->b_after_ms);
+	else
+		TH_LOG("matrix: %s | %s | %s | refused: %s", backend,
+		       u.release, who_name[who], strtok(c->why, "\n"));
+	if (want_why) {
+		ASSERT_EQ(-ENODEV, c->err);
+		ASSERT_NE(NULL, strstr(c->why, want_why))
+			TH_LOG("expected a reason with \"%s\"", want_why);
+	} else {
+		ASSERT_EQ(0, c->err);
+		ASSERT_LT(0ull, c->handoffs);
+		ASSERT_TRUE(c->b_during_a);
+	}
+	munmap(c, sizeof(*c));
+}
+
+/*
+ * kmod: green for every user wherever the module is loaded (the device is
+ * 0666; each user is bounded by max_user_contexts), else refused.
+ */
+static const char *kmod_expect(void)
+{
+	const char *dev = getenv("KGREEN_KMOD_DEV");
+
+	return access(dev && *dev ? dev : "/dev/kgreen", F_OK) ?
+		       "the kgreen module is not loaded" : NULL;
+}
+
+TEST(matrix_kmod_root) { cell(_metadata, "kmod", ROOT, kmod_expect()); }
+TEST(matrix_kmod_unprivileged)
+{
+	cell(_metadata, "kmod", UNPRIV, kmod_expect());
+}
+TEST(matrix_kmod_pid_namespace)
+{
+	cell(_metadata, "kmod", PIDNS, kmod_expect());
+}
+
+/*
+ * bpf: green for root, in a PID namespace too; an unprivileged user may
+ * not load tracing programs (CAP_BPF and CAP_PERFMON): refused, named.
+ */
+#define NEED_BPF()                                                            \
+	do {                                                                  \
+		if (getuid() == 0 &&                                          \
+		    run_backend(nothing, NULL, 1, "bpf") == -ENODEV)          \
+			SKIP(return, "the bpf backend cannot serve here even " \
+				     "as root (reason above)");               \
+	} while (0)
+
+TEST(matrix_bpf_root)
+{
+	NEED_BPF();
+	cell(_metadata, "bpf", ROOT, NULL);
+}
+TEST(matrix_bpf_unprivileged)
+{
+	cell(_metadata, "bpf", UNPRIV, "no permission to load BPF");
+}
+TEST(matrix_bpf_pid_namespace)
+{
+	NEED_BPF();
+	cell(_metadata, "bpf", PIDNS, NULL);
+}
+
+/* sysmon: green everywhere (the blocking call is marked). */
+TEST(matrix_sysmon_root) { cell(_metadata, "sysmon", ROOT, NULL); }
+TEST(matrix_sysmon_unprivileged)
+{
+	cell(_metadata, "sysmon", UNPRIV, NULL);
+}
+TEST(matrix_sysmon_pid_namespace)
+{
+	cell(_metadata, "sysmon", PIDNS, NULL);
 }
 
 TEST_HARNESS_MAIN

@@ -13,6 +13,8 @@
 #include "kg_test.h"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/userfaultfd.h>
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -569,9 +571,9 @@ TEST(file_closed_while_workers_live)
 	for (i = 0; i < 4; i++)
 		pthread_join(t[i], NULL);
 	close(l.fd);
-	ASSERT_EQ(0, debugfs_stats(getpid(), &(struct kg_ioc_stats){ 0 }));
-	/* the first context too is gone: its threads unlinked themselves */
+	/* the first context too is gone: its threads exited */
 	ASSERT_EQ(0, module_refs_settle());
+	ASSERT_EQ(0, debugfs_stats(getpid(), &(struct kg_ioc_stats){ 0 }));
 }
 
 /*
@@ -913,6 +915,517 @@ TEST_TIMEOUT(module_counts_match_the_runtime, 120)
 	ASSERT_EQ(0ull, s.dropped);
 	/* the runtime unregistered its workers as they left */
 	ASSERT_EQ(0u, s.workers);
+}
+
+/* ------------------------------------------------------------------ */
+/* Holes an unprivileged user could use                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * madvise(MADV_DOFORK) would undo VM_DONTCOPY, and a forked child would
+ * read and write its parent's shared state: refused (the area is VM_IO),
+ * and the child has nothing there. ptrace's view (/proc/PID/mem, what gdb
+ * reads) still works.
+ */
+TEST(madv_dofork_cannot_share_the_pages)
+{
+	struct kg_shared *sh;
+	uint32_t n = 0;
+	pid_t pid;
+	int fd, mem, st, r;
+
+	NEED_DEV();
+	fd = dev_open();
+	ASSERT_LE(0, fd);
+	sh = dev_map(fd);
+	ASSERT_NE(NULL, sh);
+	sh->hdr.nprocs = 9;
+	r = madvise(sh, sizeof(*sh), MADV_DOFORK);
+	EXPECT_EQ(-1, r);
+	EXPECT_EQ(EINVAL, errno);
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0) {
+		unsigned char vec;
+
+		if (mincore(sh, 4096, &vec) == 0 || errno != ENOMEM)
+			_exit(10);
+		_exit(0);
+	}
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(0, WEXITSTATUS(st)) TH_LOG("the child sees the pages");
+	mem = open("/proc/self/mem", O_RDWR | O_CLOEXEC);
+	ASSERT_LE(0, mem);
+	ASSERT_EQ(4, pread(mem, &n, 4, (off_t)(uintptr_t)&sh->hdr.nprocs));
+	ASSERT_EQ(9u, n);
+	n = 11;
+	ASSERT_EQ(4, pwrite(mem, &n, 4, (off_t)(uintptr_t)&sh->hdr.nprocs));
+	ASSERT_EQ(11u, sh->hdr.nprocs);
+	close(mem);
+	munmap(sh, sizeof(*sh));
+	close(fd);
+}
+
+#define TRACEFS "/sys/kernel/tracing"
+
+static int write_file(const char *path, const char *text, int flags)
+{
+	int fd = open(path, O_WRONLY | O_CLOEXEC | flags);
+	ssize_t w;
+
+	if (fd < 0)
+		return -errno;
+	w = write(fd, text, strlen(text));
+	close(fd);
+	return w == (ssize_t)strlen(text) ? 0 : -EIO;
+}
+
+/* Add (or remove) kprobe event kgreen_test/SYM on kernel function SYM. */
+static int kprobe_event(const char *sym, bool add)
+{
+	char buf[256];
+
+	if (add) {
+		snprintf(buf, sizeof(buf), "p:kgreen_test/%s %s\n", sym, sym);
+		if (write_file(TRACEFS "/kprobe_events", buf, O_APPEND))
+			return -1;
+		snprintf(buf, sizeof(buf),
+			 TRACEFS "/events/kgreen_test/%s/enable", sym);
+		return write_file(buf, "1", 0);
+	}
+	snprintf(buf, sizeof(buf), TRACEFS "/events/kgreen_test/%s/enable",
+		 sym);
+	write_file(buf, "0", 0);
+	snprintf(buf, sizeof(buf), "-:kgreen_test/%s\n", sym);
+	return write_file(TRACEFS "/kprobe_events", buf, O_APPEND);
+}
+
+/* Hits of kprobe event SYM so far (kprobe_profile), or -1. */
+static long kprobe_hits(const char *sym)
+{
+	FILE *f = fopen(TRACEFS "/kprobe_profile", "r");
+	char line[256], name[128];
+	unsigned long hits, missed;
+	long n = -1;
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%127s %lu %lu", name, &hits, &missed) == 3 &&
+		    (!strcmp(name, sym) || (strchr(name, '/') &&
+					     !strcmp(strchr(name, '/') + 1, sym))))
+			n = (long)hits;
+	fclose(f);
+	return n;
+}
+
+/*
+ * The preempt notifiers' static key: turning it on or off patches kernel
+ * text on every CPU. A loop of open, register (by a thread that exits),
+ * close, each context freed before the next, must not turn it off and on
+ * again each time: the module takes its count once and keeps it until
+ * unloaded. Counted with kprobes on preempt_notifier_inc and _dec.
+ */
+TEST_TIMEOUT(static_key_not_toggled_by_a_loop, 180)
+{
+	long inc0, dec0, inc, dec;
+	int i, fd;
+
+	NEED_DEV();
+	if (getuid() || access(TRACEFS "/kprobe_events", W_OK))
+		SKIP(return, "no kprobe events here (root and tracefs needed)");
+	ASSERT_EQ(0, module_refs_settle());
+	ASSERT_EQ(0, kprobe_event("preempt_notifier_inc", true));
+	ASSERT_EQ(0, kprobe_event("preempt_notifier_dec", true));
+	inc0 = kprobe_hits("preempt_notifier_inc");
+	dec0 = kprobe_hits("preempt_notifier_dec");
+	for (i = 0; i < 40; i++) {
+		pthread_t t;
+
+		fd = dev_open();
+		ASSERT_LE(0, fd);
+		ASSERT_EQ(0, pthread_create(&t, NULL, register_and_exit, &fd));
+		pthread_join(t, NULL);
+		close(fd);
+		/* the context is reaped: with a count per context, the key
+		 * would go to zero here */
+		ASSERT_EQ(0, module_refs_settle());
+	}
+	inc = kprobe_hits("preempt_notifier_inc") - inc0;
+	dec = kprobe_hits("preempt_notifier_dec") - dec0;
+	kprobe_event("preempt_notifier_inc", false);
+	kprobe_event("preempt_notifier_dec", false);
+	TH_LOG("40 contexts: preempt_notifier_inc %ld times, _dec %ld times",
+	       inc, dec);
+	ASSERT_LE(0, inc0);
+	ASSERT_LE(0, dec0);
+	ASSERT_GE(1, inc);
+	ASSERT_EQ(0, dec);
+}
+
+#define MAXCTX "/sys/module/kgreen/parameters/max_user_contexts"
+
+static void limit_main(void *arg)
+{
+	(void)arg;
+}
+
+/*
+ * Child of per_user_context_limit, as uid 65534: opens up to the limit,
+ * then is refused with EMFILE; a closed context whose thread still lives
+ * counts; libkgreen's kmod backend says why it is refused. sync: a pipe
+ * pair to let the parent (root, another user) open its own meanwhile.
+ */
+static int limit_child(int limit, int to_parent, int from_parent)
+{
+	struct kg_config cfg = { .procs = 1, .backend = "kmod" };
+	struct live l = { 0 };
+	int fds[64], i, out, rc = 0;
+	char buf[512] = "";
+	pthread_t t;
+
+	if (setgroups(0, NULL) || setgid(65534) || setuid(65534))
+		return 20;
+	for (i = 0; i < limit; i++)
+		if ((fds[i] = dev_open()) < 0)
+			return 21;
+	if (dev_open() != -1 || errno != EMFILE)
+		return 22;
+	/* the parent, another user, is not limited by our contexts */
+	if (write(to_parent, "x", 1) != 1 || read(from_parent, buf, 1) != 1)
+		return 23;
+	/* a thread registered in a context whose file is closed */
+	l.fd = fds[0];
+	pthread_create(&t, NULL, register_and_live, &l);
+	while (!atomic_load(&l.registered))
+		sleep_ns(MS);
+	close(fds[0]);
+	sleep_ns(20 * MS);
+	if (dev_open() != -1 || errno != EMFILE)
+		rc = 24;
+	/* libkgreen names the limit */
+	out = memfd_create("stderr", MFD_CLOEXEC);
+	fflush(stderr);
+	dup2(out, 2);
+	if (kg_run(limit_main, NULL, &cfg) != -ENODEV && !rc)
+		rc = 25;
+	fflush(stderr);
+	if (pread(out, buf, sizeof(buf) - 1, 0) < 0 ||
+	    !strstr(buf, "max_user_contexts"))
+		rc = rc ? rc : 26;
+	/* the thread leaves, its context is freed: room again */
+	atomic_store(&l.stop, 1);
+	pthread_join(t, NULL);
+	for (i = 0; i < 200; i++) {
+		int fd = dev_open();
+
+		if (fd >= 0) {
+			close(fd);
+			break;
+		}
+		sleep_ns(10 * MS);
+	}
+	if (i == 200 && !rc)
+		rc = 27;
+	return rc;
+}
+
+TEST_TIMEOUT(per_user_context_limit, 120)
+{
+	char old[32] = "";
+	int up[2], down[2], fds[4], i, st, n;
+	pid_t pid;
+	FILE *f;
+
+	NEED_DEV();
+	f = fopen(MAXCTX, "r");
+	ASSERT_NE(NULL, f) TH_LOG(MAXCTX " is missing");
+	ASSERT_NE(NULL, fgets(old, sizeof(old), f));
+	fclose(f);
+	ASSERT_EQ(128, atoi(old));	/* the default */
+	if (getuid())
+		SKIP(return, "root is needed to set the limit and change user");
+	ASSERT_EQ(0, module_refs_settle());
+	ASSERT_EQ(0, write_file(MAXCTX, "4", 0));
+	ASSERT_EQ(0, pipe(up));
+	ASSERT_EQ(0, pipe(down));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (pid == 0)
+		_exit(limit_child(4, up[1], down[0]));
+	n = 0;
+	if (read(up[0], &st, 1) == 1) {
+		for (i = 0; i < 4; i++)
+			n += (fds[i] = dev_open()) >= 0;
+		for (i = 0; i < 4; i++)
+			if (fds[i] >= 0)
+				close(fds[i]);
+	}
+	ASSERT_EQ(1, write(down[1], "x", 1));
+	ASSERT_EQ(pid, waitpid(pid, &st, 0));
+	write_file(MAXCTX, old, 0);
+	ASSERT_EQ(4, n) TH_LOG("root was refused: the limit is not per user");
+	ASSERT_TRUE(WIFEXITED(st));
+	ASSERT_EQ(0, WEXITSTATUS(st)) TH_LOG("step %d of the child failed",
+					     WEXITSTATUS(st));
+	ASSERT_EQ(0, module_refs_settle());
+}
+
+/*
+ * No record lost at any queue depth. A forging process fills the queue
+ * (one record per proc, KG_MAX_PROCS of them); a spare takes one, and its
+ * copy to userspace stalls (a userfaultfd write-protect fault) while one
+ * more detach is forged, then fails (the page is gone): the record must go
+ * back to the queue, so the refused place must have been kept for it.
+ * Every record queued is then taken: handoffs == taken.
+ */
+struct depth {
+	int fd;
+	struct kg_shared *sh;
+	_Atomic unsigned int want, done, detached;
+	_Atomic int stop;
+	struct kg_ioc_wait *arg;
+	_Atomic int wait_err, wait_done;
+};
+
+/* Worker 1: forge a detach of proc done % KG_MAX_PROCS, want times. */
+static void *depth_blocker(void *p)
+{
+	struct depth *d = p;
+	struct kg_worker_slot *ws = &d->sh->workers[1];
+
+	if (reg(d->fd, 1))
+		return NULL;
+	while (!atomic_load(&d->stop)) {
+		unsigned int i = atomic_load(&d->done);
+		uint32_t pr = i % KG_MAX_PROCS;
+
+		if (i == atomic_load(&d->want)) {
+			sleep_ns(MS);	/* in_sched: never a detach */
+			continue;
+		}
+		ws->proc = pr;
+		__atomic_store_n(&d->sh->procs[pr].owner, 1, __ATOMIC_SEQ_CST);
+		ws->in_sched = 0;
+		sleep_ns(100000);	/* the block */
+		ws->in_sched = 1;
+		ws->proc = KG_PROC_NONE;
+		if (__atomic_load_n(&d->sh->procs[pr].owner,
+				    __ATOMIC_SEQ_CST) == KG_OWNER_DETACHED)
+			atomic_fetch_add(&d->detached, 1);
+		__atomic_store_n(&d->sh->procs[pr].owner, KG_OWNER_DETACHED,
+				 __ATOMIC_SEQ_CST);
+		atomic_fetch_add(&d->done, 1);
+	}
+	unreg(d->fd, 1);
+	return NULL;
+}
+
+/* Worker 2: a spare whose copy of the record stalls, then fails. */
+static void *depth_waiter(void *p)
+{
+	struct depth *d = p;
+
+	if (reg(d->fd, 2)) {
+		atomic_store(&d->wait_err, -999);
+	} else {
+		atomic_store(&d->wait_err, ioc(d->fd, KG_IOC_WAIT, d->arg));
+		unreg(d->fd, 2);
+	}
+	atomic_store(&d->wait_done, 1);
+	return NULL;
+}
+
+static void depth_forge(struct depth *d, unsigned int n)
+{
+	unsigned int want = atomic_load(&d->want) + n;
+	int i;
+
+	atomic_store(&d->want, want);
+	for (i = 0; i < 30000 && atomic_load(&d->done) < want; i++)
+		sleep_ns(MS);
+}
+
+TEST_TIMEOUT(no_record_lost_at_queue_depth, 180)
+{
+	struct uffdio_api api = { .api = UFFD_API };
+	struct uffdio_register ureg = { 0 };
+	struct uffdio_writeprotect wp = { 0 };
+	struct uffd_msg msg;
+	struct depth d = { 0 };
+	struct kg_ioc_stats s;
+	struct pollfd pfd;
+	pthread_t tb, tw;
+	unsigned int i, forged;
+	int uffd, n = 0;
+	void *page;
+
+	NEED_DEV();
+	uffd = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK);
+	if (uffd < 0)
+		SKIP(return, "no userfaultfd here: %s", strerror(errno));
+	if (ioctl(uffd, UFFDIO_API, &api) ||
+	    !(api.features & UFFD_FEATURE_PAGEFAULT_FLAG_WP)) {
+		close(uffd);
+		SKIP(return, "userfaultfd has no write-protect mode here");
+	}
+	d.fd = dev_open();
+	ASSERT_LE(0, d.fd);
+	d.sh = dev_map(d.fd);
+	ASSERT_NE(NULL, d.sh);
+	d.sh->hdr.version = KG_ABI_VERSION;
+	d.sh->hdr.nprocs = KG_MAX_PROCS;
+	for (i = 0; i < KG_MAX_PROCS; i++) {
+		d.sh->procs[i].owner = KG_OWNER_DETACHED;
+		d.sh->procs[i].runq_tail = 1;	/* work queued everywhere */
+	}
+	for (i = 0; i < 3; i++) {
+		d.sh->workers[i].in_sched = 1;
+		d.sh->workers[i].proc = KG_PROC_NONE;
+	}
+	ASSERT_EQ(0, reg(d.fd, 0));	/* this thread drains */
+	ASSERT_EQ(0, pthread_create(&tb, NULL, depth_blocker, &d));
+
+	/* a full queue: one record per proc */
+	depth_forge(&d, KG_MAX_PROCS);
+	ASSERT_EQ((unsigned int)KG_MAX_PROCS, atomic_load(&d.done));
+	ASSERT_EQ((unsigned int)KG_MAX_PROCS, atomic_load(&d.detached));
+	ASSERT_EQ((unsigned int)KG_MAX_PROCS, d.sh->hdr.kev_pending);
+
+	/* the spare's argument, in a write-protected page */
+	page = mmap(NULL, 4096, PROT_READ | PROT_WRITE,
+		    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, page);
+	d.arg = page;
+	*d.arg = (struct kg_ioc_wait){ .size = sizeof(*d.arg), .worker = 2,
+				       .deadline_ns = kg_now_ns() + 5000 * MS };
+	ureg.range.start = (uintptr_t)page;
+	ureg.range.len = 4096;
+	ureg.mode = UFFDIO_REGISTER_MODE_WP;
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_REGISTER, &ureg)) TH_LOG("%s",
+								  strerror(errno));
+	wp.range = ureg.range;
+	wp.mode = UFFDIO_WRITEPROTECT_MODE_WP;
+	ASSERT_EQ(0, ioctl(uffd, UFFDIO_WRITEPROTECT, &wp));
+	ASSERT_EQ(0, pthread_create(&tw, NULL, depth_waiter, &d));
+
+	/* the spare took a record and stalls writing it out */
+	pfd = (struct pollfd){ .fd = uffd, .events = POLLIN };
+	ASSERT_EQ(1, poll(&pfd, 1, 10000)) TH_LOG("the copy never faulted");
+	ASSERT_EQ((ssize_t)sizeof(msg), read(uffd, &msg, sizeof(msg)));
+	ASSERT_EQ(UFFD_EVENT_PAGEFAULT, msg.event);
+	ASSERT_EQ((unsigned int)KG_MAX_PROCS - 1, d.sh->hdr.kev_pending);
+
+	/* one more detach now: its place is the record in flight's */
+	forged = atomic_load(&d.detached);
+	depth_forge(&d, 1);
+	forged = atomic_load(&d.detached) - forged;
+
+	/* the copy fails: the page is gone */
+	ASSERT_EQ(0, munmap(page, 4096));
+	close(uffd);
+	pthread_join(tw, NULL);
+	ASSERT_EQ(-EFAULT, atomic_load(&d.wait_err));
+
+	/* drain: every record queued comes out */
+	while (wait_ev(d.fd, 0, 0, NULL) == 0)
+		n++;
+	atomic_store(&d.stop, 1);
+	pthread_join(tb, NULL);
+	ASSERT_EQ(0, stats(d.fd, &s));
+	TH_LOG("forged %u detaches, %u taken; the one beside the record in "
+	       "flight: %s; module: %llu handoffs, %llu taken, %llu refused "
+	       "(queue full)", KG_MAX_PROCS + 1, n,
+	       forged ? "detached" : "refused",
+	       (unsigned long long)s.handoffs, (unsigned long long)s.taken,
+	       (unsigned long long)s.dropped);
+	ASSERT_EQ(s.handoffs, s.taken);
+	ASSERT_EQ((unsigned long long)n, s.taken);
+	ASSERT_EQ(0u, forged);
+	ASSERT_EQ(0u, d.sh->hdr.kev_pending);
+	unreg(d.fd, 0);
+	munmap(d.sh, sizeof(*d.sh));
+	close(d.fd);
+}
+
+/*
+ * A worker that sleeps right after its turn on a CPU it shares with a
+ * busy thread is, on kernels with delayed dequeue (EEVDF, 6.12 and
+ * later), often left queued as it sleeps: each such sleep is still a
+ * block the module must see.
+ */
+struct dq {
+	int fd;
+	struct kg_shared *sh;
+	_Atomic int stop;
+	int sleeps, reg_err;
+};
+
+static void pin_cpu0(void)
+{
+	cpu_set_t set;
+
+	CPU_ZERO(&set);
+	CPU_SET(0, &set);
+	sched_setaffinity(0, sizeof(set), &set);
+}
+
+static void *dq_hog(void *p)
+{
+	struct dq *d = p;
+
+	pin_cpu0();
+	while (!atomic_load(&d->stop))
+		;
+	return NULL;
+}
+
+static void *dq_sleeper(void *p)
+{
+	struct dq *d = p;
+	int i;
+
+	pin_cpu0();
+	d->reg_err = reg(d->fd, 1);
+	for (i = 0; i < 60 && !d->reg_err; i++) {
+		uint64_t t = kg_now_ns();
+
+		while (kg_now_ns() - t < 3 * MS)	/* a busy turn */
+			;
+		sleep_ns(MS);
+		d->sleeps++;
+	}
+	if (!d->reg_err)
+		unreg(d->fd, 1);
+	return NULL;
+}
+
+TEST_TIMEOUT(sleep_after_a_busy_turn_is_a_block, 120)
+{
+	struct dq d = { 0 };
+	pthread_t th, ts;
+	uint64_t blocks;
+
+	NEED_DEV();
+	d.fd = dev_open();
+	ASSERT_LE(0, d.fd);
+	d.sh = dev_map(d.fd);
+	ASSERT_NE(NULL, d.sh);
+	d.sh->workers[1].in_sched = 1;	/* count blocks, detach nothing */
+	d.sh->workers[1].proc = KG_PROC_NONE;
+	ASSERT_EQ(0, pthread_create(&th, NULL, dq_hog, &d));
+	ASSERT_EQ(0, pthread_create(&ts, NULL, dq_sleeper, &d));
+	pthread_join(ts, NULL);
+	atomic_store(&d.stop, 1);
+	pthread_join(th, NULL);
+	ASSERT_EQ(0, d.reg_err);
+	blocks = d.sh->workers[1].blocks;
+	TH_LOG("%d sleeps after a busy turn, %llu blocks seen", d.sleeps,
+	       (unsigned long long)blocks);
+	ASSERT_LE((uint64_t)d.sleeps, blocks);
+	munmap(d.sh, sizeof(*d.sh));
+	close(d.fd);
 }
 
 /* ------------------------------------------------------------------ */

@@ -66,6 +66,20 @@ static int prove_reg(uint32_t index, bool add)
 		       -errno : 0;
 }
 
+/*
+ * Whether this process is out of file descriptors (EMFILE from open is
+ * then its own limit, not the module's per-user one).
+ */
+static bool fd_limit_reached(void)
+{
+	int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return errno == EMFILE;
+	kg_sys_close(fd);
+	return false;
+}
+
 static int kmod_load(void)
 {
 	struct kg_ioc_info info = { .size = sizeof(info) };
@@ -79,6 +93,11 @@ static int kmod_load(void)
 				    "loaded (modprobe kgreen)%s", "");
 		if (errno == EACCES || errno == EPERM)
 			return fail(-ENODEV, "no permission to open %s%s", "");
+		if (errno == EMFILE && !fd_limit_reached())
+			return fail(-ENODEV, "%s refused this user another "
+				    "context: it holds max_user_contexts "
+				    "already (/sys/module/kgreen/parameters/"
+				    "max_user_contexts)%s", "");
 		return fail(-ENODEV, "cannot open %s: %s", strerror(errno));
 	}
 	if (ioctl(K.fd, KG_IOC_INFO, &info))
