@@ -230,7 +230,8 @@ $(KBUILD_OUT)/%/kmod/kgreen.ko: $(KMOD_SRCS)
 vmcheck: all
 	$(Q)tools/install-deps vm || echo "vmcheck: cannot install the VM packages" >&2
 	$(Q)$(MAKE) --no-print-directory kmod || echo "vmcheck: kgreen.ko did not build" >&2
-	$(Q)prove --norc --timer --exec '' tools/vmcheck :: $(OUT)/tests $(KMOD_KOS)
+	$(Q)prove --norc --timer --exec '' tools/dkmscheck tools/vmcheck :: \
+		$(OUT)/tests $(KMOD_KOS)
 
 # kgreen.ko's benchmarks in the VM (tools/vmbench): VMBENCH_ROUNDS=N.
 vmbench: lib

@@ -883,9 +883,14 @@ TEST(backend_from_environment)
 /* and in a PID namespace (Documentation/backends.md's table)          */
 /* ------------------------------------------------------------------ */
 
-enum who { ROOT, UNPRIV, PIDNS };
+/*
+ * USERNS: a rootless container, an unprivileged user's new user and PID
+ * namespaces: all capabilities inside, none (CAP_BPF included) outside.
+ */
+enum who { ROOT, UNPRIV, PIDNS, USERNS };
 static const char *const who_name[] = { "root", "unprivileged",
-					"PID namespace" };
+					"PID namespace",
+					"rootless container" };
 
 /* A cell's outcome, written by the child into shared memory. */
 struct cell {
@@ -905,15 +910,16 @@ static void cell_child(struct cell *c, const char *backend, enum who who)
 	ssize_t n;
 	pid_t g;
 
-	if (who == UNPRIV && getuid() == 0 &&
+	if ((who == UNPRIV || who == USERNS) && getuid() == 0 &&
 	    (setgroups(0, NULL) || setgid(65534) || setuid(65534))) {
 		c->setup = 1;
 		return;
 	}
-	if (who == PIDNS) {
+	if (who == PIDNS || who == USERNS) {
 		int st;
 
-		if (unshare(CLONE_NEWPID)) {
+		if (unshare(CLONE_NEWPID |
+			    (who == USERNS ? CLONE_NEWUSER : 0))) {
 			c->setup = 2;
 			return;
 		}
@@ -949,7 +955,7 @@ static void cell_child(struct cell *c, const char *backend, enum who who)
 	c->handoffs = s.st.handoffs;
 	c->b_during_a = s.b_ran && s.b_ran < s.a_end;
 	c->b_after_ms = ((double)s.b_ran - (double)s.a_start) / 1e6;
-	if (who == PIDNS)
+	if (who == PIDNS || who == USERNS)
 		_exit(0);
 }
 
@@ -969,7 +975,7 @@ static void cell(struct __test_metadata *_metadata, const char *backend,
 	int st;
 
 	ASSERT_NE(MAP_FAILED, c);
-	if (who != UNPRIV && getuid() != 0)
+	if (who != UNPRIV && who != USERNS && getuid() != 0)
 		SKIP(return, "not root: the %s cell needs root",
 		     who_name[who]);
 	pid = fork();
@@ -982,7 +988,9 @@ static void cell(struct __test_metadata *_metadata, const char *backend,
 	ASSERT_TRUE(WIFEXITED(st));
 	uname(&u);
 	if (c->setup == 2)
-		SKIP(return, "cannot make a PID namespace here");
+		SKIP(return, "cannot make a %s namespace here",
+		     who == USERNS ? "user (unprivileged_userns_clone?)" :
+				     "PID");
 	ASSERT_EQ(0, c->setup) TH_LOG("the child's setup step %d failed",
 				      c->setup);
 	if (!c->err)
@@ -1025,10 +1033,15 @@ TEST(matrix_kmod_pid_namespace)
 {
 	cell(_metadata, "kmod", PIDNS, kmod_expect());
 }
+TEST(matrix_kmod_rootless_container)
+{
+	cell(_metadata, "kmod", USERNS, kmod_expect());
+}
 
 /*
  * bpf: green for root, in a PID namespace too; an unprivileged user may
- * not load tracing programs (CAP_BPF and CAP_PERFMON): refused, named.
+ * not load tracing programs (CAP_BPF and CAP_PERFMON in the initial user
+ * namespace), nor may root of a rootless container: refused, named.
  */
 #define NEED_BPF()                                                            \
 	do {                                                                  \
@@ -1052,6 +1065,10 @@ TEST(matrix_bpf_pid_namespace)
 	NEED_BPF();
 	cell(_metadata, "bpf", PIDNS, NULL);
 }
+TEST(matrix_bpf_rootless_container)
+{
+	cell(_metadata, "bpf", USERNS, "in the initial user namespace");
+}
 
 /* sysmon: green everywhere (the blocking call is marked). */
 TEST(matrix_sysmon_root) { cell(_metadata, "sysmon", ROOT, NULL); }
@@ -1062,6 +1079,10 @@ TEST(matrix_sysmon_unprivileged)
 TEST(matrix_sysmon_pid_namespace)
 {
 	cell(_metadata, "sysmon", PIDNS, NULL);
+}
+TEST(matrix_sysmon_rootless_container)
+{
+	cell(_metadata, "sysmon", USERNS, NULL);
 }
 
 TEST_HARNESS_MAIN

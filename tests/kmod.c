@@ -1194,6 +1194,8 @@ static void *depth_blocker(void *p)
 {
 	struct depth *d = p;
 	struct kg_worker_slot *ws = &d->sh->workers[1];
+	uint64_t b0;
+	int tries;
 
 	if (reg(d->fd, 1))
 		return NULL;
@@ -1208,7 +1210,10 @@ static void *depth_blocker(void *p)
 		ws->proc = pr;
 		__atomic_store_n(&d->sh->procs[pr].owner, 1, __ATOMIC_SEQ_CST);
 		ws->in_sched = 0;
-		sleep_ns(100000);	/* the block */
+		/* one block the module sees (a short sleep may not block) */
+		b0 = ws->blocks;
+		for (tries = 0; ws->blocks == b0 && tries < 1000; tries++)
+			sleep_ns(100000);
 		ws->in_sched = 1;
 		ws->proc = KG_PROC_NONE;
 		if (__atomic_load_n(&d->sh->procs[pr].owner,

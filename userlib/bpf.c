@@ -177,6 +177,25 @@ static int prove_reg(uint32_t index, bool add)
 	return kregister(index, add) ? 0 : -errno;
 }
 
+
+/*
+ * Whether this process runs in a user namespace other than the initial
+ * one, whose uid_map maps all of 0..2^32-2 onto itself (another's maps
+ * less, or nothing yet).
+ */
+static bool in_user_namespace(void)
+{
+	FILE *f = fopen("/proc/self/uid_map", "re");
+	unsigned long in, out, n;
+	bool initial;
+
+	if (!f)
+		return false;
+	initial = fscanf(f, "%lu %lu %lu", &in, &out, &n) == 3 && in == 0 &&
+		  out == 0 && n == 4294967295ul;
+	fclose(f);
+	return !initial;
+}
 static int load(void)
 {
 	const char *sim = getenv("KGREEN_BPF_FAIL");
@@ -209,6 +228,12 @@ static int load(void)
 		return fail(-ENODEV, "cannot open the BPF object: %s",
 			    strerror(-err));
 	if (err) {
+		if ((err == -EPERM || err == -EACCES) && in_user_namespace())
+			return fail(-ENODEV, "no permission to load BPF (needs "
+				    "CAP_BPF and CAP_PERFMON in the initial "
+				    "user namespace; this process is in "
+				    "another, as in a rootless container, "
+				    "where root has neither)");
 		if (err == -EPERM || err == -EACCES)
 			return fail(-ENODEV, "no permission to load BPF (needs "
 				    "CAP_BPF and CAP_PERFMON, or root)");
