@@ -895,6 +895,7 @@ static const char *const who_name[] = { "root", "unprivileged",
 /* A cell's outcome, written by the child into shared memory. */
 struct cell {
 	int setup;		/* 0 ran; else the step that failed */
+	int setup_errno;	/* and its errno */
 	int err;		/* kg_run's */
 	unsigned long long handoffs;
 	double b_after_ms;	/* B ran this long after A blocked */
@@ -920,6 +921,7 @@ static void cell_child(struct cell *c, const char *backend, enum who who)
 
 		if (unshare(CLONE_NEWPID |
 			    (who == USERNS ? CLONE_NEWUSER : 0))) {
+			c->setup_errno = errno;
 			c->setup = 2;
 			return;
 		}
@@ -988,9 +990,9 @@ static void cell(struct __test_metadata *_metadata, const char *backend,
 	ASSERT_TRUE(WIFEXITED(st));
 	uname(&u);
 	if (c->setup == 2)
-		SKIP(return, "cannot make a %s namespace here",
-		     who == USERNS ? "user (unprivileged_userns_clone?)" :
-				     "PID");
+		SKIP(return, "cannot make a %s namespace here: %s",
+		     who == USERNS ? "user" : "PID",
+		     strerror(c->setup_errno));
 	ASSERT_EQ(0, c->setup) TH_LOG("the child's setup step %d failed",
 				      c->setup);
 	if (!c->err)
