@@ -647,20 +647,27 @@ static int kg_check_owner(struct kg_ctx *ctx)
 }
 
 /*
- * ptrace's view of the mapping (get_user_pages refuses VM_IO areas): a
- * copy from or to the shared state. The area lives no longer than the
- * file, which holds the context.
+ * ptrace's and /proc/PID/mem's view of the mapping (get_user_pages refuses
+ * VM_IO areas; where the architecture lacks CONFIG_HAVE_IOREMAP_PROT the
+ * kernel never calls this, and process_vm_readv() never does: those see
+ * EFAULT): a copy from or to the shared state, within this piece of the
+ * mapping (a partial munmap or mprotect splits it: vm_pgoff says where a
+ * piece starts), writes only where the mapping is writable. Each piece
+ * holds the file, which holds the context.
  */
 static int kg_vm_access(struct vm_area_struct *vma, unsigned long addr,
 			void *buf, int len, int write)
 {
 	struct kg_ctx *ctx = vma->vm_private_data;
-	unsigned long off = addr - vma->vm_start;
+	unsigned long off = (vma->vm_pgoff << PAGE_SHIFT) + addr -
+			    vma->vm_start;
 	size_t size = PAGE_ALIGN(sizeof(struct kg_shared));
 
-	if (len <= 0 || off >= size)
+	if (len <= 0 || off >= size || addr >= vma->vm_end)
 		return -EINVAL;
-	len = min_t(size_t, len, size - off);
+	if (write && !(vma->vm_flags & VM_WRITE))
+		return -EACCES;
+	len = min3((size_t)len, size - off, (size_t)(vma->vm_end - addr));
 	if (write)
 		memcpy((char *)ctx->sh + off, buf, len);
 	else
@@ -1104,14 +1111,17 @@ static int kg_stats_show(struct seq_file *m, void *v)
 	struct kg_ioc_stats s;
 	struct kg_ctx *ctx;
 
-	seq_puts(m, "tgid workers registered blocks handoffs idle_blocks dropped blocked_ns taken wake_ns_sum wake_ns_max preempts\n");
+	seq_puts(m, "tgid workers registered blocks handoffs idle_blocks dropped blocked_ns taken wake_ns_sum wake_ns_max preempts closed\n");
 	mutex_lock(&kg_ctxs_lock);
 	list_for_each_entry(ctx, &kg_ctxs, node) {
 		kg_fill_stats(ctx, &s);
-		seq_printf(m, "%d %u %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu\n",
+		/* closed: the file is released, registered threads live on
+		 * (the tgid may be gone or reused) */
+		seq_printf(m, "%d %u %llu %llu %llu %llu %llu %llu %llu %llu %llu %llu %d\n",
 			   ctx->tgid, s.workers, s.registered, s.blocks,
 			   s.handoffs, s.idle_blocks, s.dropped, s.blocked_ns,
-			   s.taken, s.wake_ns_sum, s.wake_ns_max, s.preempts);
+			   s.taken, s.wake_ns_sum, s.wake_ns_max, s.preempts,
+			   READ_ONCE(ctx->closed));
 	}
 	mutex_unlock(&kg_ctxs_lock);
 	return 0;

@@ -947,6 +947,17 @@ TEST(proc_mem_reads_the_shared_state)
 	n = 11;
 	ASSERT_EQ(4, pwrite(mem, &n, 4, (off_t)(uintptr_t)&sh->hdr.nprocs));
 	ASSERT_EQ(11u, sh->hdr.nprocs);
+	/* split the mapping: each piece shows its own part, and a piece
+	 * mapped read-only refuses writes */
+	ASSERT_EQ(0, mprotect(sh, 4096, PROT_READ));
+	sh->procs[KG_MAX_PROCS - 1].owner = 42;
+	ASSERT_LT(4096ul, (unsigned long)((char *)&sh->procs[KG_MAX_PROCS - 1] -
+					  (char *)sh));
+	ASSERT_EQ(4, pread(mem, &n, 4,
+			   (off_t)(uintptr_t)&sh->procs[KG_MAX_PROCS - 1].owner));
+	ASSERT_EQ(42u, n);
+	ASSERT_EQ(-1, pwrite(mem, &n, 4, (off_t)(uintptr_t)&sh->hdr.nprocs));
+	ASSERT_EQ(11u, sh->hdr.nprocs);
 	close(mem);
 	munmap(sh, sizeof(*sh));
 	close(fd);

@@ -21,6 +21,7 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -177,25 +178,17 @@ static int prove_reg(uint32_t index, bool add)
 	return kregister(index, add) ? 0 : -errno;
 }
 
-
 /*
  * Whether this process runs in a user namespace other than the initial
- * one, whose uid_map maps all of 0..2^32-2 onto itself (another's maps
- * less, or nothing yet).
+ * one (whose inode number is fixed: PROC_USER_INIT_INO).
  */
 static bool in_user_namespace(void)
 {
-	FILE *f = fopen("/proc/self/uid_map", "re");
-	unsigned long in, out, n;
-	bool initial;
+	struct stat st;
 
-	if (!f)
-		return false;
-	initial = fscanf(f, "%lu %lu %lu", &in, &out, &n) == 3 && in == 0 &&
-		  out == 0 && n == 4294967295ul;
-	fclose(f);
-	return !initial;
+	return !stat("/proc/self/ns/user", &st) && st.st_ino != 0xEFFFFFFDu;
 }
+
 static int load(void)
 {
 	const char *sim = getenv("KGREEN_BPF_FAIL");
