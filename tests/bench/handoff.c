@@ -15,8 +15,19 @@
  *  3. Cost when nothing blocks: the yield switch (2 coroutines, 1 proc),
  *     measured before the BPF programs are loaded (sysmon) and after
  *     (bpf), in this process.
+ *  4. Sparse blocks, 1 proc, bpf: the latency of 1., but for a block
+ *     every 20 ms instead of back to back, the standby idle in between
+ *     (as a server's occasional blocking call finds it). A, as in 1.,
+ *     wakes a plain pthread (sem_post) and makes a raw blocking read on a
+ *     pipe; the pthread writes the byte 1 ms later (plus its own wake-up),
+ *     so a block nobody hands off ends there. B, queued behind A, only
+ *     stamps. 100 blocks (HANDOFF_SPARSE=N); p50/p99 in us, and the
+ *     process's CPU time (getrusage utime + stime, all threads) over the
+ *     wall time of those ~2 s in percent: what the standby costs while
+ *     nothing blocks (the pthread's share is ~100 wake-ups).
  * Prints handoff_{p50,p99,max}_us, sysmon_handoff_*, mixed_ms,
- * mixed_sysmon_ms, mixed_sysmon_plain_ms, switch_sysmon_ns, switch_bpf_ns.
+ * mixed_sysmon_ms, mixed_sysmon_plain_ms, switch_sysmon_ns, switch_bpf_ns,
+ * sparse_p50_us, sparse_p99_us, sparse_cpu_pct.
  * HANDOFF_DEBUG=1 also prints, for the bpf latency run, kg_stats' mean
  * and max time from the kernel's record to a standby holding the proc.
  * HANDOFF_KMOD=1 (tools/vmbench, where kgreen.ko is loaded) measures the
@@ -26,10 +37,12 @@
 #define _GNU_SOURCE
 #include <kgreen.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -144,6 +157,109 @@ static int latency(const char *backend, const char *prefix)
 	return 0;
 }
 
+/* ---- sparse ---- */
+
+#define SPARSE_PERIOD (20 * MS)
+
+static long sparse_n = 100;
+static int sparse_fd[2];
+static sem_t sparse_go;
+static _Atomic int sparse_stop;
+static uint64_t *sparse_lat, sparse_wall_ns, sparse_cpu_ns;
+
+/* The plain thread that ends each sparse read, 1 ms after A woke it. */
+static void *sparse_writer(void *p)
+{
+	struct timespec ts = { 0, (long)MS };
+
+	(void)p;
+	for (;;) {
+		while (sem_wait(&sparse_go))
+			;
+		if (atomic_load(&sparse_stop))
+			return NULL;
+		nanosleep(&ts, NULL);
+		if (write(sparse_fd[1], "x", 1) != 1)
+			abort();
+	}
+}
+
+static void co_sparse_a(void *p)
+{
+	char c;
+
+	(void)p;
+	sem_post(&sparse_go);
+	atomic_store(&a_stamp, kg_now_ns());
+	if (syscall(SYS_read, sparse_fd[0], &c, 1) != 1)
+		abort();
+	kg_wg_done(&wg);
+}
+
+static void co_sparse_b(void *p)
+{
+	(void)p;
+	atomic_store(&b_stamp, kg_now_ns());
+	kg_wg_done(&wg);
+}
+
+static uint64_t cpu_ns(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000 * MS +
+	       (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) * US;
+}
+
+static void sparse_main(void *p)
+{
+	uint64_t t0, c0, next, now;
+	long i;
+
+	(void)p;
+	c0 = cpu_ns();
+	t0 = kg_now_ns();
+	for (i = 0; i < sparse_n; i++) {
+		/* a period of idle before each block, the first too */
+		next = t0 + (uint64_t)(i + 1) * SPARSE_PERIOD;
+		now = kg_now_ns();
+		if (next > now)
+			kg_sleep(next - now);
+		atomic_store(&b_stamp, 0);
+		kg_wg_add(&wg, 2);
+		kg_go(co_sparse_b, NULL);	/* queued behind A */
+		kg_go(co_sparse_a, NULL);	/* runnext: runs first */
+		kg_wg_wait(&wg);
+		sparse_lat[i] = atomic_load(&b_stamp) - atomic_load(&a_stamp);
+	}
+	sparse_wall_ns = kg_now_ns() - t0;
+	sparse_cpu_ns = cpu_ns() - c0;
+}
+
+static int sparse(const char *backend)
+{
+	struct kg_config cfg = { .procs = 1, .backend = backend };
+	pthread_t t;
+	int err;
+
+	atomic_store(&sparse_stop, 0);
+	if (pthread_create(&t, NULL, sparse_writer, NULL))
+		return -1;
+	err = kg_run(sparse_main, NULL, &cfg);
+	atomic_store(&sparse_stop, 1);
+	sem_post(&sparse_go);
+	pthread_join(t, NULL);
+	if (err)
+		return err;
+	qsort(sparse_lat, (size_t)sparse_n, sizeof(*sparse_lat), cmp_u64);
+	printf("sparse_p50_us %.1f\n", sparse_lat[sparse_n / 2] / 1e3);
+	printf("sparse_p99_us %.1f\n", sparse_lat[sparse_n * 99 / 100] / 1e3);
+	printf("sparse_cpu_pct %.1f\n",
+	       100.0 * (double)sparse_cpu_ns / (double)sparse_wall_ns);
+	return 0;
+}
+
 /* ---- mixed ---- */
 
 static void blocker(void *p)
@@ -245,8 +361,16 @@ int main(int argc, char **argv)
 		fprintf(stderr, "handoff: need at least 2 trials\n");
 		return 2;
 	}
+	if (getenv("HANDOFF_SPARSE"))
+		sparse_n = atol(getenv("HANDOFF_SPARSE"));
+	if (sparse_n < 2) {
+		fprintf(stderr, "handoff: need at least 2 sparse blocks\n");
+		return 2;
+	}
 	lat = calloc((size_t)trials, sizeof(*lat));
-	if (!lat || pipe(pipefd))
+	sparse_lat = calloc((size_t)sparse_n, sizeof(*sparse_lat));
+	if (!lat || !sparse_lat || pipe(pipefd) || pipe(sparse_fd) ||
+	    sem_init(&sparse_go, 0, 0))
 		return 1;
 	/* sysmon first: the BPF programs, once loaded, stay for the process */
 	if (switch_cost("sysmon", "switch_sysmon_ns") ||
@@ -260,7 +384,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "handoff: the kmod backend is not available\n");
 		return 1;
 	}
-	if (latency("bpf", "") || mixed("bpf", 0, "mixed_ms") ||
+	if (latency("bpf", "") || sparse("bpf") ||
+	    mixed("bpf", 0, "mixed_ms") ||
 	    switch_cost("bpf", "switch_bpf_ns")) {
 		fprintf(stderr, "handoff: the bpf backend is not available "
 			"here; its figures are missing\n");

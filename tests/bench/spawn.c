@@ -4,7 +4,12 @@
  * a WaitGroup gate; then release them; then do it again, reusing memory.
  * Prints, per coroutine: spawn_ns (round 1: first touch of memory),
  * rss_bytes (resident memory per parked coroutine), release_ns, and
- * spawn2_ns, release2_ns (round 2). Twin: go/spawn.
+ * spawn2_ns, release2_ns (round 2). For round 1's spawn (from the first
+ * kg_go until all have started) also, per coroutine: spawn_minflt (minor
+ * page faults, getrusage) and spawn_dtlb (dTLB load misses in user space,
+ * perf_event_open on every thread; -1 without hardware counters, as in
+ * most VMs): what the first touch of the stacks costs the MMU.
+ * Twin: go/spawn.
  */
 #include <kgreen.h>
 #include <stdio.h>
@@ -27,12 +32,17 @@ static void parked(void *arg)
 static void round_trip(int round)
 {
 	uint64_t t0, t1, t2;
-	long r0, r1, i;
+	long r0, r1, f0, f1, i;
+	long long d0 = -1, d1 = -1;
+	struct dtlb d = { .n = 0 };
 
 	kg_wg_add(&gate, 1);
 	kg_wg_add(&started, n);
 	kg_wg_add(&ended, n);
+	if (round == 1 && !dtlb_open(&d))
+		d0 = dtlb_read(&d);
 	r0 = rss_kb();
+	f0 = minflt();
 	t0 = kg_now_ns();
 	for (i = 0; i < n; i++) {
 		if (kg_go(parked, NULL) < 0) {
@@ -42,6 +52,9 @@ static void round_trip(int round)
 	}
 	kg_wg_wait(&started);
 	t1 = kg_now_ns();
+	f1 = minflt();
+	d1 = dtlb_read(&d);
+	dtlb_close(&d);
 	r1 = rss_kb();
 	kg_wg_done(&gate);
 	kg_wg_wait(&ended);
@@ -50,6 +63,8 @@ static void round_trip(int round)
 		printf("spawn_ns %.1f\n", (double)(t1 - t0) / (double)n);
 		printf("rss_bytes %.0f\n", (double)(r1 - r0) * 1024.0 / (double)n);
 		printf("release_ns %.1f\n", (double)(t2 - t1) / (double)n);
+		print_per_n("spawn_minflt", f0, f1, n);
+		print_per_n("spawn_dtlb", d0, d1, n);
 	} else {
 		printf("spawn2_ns %.1f\n", (double)(t1 - t0) / (double)n);
 		printf("release2_ns %.1f\n", (double)(t2 - t1) / (double)n);

@@ -1,7 +1,11 @@
 // SPDX-License-Identifier: MIT
 
 // spawn: Go twin of tests/bench/spawn.c. Spawns N goroutines that park on
-// a WaitGroup gate, releases them, and does it again reusing memory.
+// a WaitGroup gate, releases them, and does it again reusing memory. For
+// round 1's spawn also minor page faults (syscall.Getrusage) and dTLB load
+// misses in user space (perf_event_open through syscall.Syscall6 on every
+// thread, inherited by threads created later; -1 without hardware
+// counters) per goroutine.
 package main
 
 import (
@@ -11,7 +15,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 func rssKB() int64 {
@@ -31,12 +37,106 @@ func rssKB() int64 {
 	return -1
 }
 
+// The process's minor page faults so far, or -1.
+func minflt() int64 {
+	var ru syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &ru) != nil {
+		return -1
+	}
+	return ru.Minflt
+}
+
+// struct perf_event_attr as far as config1 (PERF_ATTR_SIZE_VER0, 64 bytes).
+type perfAttr struct {
+	typ, size              uint32
+	config, samplePeriod   uint64
+	sampleType, readFormat uint64
+	flags                  uint64
+	wakeupEvents, bpType   uint32
+	config1                uint64
+}
+
+// dtlbOpen: a counter of dTLB load misses in user space on every thread of
+// the process (inherit: threads they create later count too), as bench.h's
+// dtlb_open; nil when there are no such counters.
+func dtlbOpen() []int {
+	attr := perfAttr{
+		typ: 3, // PERF_TYPE_HW_CACHE
+		// PERF_COUNT_HW_CACHE_DTLB | OP_READ << 8 | RESULT_MISS << 16
+		config: 3 | 0<<8 | 1<<16,
+		flags:  1<<1 | 1<<5 | 1<<6, // inherit, exclude_kernel, exclude_hv
+	}
+	attr.size = uint32(unsafe.Sizeof(attr))
+	ents, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		return nil
+	}
+	var fds []int
+	for _, e := range ents {
+		tid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		fd, _, errno := syscall.Syscall6(syscall.SYS_PERF_EVENT_OPEN,
+			uintptr(unsafe.Pointer(&attr)), uintptr(tid), ^uintptr(0),
+			^uintptr(0), 8 /* PERF_FLAG_FD_CLOEXEC */, 0)
+		if errno == syscall.ESRCH {
+			continue
+		}
+		if errno != 0 {
+			dtlbClose(fds)
+			return nil
+		}
+		fds = append(fds, int(fd))
+	}
+	return fds
+}
+
+// dtlbRead: the counters' sum, or -1.
+func dtlbRead(fds []int) int64 {
+	if len(fds) == 0 {
+		return -1
+	}
+	var sum int64
+	for _, fd := range fds {
+		var v uint64
+		b := (*[8]byte)(unsafe.Pointer(&v))[:]
+		if n, err := syscall.Read(fd, b); err != nil || n != 8 {
+			return -1
+		}
+		sum += int64(v)
+	}
+	return sum
+}
+
+func dtlbClose(fds []int) {
+	for _, fd := range fds {
+		syscall.Close(fd)
+	}
+}
+
+// printPerN prints (after - before) / n, or -1 when either is missing.
+func printPerN(key string, before, after int64, n int) {
+	if before < 0 || after < 0 || n <= 0 {
+		fmt.Printf("%s -1\n", key)
+	} else {
+		fmt.Printf("%s %.2f\n", key, float64(after-before)/float64(n))
+	}
+}
+
 func round(n int, r int) {
 	var gate, started, ended sync.WaitGroup
 	gate.Add(1)
 	started.Add(n)
 	ended.Add(n)
+	var d []int
+	d0 := int64(-1)
+	if r == 1 {
+		d = dtlbOpen()
+		d0 = dtlbRead(d)
+	}
 	r0 := rssKB()
+	f0 := minflt()
 	t0 := time.Now()
 	for i := 0; i < n; i++ {
 		go func() {
@@ -47,6 +147,9 @@ func round(n int, r int) {
 	}
 	started.Wait()
 	t1 := time.Now()
+	f1 := minflt()
+	d1 := dtlbRead(d)
+	dtlbClose(d)
 	r1 := rssKB()
 	gate.Done()
 	ended.Wait()
@@ -55,6 +158,8 @@ func round(n int, r int) {
 		fmt.Printf("spawn_ns %.1f\n", float64(t1.Sub(t0).Nanoseconds())/float64(n))
 		fmt.Printf("rss_bytes %.0f\n", float64(r1-r0)*1024/float64(n))
 		fmt.Printf("release_ns %.1f\n", float64(t2.Sub(t1).Nanoseconds())/float64(n))
+		printPerN("spawn_minflt", f0, f1, n)
+		printPerN("spawn_dtlb", d0, d1, n)
 	} else {
 		fmt.Printf("spawn2_ns %.1f\n", float64(t1.Sub(t0).Nanoseconds())/float64(n))
 		fmt.Printf("release2_ns %.1f\n", float64(t2.Sub(t1).Nanoseconds())/float64(n))
