@@ -271,8 +271,11 @@ static void rt_free(struct kg_rt *rt)
 	 * Coroutines main left behind: their stacks go below. Every wait
 	 * still queued is withdrawn first, so that settling what was handed
 	 * to the others (pass 1) can wake no coroutine of this runtime.
+	 * With none alive (the workers are gone: the counts are final) the
+	 * walks are skipped: they read every stack's top page, a million
+	 * page walks after a million coroutines.
 	 */
-	if (rt->stacks) {
+	if (rt->stacks && rt->procs && kg_live(rt) > 0) {
 		int pass;
 
 		for (pass = 0; pass < 2; pass++)

@@ -317,10 +317,19 @@ int kg_wg_add(kg_wg_t *wg, int64_t delta)
 	/* every registered waiter is on the list: clear their count */
 	__atomic_and_fetch(&wg->state, ~(uint64_t)0xffffffff, __ATOMIC_ACQ_REL);
 	kg_unlock(OBJ_LOCK(wg));
-	/* no timeouts here: each claim succeeds, each waiter waits for it */
-	for (struct sync_waiter *n = list; n; n = n->next)
-		kg_parker_claim(&n->pk, CLAIM_GRANT);
-	wake_chain(list);
+	/*
+	 * No timeouts here: each claim succeeds, each waiter waits for it.
+	 * Claim and wake in one pass: each waiter lives on its own stack, a
+	 * page apart (a million waiters, a million TLB misses per pass).
+	 */
+	while (list) {
+		/* read before the wake: the waiter may return right after */
+		struct sync_waiter *next = list->next;
+
+		kg_parker_claim(&list->pk, CLAIM_GRANT);
+		kg_parker_wake(NULL, &list->pk);
+		list = next;
+	}
 	return 0;
 }
 
