@@ -7,33 +7,13 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
-	"os"
 	"runtime"
-	"strconv"
-	"strings"
 	"time"
 )
 
 const round = 100000
 const rounds = 10
-
-func rssKB() int64 {
-	f, err := os.Open("/proc/self/status")
-	if err != nil {
-		return -1
-	}
-	defer f.Close()
-	s := bufio.NewScanner(f)
-	for s.Scan() {
-		if strings.HasPrefix(s.Text(), "VmRSS:") {
-			v, _ := strconv.ParseInt(strings.Fields(s.Text())[1], 10, 64)
-			return v
-		}
-	}
-	return -1
-}
 
 func sender(c chan int, n int) {
 	for i := 0; i < n; i++ {
