@@ -221,15 +221,14 @@ static int load(void)
 		return fail(-ENODEV, "cannot open the BPF object: %s",
 			    strerror(-err));
 	if (err) {
-		if ((err == -EPERM || err == -EACCES) && in_user_namespace())
-			return fail(-ENODEV, "no permission to load BPF (needs "
-				    "CAP_BPF and CAP_PERFMON in the initial "
-				    "user namespace; this process is in "
-				    "another, as in a rootless container, "
-				    "where root has neither)");
 		if (err == -EPERM || err == -EACCES)
 			return fail(-ENODEV, "no permission to load BPF (needs "
-				    "CAP_BPF and CAP_PERFMON, or root)");
+				    "CAP_BPF and CAP_PERFMON%s)",
+				    in_user_namespace() ?
+					    " in the initial user namespace; "
+					    "this process is in another, as in "
+					    "a rootless container, where root "
+					    "has neither" : ", or root");
 		return fail(-ENODEV, "BPF load failed (%s)%s%s", strerror(-err),
 			    B.lastlog[0] ? ": " : "", B.lastlog);
 	}

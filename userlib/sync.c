@@ -197,13 +197,21 @@ static uint32_t __wq_grant_many(struct kg_waitq *q, uint32_t max,
 	return got;
 }
 
-/* Wake granted waiters; call with no lock held. */
-static void wake_chain(struct sync_waiter *n)
+/*
+ * Wake a chain of waiters; call with no lock held. grant: claim each one
+ * first (CLAIM_GRANT; a chain with no timeouts, whose claims cannot fail),
+ * in the same pass: each waiter lives on its own stack, a page apart (a
+ * million waiters, a million TLB misses per pass). Else they are granted
+ * already.
+ */
+static void wake_chain(struct sync_waiter *n, bool grant)
 {
 	while (n) {
 		/* read before the wake: the waiter may return right after */
 		struct sync_waiter *next = n->next;
 
+		if (grant)
+			kg_parker_claim(&n->pk, CLAIM_GRANT);
 		kg_parker_wake(NULL, &n->pk);
 		n = next;
 	}
@@ -317,19 +325,8 @@ int kg_wg_add(kg_wg_t *wg, int64_t delta)
 	/* every registered waiter is on the list: clear their count */
 	__atomic_and_fetch(&wg->state, ~(uint64_t)0xffffffff, __ATOMIC_ACQ_REL);
 	kg_unlock(OBJ_LOCK(wg));
-	/*
-	 * No timeouts here: each claim succeeds, each waiter waits for it.
-	 * Claim and wake in one pass: each waiter lives on its own stack, a
-	 * page apart (a million waiters, a million TLB misses per pass).
-	 */
-	while (list) {
-		/* read before the wake: the waiter may return right after */
-		struct sync_waiter *next = list->next;
-
-		kg_parker_claim(&list->pk, CLAIM_GRANT);
-		kg_parker_wake(NULL, &list->pk);
-		list = next;
-	}
+	/* no timeouts here: each claim succeeds, each waiter waits for it */
+	wake_chain(list, true);
 	return 0;
 }
 
@@ -788,7 +785,7 @@ static void rw_sema_release(kg_rwmutex_t *rw, uint32_t *tokens,
 	got = __wq_grant_many(q, count, &chain, NULL);
 	*tokens += count - got;
 	kg_unlock(OBJ_LOCK(rw));
-	wake_chain(chain);
+	wake_chain(chain, false);
 }
 
 int kg_rwmutex_rlock(kg_rwmutex_t *rw)
@@ -1057,7 +1054,7 @@ static int cond_wake(kg_cond_t *c, uint32_t max)
 	kg_lock(OBJ_LOCK(c));
 	__wq_grant_many(&c->q, max, &chain, NULL);
 	kg_unlock(OBJ_LOCK(c));
-	wake_chain(chain);
+	wake_chain(chain, false);
 	return 0;
 }
 
