@@ -92,6 +92,9 @@
  */
 #define KG_EVQ_LEN	KG_MAX_PROCS
 
+/* The shared state's pages: allocated, mapped and reported in this size. */
+#define KG_SHARED_BYTES	PAGE_ALIGN(sizeof(struct kg_shared))
+
 struct kg_ctx;
 
 /*
@@ -589,7 +592,7 @@ static int kg_open(struct inode *inode, struct file *file)
 	if (!ctx)
 		return -ENOMEM;
 	/* charged to the opener's memory cgroup; kg_mmap maps each page */
-	ctx->sh = __vmalloc(PAGE_ALIGN(sizeof(struct kg_shared)),
+	ctx->sh = __vmalloc(KG_SHARED_BYTES,
 			    GFP_KERNEL_ACCOUNT | __GFP_ZERO);
 	if (!ctx->sh) {
 		kvfree(ctx);
@@ -661,13 +664,13 @@ static int kg_vm_access(struct vm_area_struct *vma, unsigned long addr,
 	struct kg_ctx *ctx = vma->vm_private_data;
 	unsigned long off = (vma->vm_pgoff << PAGE_SHIFT) + addr -
 			    vma->vm_start;
-	size_t size = PAGE_ALIGN(sizeof(struct kg_shared));
 
-	if (len <= 0 || off >= size || addr >= vma->vm_end)
+	if (len <= 0 || off >= KG_SHARED_BYTES || addr >= vma->vm_end)
 		return -EINVAL;
 	if (write && !(vma->vm_flags & VM_WRITE))
 		return -EACCES;
-	len = min3((size_t)len, size - off, (size_t)(vma->vm_end - addr));
+	len = min3((size_t)len, KG_SHARED_BYTES - off,
+		   (size_t)(vma->vm_end - addr));
 	if (write)
 		memcpy((char *)ctx->sh + off, buf, len);
 	else
@@ -688,7 +691,7 @@ static int kg_mmap(struct file *file, struct vm_area_struct *vma)
 	if (err)
 		return err;
 	if (vma->vm_pgoff ||
-	    vma->vm_end - vma->vm_start > PAGE_ALIGN(sizeof(struct kg_shared)))
+	    vma->vm_end - vma->vm_start > KG_SHARED_BYTES)
 		return -EINVAL;
 	/* a private mapping would copy on write: the module would not see it */
 	if (!(vma->vm_flags & VM_SHARED))
@@ -741,7 +744,7 @@ static long kg_ioc_info(void __user *uarg)
 	if (a.__pad)
 		return -EINVAL;
 	a.abi_version = KG_ABI_VERSION;
-	a.shared_size = PAGE_ALIGN(sizeof(struct kg_shared));
+	a.shared_size = KG_SHARED_BYTES;
 	a.max_workers = KG_MAX_WORKERS;
 	a.max_procs = KG_MAX_PROCS;
 	return copy_to_user(uarg, &a, sizeof(a)) ? -EFAULT : 0;
