@@ -47,10 +47,7 @@ static void main_co(void *arg)
 	t1 = kg_now_ns();
 	f1 = minflt();
 	printf("cold10k_us %.1f\n", (double)(t1 - t0) / 1e3);
-	if (f0 < 0 || f1 < 0)
-		printf("cold10k_minflt -1\n");
-	else
-		printf("cold10k_minflt %ld\n", f1 - f0);
+	print_per_n("cold10k_minflt", f0, f1, 1);
 }
 
 int main(void)

@@ -104,19 +104,24 @@ static void *watchdog(void *p)
 	return NULL;
 }
 
+/* One trial: A blocks, B queued behind it; how long until B ran. */
+static uint64_t trial(void (*a)(void *), void (*b)(void *))
+{
+	atomic_store(&b_stamp, 0);
+	kg_wg_add(&wg, 2);
+	kg_go(b, NULL);		/* queued behind A */
+	kg_go(a, NULL);		/* runnext: runs first */
+	kg_wg_wait(&wg);
+	return atomic_load(&b_stamp) - atomic_load(&a_stamp);
+}
+
 static void latency_main(void *p)
 {
 	long i;
 
 	(void)p;
-	for (i = 0; i < trials; i++) {
-		atomic_store(&b_stamp, 0);
-		kg_wg_add(&wg, 2);
-		kg_go(co_b, NULL);	/* queued behind A */
-		kg_go(co_a, NULL);	/* runnext: runs first */
-		kg_wg_wait(&wg);
-		lat[i] = atomic_load(&b_stamp) - atomic_load(&a_stamp);
-	}
+	for (i = 0; i < trials; i++)
+		lat[i] = trial(co_a, co_b);
 	if (getenv("HANDOFF_DEBUG")) {
 		struct kg_stats st;
 
@@ -136,6 +141,15 @@ static int cmp_u64(const void *a, const void *b)
 	return x < y ? -1 : x > y;
 }
 
+/* Sort v (ns) and print its median and 99th percentile in us. */
+static void sort_print(uint64_t *v, long n, const char *prefix,
+		       const char *p50, const char *p99)
+{
+	qsort(v, (size_t)n, sizeof(*v), cmp_u64);
+	printf("%s%s %.1f\n", prefix, p50, v[n / 2] / 1e3);
+	printf("%s%s %.1f\n", prefix, p99, v[n * 99 / 100] / 1e3);
+}
+
 static int latency(const char *backend, const char *prefix)
 {
 	struct kg_config cfg = { .procs = 1, .backend = backend };
@@ -150,9 +164,7 @@ static int latency(const char *backend, const char *prefix)
 	pthread_join(t, NULL);
 	if (err)
 		return err;
-	qsort(lat, (size_t)trials, sizeof(*lat), cmp_u64);
-	printf("%shandoff_p50_us %.1f\n", prefix, lat[trials / 2] / 1e3);
-	printf("%shandoff_p99_us %.1f\n", prefix, lat[trials * 99 / 100] / 1e3);
+	sort_print(lat, trials, prefix, "handoff_p50_us", "handoff_p99_us");
 	printf("%shandoff_max_us %.1f\n", prefix, lat[trials - 1] / 1e3);
 	return 0;
 }
@@ -226,12 +238,7 @@ static void sparse_main(void *p)
 		now = kg_now_ns();
 		if (next > now)
 			kg_sleep(next - now);
-		atomic_store(&b_stamp, 0);
-		kg_wg_add(&wg, 2);
-		kg_go(co_sparse_b, NULL);	/* queued behind A */
-		kg_go(co_sparse_a, NULL);	/* runnext: runs first */
-		kg_wg_wait(&wg);
-		sparse_lat[i] = atomic_load(&b_stamp) - atomic_load(&a_stamp);
+		sparse_lat[i] = trial(co_sparse_a, co_sparse_b);
 	}
 	sparse_wall_ns = kg_now_ns() - t0;
 	sparse_cpu_ns = cpu_ns() - c0;
@@ -252,9 +259,7 @@ static int sparse(const char *backend)
 	pthread_join(t, NULL);
 	if (err)
 		return err;
-	qsort(sparse_lat, (size_t)sparse_n, sizeof(*sparse_lat), cmp_u64);
-	printf("sparse_p50_us %.1f\n", sparse_lat[sparse_n / 2] / 1e3);
-	printf("sparse_p99_us %.1f\n", sparse_lat[sparse_n * 99 / 100] / 1e3);
+	sort_print(sparse_lat, sparse_n, "", "sparse_p50_us", "sparse_p99_us");
 	printf("sparse_cpu_pct %.1f\n",
 	       100.0 * (double)sparse_cpu_ns / (double)sparse_wall_ns);
 	return 0;
