@@ -907,8 +907,6 @@ struct cell {
 static void cell_child(struct cell *c, const char *backend, enum who who)
 {
 	struct scen s = { .kind = K_READ };
-	int out, saved;
-	ssize_t n;
 	pid_t g;
 
 	if ((who == UNPRIV || who == USERNS) && getuid() == 0 &&
@@ -945,15 +943,9 @@ static void cell_child(struct cell *c, const char *backend, enum who who)
 	}
 	pthread_mutex_init(&s.mutex, NULL);
 	s.mode = strcmp(backend, "sysmon") ? KERNEL : SYSMON_MARKED;
-	out = memfd_create("stderr", MFD_CLOEXEC);
-	fflush(stderr);
-	saved = dup(2);
-	dup2(out, 2);
-	c->err = run_backend(scen_main, &s, 1, backend);
-	fflush(stderr);
-	dup2(saved, 2);
-	n = pread(out, c->why, sizeof(c->why) - 1, 0);
-	c->why[n > 0 ? n : 0] = 0;
+	setenv("KGREEN_BACKEND", backend, 1);	/* this child's only */
+	c->err = run_kg_captured(scen_main, &s, 1, c->why, sizeof(c->why),
+				 NULL);
 	c->handoffs = s.st.handoffs;
 	c->b_during_a = s.b_ran && s.b_ran < s.a_end;
 	c->b_after_ms = ((double)s.b_ran - (double)s.a_start) / 1e6;

@@ -1076,9 +1076,8 @@ static void limit_main(void *arg)
  */
 static int limit_child(int limit, int to_parent, int from_parent)
 {
-	struct kg_config cfg = { .procs = 1, .backend = "kmod" };
 	struct live l = { 0 };
-	int fds[64], i, out, rc = 0;
+	int fds[64], i, rc = 0;
 	char buf[512] = "";
 	pthread_t t;
 
@@ -1102,14 +1101,12 @@ static int limit_child(int limit, int to_parent, int from_parent)
 	if (dev_open() != -1 || errno != EMFILE)
 		rc = 24;
 	/* libkgreen names the limit */
-	out = memfd_create("stderr", MFD_CLOEXEC);
-	fflush(stderr);
-	dup2(out, 2);
-	if (kg_run(limit_main, NULL, &cfg) != -ENODEV && !rc)
+	setenv("KGREEN_BACKEND", "kmod", 1);	/* this child's only */
+	if (run_kg_captured(limit_main, NULL, 1, buf, sizeof(buf), NULL) !=
+		    -ENODEV &&
+	    !rc)
 		rc = 25;
-	fflush(stderr);
-	if (pread(out, buf, sizeof(buf) - 1, 0) < 0 ||
-	    !strstr(buf, "max_user_contexts"))
+	if (!strstr(buf, "max_user_contexts"))
 		rc = rc ? rc : 26;
 	/* the thread leaves, its context is freed: room again */
 	atomic_store(&l.stop, 1);
