@@ -496,6 +496,124 @@ TEST(sysmon_regions_back_to_back)
 /* ------------------------------------------------------------------ */
 /* When not to hand off; the blocked worker's return; the standby      */
 /* ------------------------------------------------------------------ */
+/* Work that comes after every proc's worker blocked with nothing queued */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Both procs' workers block with nothing queued, so the kernel side
+ * leaves each proc with its worker (an idle block). Then a plain thread
+ * wakes main, which waits on a channel: main goes to the global queue,
+ * with no proc idle and none whose worker will come back. The strand
+ * watch (sysmon.c) must take one from a blocked worker; without it main
+ * waits until a blocked call returns (here: the plain thread's rescue
+ * after STRAND_GIVE_UP).
+ */
+#define STRAND_GIVE_UP (3000 * MS)
+
+struct strand {
+	int pipes[2][2];
+	_Atomic int blocked;
+	_Atomic uint64_t sent, got;
+	kg_chan_t *ch;
+	struct kg_stats st;
+};
+
+struct strand_blocker {
+	struct strand *s;
+	int fd;
+};
+
+static void strand_blocker(void *p)
+{
+	struct strand_blocker *b = p;
+	uint64_t t0 = kg_now_ns();
+	char c;
+
+	/*
+	 * Both run at once, one on each proc (spinning, not yielding:
+	 * nothing may stay queued), so that each blocks with nothing
+	 * queued behind it.
+	 */
+	atomic_fetch_add(&b->s->blocked, 1);
+	while (atomic_load(&b->s->blocked) < 2 &&
+	       kg_now_ns() - t0 < STRAND_GIVE_UP)
+		;
+	/* a raw call: no hook may park it, the worker itself blocks */
+	syscall(SYS_read, b->fd, &c, 1);
+}
+
+static void *strand_waker(void *p)
+{
+	struct strand *s = p;
+	uint64_t t0 = kg_now_ns();
+	int v = 1, i;
+
+	/* both blockers in their read, and their workers asleep a while */
+	while (atomic_load(&s->blocked) < 2 && kg_now_ns() - t0 < STRAND_GIVE_UP)
+		usleep(1000);
+	usleep(50 * 1000);
+	atomic_store(&s->sent, kg_now_ns());
+	if (kg_chan_send(s->ch, &v))
+		return NULL;
+	while (!atomic_load(&s->got) &&
+	       kg_now_ns() - atomic_load(&s->sent) < STRAND_GIVE_UP)
+		usleep(1000);
+	/* stranded (the test fails): let a blocker return, so that it ends */
+	if (!atomic_load(&s->got))
+		for (i = 0; i < 2; i++)
+			(void)!write(s->pipes[i][1], "x", 1);
+	return NULL;
+}
+
+static void strand_main(void *p)
+{
+	struct strand *s = p;
+	struct strand_blocker b[2];
+	pthread_t t;
+	int v = 0, i;
+
+	s->ch = kg_chan_make(sizeof(int), 1);
+	CO_CHECK(s->ch != NULL, "chan");
+	for (i = 0; i < 2; i++) {
+		b[i] = (struct strand_blocker){ .s = s, .fd = s->pipes[i][0] };
+		kg_go(strand_blocker, &b[i]);
+	}
+	CO_CHECK(pthread_create(&t, NULL, strand_waker, s) == 0, "thread");
+	CO_CHECK(kg_chan_recv(s->ch, &v) == 0 && v == 1, "recv %d", v);
+	if (!atomic_load(&s->got))
+		atomic_store(&s->got, kg_now_ns());
+	CO_CHECK(kg_stats(&s->st) == 0, "stats");
+	pthread_join(t, NULL);
+	/* release the blockers: their workers come back and find no proc */
+	for (i = 0; i < 2; i++)
+		CO_CHECK(write(s->pipes[i][1], "x", 1) == 1, "write");
+	kg_chan_free(s->ch);
+}
+
+TEST_TIMEOUT(late_work_takes_an_idle_blocked_proc, 30)
+{
+	struct strand s = { .blocked = 0 };
+	int i;
+
+	NEED_KERNEL();
+	for (i = 0; i < 2; i++)
+		ASSERT_EQ(0, pipe(s.pipes[i]));
+	ASSERT_EQ(0, run_backend(strand_main, &s, 2, kbackend()));
+	ASSERT_EQ(0, co_failures());
+	ASSERT_NE(0ull, atomic_load(&s.sent));
+	TH_LOG("main ran %.1f ms after the plain thread woke it; %llu handoffs",
+	       (double)(atomic_load(&s.got) - atomic_load(&s.sent)) / 1e6,
+	       (unsigned long long)s.st.handoffs);
+	/* the watch looks every 1 ms at first: a take takes two looks */
+	ASSERT_LT(atomic_load(&s.got) - atomic_load(&s.sent), 500 * MS);
+	ASSERT_LE(1ull, s.st.handoffs);
+	for (i = 0; i < 2; i++) {
+		close(s.pipes[i][0]);
+		close(s.pipes[i][1]);
+	}
+}
+
+/* ------------------------------------------------------------------ */
 
 static kg_wg_t idle_wg;
 

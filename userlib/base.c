@@ -161,6 +161,11 @@ void kg_unlock_slow(kg_lock_t *l)
 /* epoll with a timeout in ns                                          */
 /* ------------------------------------------------------------------ */
 
+int kg_membarrier(int cmd)
+{
+	return (int)syscall(__NR_membarrier, cmd, 0, 0);
+}
+
 /*
  * epoll_wait with a timeout in ns (UINT64_MAX: none). epoll_pwait2 (Linux
  * 5.11) takes a timespec; where it is missing (older kernels, some

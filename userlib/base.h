@@ -96,6 +96,9 @@ static inline uint64_t kg_deadline(uint64_t now, uint64_t ns)
 	return now + ns < now ? UINT64_MAX - 1 : now + ns;
 }
 
+/* membarrier(2), cmd a MEMBARRIER_CMD_*: 0 or -1 with errno. */
+int kg_membarrier(int cmd);
+
 /*
  * epoll_wait (max events into evs) with a timeout in ns (UINT64_MAX:
  * none); epoll_wait's milliseconds, rounded up, where the kernel has no

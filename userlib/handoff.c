@@ -36,8 +36,13 @@
  *                                                  or at the end of a time
  *                                                  slice, on W's CPU
  *   W --retake (sysmon.c)--> DETACHED              W is in a marked region,
- *                                                  or its slice is up and
- *                                                  sysmon's handshake won
+ *                                                  or its slice is up, or
+ *                                                  (a kernel backend) W
+ *                                                  sleeps in the kernel
+ *                                                  holding a proc that got
+ *                                                  work after W blocked,
+ *                                                  and the ask handshake
+ *                                                  won (kg_proc_ask_take)
  *
  * A detached proc is always in exactly one place: on rt.idle_procs, in a
  * parked worker's nextp, in a new worker's nextp, named by a record in the
@@ -50,7 +55,7 @@
  * has run on its worker for a whole time slice (kg_slice_due, uapi): the
  * kernel side then detaches in the interrupt that stopped the worker on
  * its own CPU (the same program-order argument as below), sysmon by the
- * handshake sysmon.c explains; either way the coroutine runs on, off its
+ * handshake kg_proc_ask_take explains; either way the coroutine runs on, off its
  * proc, and comes back like one whose call returned. The kernel side detaches at
  * the context switch of a registered worker that leaves its CPU without
  * being runnable (preemption is not a block), on that worker's own CPU,
@@ -112,6 +117,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <linux/membarrier.h>
 
 #include "handoff.h"
 #include "netpoll.h"
@@ -159,7 +165,7 @@ void kg_proc_release(struct kg_worker *w)
  * slot.proc has KG_PROC_ASK set (kg_proc_lost): NONE, the proc is gone;
  * else sysmon asks for it at the end of a time slice, and w, entering
  * the runtime, is no hog: it keeps the proc by clearing the bit, unless
- * sysmon's compare-and-swap to NONE came first (sysmon.c, "Time slices").
+ * sysmon's compare-and-swap to NONE came first (kg_proc_ask_take).
  * acquire: a NONE stored by sysmon brings its count of preempts with it.
  */
 bool kg_proc_taken(struct kg_worker *w)
@@ -673,6 +679,122 @@ void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p)
 	pthread_mutex_unlock(&rt->lock);
 }
 
+/*
+ * kg_strand_kick's slow path (handoff.h): the watch sleeps; wake it. The
+ * seq_cst exchange, after the fence of kg_strand_kick's caller: against
+ * the watch's store of 0 then its look at the queues (sysmon.c).
+ */
+void kg_strand_wake(struct kg_rt *rt)
+{
+	if (atomic_exchange(&rt->strand_armed, 1))
+		return;
+	atomic_fetch_add(&rt->mon_seq, 1);
+	kg_futex_wake(&rt->mon_seq, 1);
+}
+
+/*
+ * Taking a proc from another thread: the ask. The kernel sides take a
+ * proc only on its worker's own CPU, where program order is enough;
+ * sysmon.c's monitor runs on another, and its worker promised nothing: it
+ * may enter scheduler code and use its proc at any instruction, with no
+ * more than a plain store of in_sched. So the taker asks first and decides
+ * after a fence it makes every worker execute:
+ *
+ *   taker                               worker (scheduler entry)
+ *   CAS slot.proc p -> p|ASK            in_sched = 1        (plain)
+ *   membarrier(PRIVATE_EXPEDITED)       load slot.proc      (plain)
+ *   load in_sched, switches             ASK seen: CAS p|ASK -> p (keep)
+ *   still 0, unchanged:                           or NONE found (taken)
+ *     CAS p|ASK -> NONE (take)
+ *   else CAS p|ASK -> p (withdraw)
+ *
+ * The worker uses its proc only in scheduler code, between its store of
+ * in_sched 1 and its release store of 0 (kg_enter_sched, kg_leave_sched).
+ * membarrier puts a full barrier in every running thread of the process
+ * between the taker's CAS and its loads; where that barrier falls in the
+ * worker's latest entry decides:
+ *  - before the entry's load of slot.proc: the load sees ASK, and the
+ *    worker keeps the proc by CAS (then the taker's final CAS fails) or
+ *    finds NONE and never touches it;
+ *  - after that load, with the worker still in scheduler code: the taker
+ *    sees in_sched 1 (the barrier orders the store before its loads) and
+ *    withdraws;
+ *  - after that load, the worker having left again: if it switched, the
+ *    count moved and the taker withdraws; if not (a kg_go, a wake-up), it
+ *    is back in coroutine code, done with the proc, and the taker's
+ *    acquire load of in_sched 0 sees everything it wrote there: taking
+ *    the proc now is a take at an in_sched 0 point, as a kernel side's.
+ * The two compare-and-swaps on slot.proc decide, and exactly one
+ * succeeds: no proc is used by the worker after the taker took it, and no
+ * worker waits for the taker. The worker's fast path is unchanged:
+ * kg_proc_lost tests the bit that NONE already has. A worker asleep in
+ * the kernel is the same case as one in coroutine code: it writes nothing
+ * to its slot until it wakes, and its wake-up is an entry like any other.
+ * The kernel side may still be at that worker's blocking switch, though,
+ * detaching the proc from a reading it made before our ask: both sides
+ * then store NONE, and the owner's compare-and-swap says who took it.
+ *
+ * The process must have registered for MEMBARRIER_CMD_PRIVATE_EXPEDITED.
+ */
+bool kg_proc_ask_take(struct kg_rt *rt, struct kg_worker *w, uint32_t pi,
+		      uint64_t seen, bool slice)
+{
+	struct kg_worker_slot *ws = w->slot;
+	uint32_t expect = pi, asked = pi | KG_PROC_ASK;
+	uint64_t t0 = kg_now_ns();
+
+	/* seq_cst: before the membarrier, as its pairing requires */
+	if (!__atomic_compare_exchange_n(&ws->proc, &expect, asked, false,
+					 __ATOMIC_SEQ_CST, __ATOMIC_RELAXED))
+		return false;
+	if (kg_membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED) ||
+	    __atomic_load_n(&ws->in_sched, __ATOMIC_SEQ_CST) ||
+	    kg_load_relaxed(W_SWITCHES(w)) != seen ||
+	    (slice && !kg_slice_enter(rt->shared))) {
+		/* it entered the runtime, or no place is left: withdraw (the
+		 * worker may have kept its proc already: then this fails) */
+		__atomic_compare_exchange_n(&ws->proc, &asked, pi, false,
+					    __ATOMIC_SEQ_CST, __ATOMIC_RELAXED);
+		return false;
+	}
+	/* a slice's take is counted before NONE is stored: the worker reads
+	 * the count after NONE (kg_slice_back) */
+	if (slice)
+		__atomic_fetch_add(&ws->preempts, 1, __ATOMIC_RELAXED);
+	/* release: the count with it (kg_proc_taken's acquire) */
+	if (!__atomic_compare_exchange_n(&ws->proc, &asked, KG_PROC_NONE,
+					 false, __ATOMIC_SEQ_CST,
+					 __ATOMIC_RELAXED)) {
+		/* the worker kept it: it never saw the count */
+		if (slice) {
+			__atomic_fetch_sub(&ws->preempts, 1, __ATOMIC_RELAXED);
+			kg_slice_undo(rt->shared);
+		}
+		return false;
+	}
+	expect = w->index;
+	if (!__atomic_compare_exchange_n(&rt->procs[pi].slot->owner, &expect,
+					 KG_OWNER_DETACHED, false,
+					 __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) {
+		/*
+		 * A kernel side detached it first, at the worker's blocking
+		 * switch: it read the slot before our ask, and its write of
+		 * NONE to the slot (the same as ours) comes after its owner
+		 * CAS, on a CPU membarrier does not wait for. Its record hands
+		 * the proc on. Without a kernel side nobody else takes one.
+		 */
+		if (rt->ev && expect == KG_OWNER_DETACHED)
+			return false;
+		kg_throw("proc %u owned by %u, not worker %u", pi, expect,
+			 w->index);
+	}
+	/* its latency: the handshake's (a slice or a block is no delay) */
+	kg_handoff_seen(rt, w, kg_now_ns() - t0);
+	KG_PROBE3(handoff, pi, w->index, -1);
+	kg_handoff_proc(rt, &rt->procs[pi]);
+	return true;
+}
+
 /* ------------------------------------------------------------------ */
 /* Parking a worker                                                    */
 /* ------------------------------------------------------------------ */
@@ -934,12 +1056,13 @@ static void worker_register(struct kg_worker *w)
 
 	if (!w->rt->ev)
 		return;
-	w->tid = (uint32_t)gettid();
+	/* relaxed atomic stores: the strand watch (sysmon.c) reads tid */
+	__atomic_store_n(&w->tid, (uint32_t)gettid(), __ATOMIC_RELAXED);
 	if ((err = w->rt->ev->worker_add(w))) {
 		kg_debug("worker %u: cannot register with the kernel side "
 			 "(%s); its blocks will not hand off", w->index,
 			 strerror(-err));
-		w->tid = 0;
+		__atomic_store_n(&w->tid, 0, __ATOMIC_RELAXED);
 	}
 }
 
@@ -947,7 +1070,7 @@ static void worker_unregister(struct kg_worker *w)
 {
 	if (w->tid)
 		w->rt->ev->worker_del(w);
-	w->tid = 0;
+	__atomic_store_n(&w->tid, 0, __ATOMIC_RELAXED);
 }
 
 static void *worker_thread(void *arg)

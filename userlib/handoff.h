@@ -140,6 +140,31 @@ void kg_handoff_seen(struct kg_rt *rt, struct kg_worker *from, uint64_t ns);
 /* Hand proc p (detached from its blocked worker) to a parked or new
  * worker: sysmon.c's retake. */
 void kg_handoff_proc(struct kg_rt *rt, struct kg_proc *p);
+void kg_strand_wake(struct kg_rt *rt);
+
+/*
+ * Work was queued where no proc may run it (no proc idle, or a timer on
+ * a proc its caller does not hold). If every proc is held by a worker
+ * asleep in the kernel since before the work came (an idle block: the
+ * kernel side left the proc with it, having nothing to hand on), only the
+ * monitor's strand watch (sysmon.c) can move one: wake it unless it
+ * watches already, one relaxed load in the common case of a busy
+ * runtime. The caller has made the work visible and executed a seq_cst
+ * fence (as for kg_wakep).
+ */
+static inline void kg_strand_kick(struct kg_rt *rt)
+{
+	if (!atomic_load_explicit(&rt->strand_armed, memory_order_relaxed))
+		kg_strand_wake(rt);
+}
+/*
+ * Take proc pi from worker w, which holds it and whose slot's switch count
+ * read seen, from another thread: the membarrier handshake (handoff.c).
+ * slice: the take ends a time slice (counted in preempts and slice_out);
+ * else it is a blocked worker's. true if taken and handed on.
+ */
+bool kg_proc_ask_take(struct kg_rt *rt, struct kg_worker *w, uint32_t pi,
+		      uint64_t seen, bool slice);
 /* The q-th quantile (0..1) of the handoff latencies, in ns. */
 uint64_t kg_handoff_quantile(struct kg_rt *rt, double q);
 

@@ -321,8 +321,17 @@ struct kg_rt {
 	 */
 	_Atomic uint32_t nstandby;
 	_Atomic uint32_t standby_spinning;	/* one standby polls at a time */
-	/* sysmon backend: its monitor thread and state (sysmon.c) */
+	/*
+	 * The monitor thread and its state (sysmon.c): the sysmon backend's,
+	 * or with a kernel backend the watch for procs stranded behind an
+	 * idle block. mon_seq is its futex word (bumped by a kick and at
+	 * stop); strand_armed: the watch looks (1), or sleeps until
+	 * kg_strand_kick (0).
+	 */
 	struct kg_sysmon *sysmon;
+	/* own line: kg_wakep reads strand_armed on a busy runtime */
+	_Alignas(KG_CACHELINE) _Atomic uint32_t strand_armed;
+	_Atomic uint32_t mon_seq;
 	/*
 	 * The body of every worker thread: the scheduler's loop (sched.c),
 	 * given by kg_run, so that handoff.c, which starts the threads, needs

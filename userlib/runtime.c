@@ -487,7 +487,8 @@ int kg_run(void (*main_fn)(void *), void *arg, const struct kg_config *cfg)
 
 	/* this thread waits in kg_run: it can wake no coroutine meanwhile */
 	was_foreign = kg_foreign_pause();
-	if (rt->backend == KG_BACKEND_SYSMON && (err = kg_sysmon_start(rt)))
+	/* sysmon's backend, or a kernel backend's strand watch (sysmon.c) */
+	if ((err = kg_sysmon_start(rt)))
 		goto out;
 	for (i = rt->nprocs; i-- > 1;)
 		__kg_pidle_put(rt, &rt->procs[i]);

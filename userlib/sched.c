@@ -367,8 +367,12 @@ void kg_wakep(struct kg_rt *rt)
 	uint32_t zero = 0;
 	struct kg_proc *p;
 
-	if (!atomic_load(&rt->npidle))
+	if (!atomic_load(&rt->npidle)) {
+		/* every proc is held: by running workers, which will find the
+		 * work, or by ones asleep in the kernel, which will not */
+		kg_strand_kick(rt);
 		return;
+	}
 	if (atomic_load(&rt->nspinning) ||
 	    !atomic_compare_exchange_strong(&rt->nspinning, &zero, 1))
 		return;
@@ -612,9 +616,19 @@ int kg_timer_start(struct kg_rt *rt, struct kg_timer *t, uint64_t when)
 							: &rt->procs[0];
 	int err = kg_timer_add(&p->timers, t, when);
 
-	if (!err)
-		kg_timer_notify(rt, when);
-	return err;
+	if (err)
+		return err;
+	kg_timer_notify(rt, when);
+	if (!w || w->rt != rt || !w->proc ||
+	    __atomic_load_n(&p->slot->owner, __ATOMIC_RELAXED) != w->index) {
+		/* on a heap the caller does not hold (a plain thread's, or a
+		 * proc taken meanwhile): its holder may be asleep in the
+		 * kernel (kg_strand_kick). seq_cst fence: the heap's hint
+		 * before the watch's flag */
+		atomic_thread_fence(memory_order_seq_cst);
+		kg_strand_kick(rt);
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
