@@ -306,8 +306,11 @@ static void rt_free(struct kg_rt *rt)
 
 static struct kg_rt *rt_new(void)
 {
-	struct kg_rt *rt = calloc(1, sizeof(*rt));
+	/* aligned: some fields own a cache line (rt.h) */
+	struct kg_rt *rt = aligned_alloc(_Alignof(struct kg_rt), sizeof(*rt));
 
+	if (rt)
+		memset(rt, 0, sizeof(*rt));
 	if (!rt || kg_mutex_init(&rt->lock)) {
 		free(rt);
 		return NULL;
