@@ -9,11 +9,7 @@
  * memory), and each stack's guard region below it is installed as:
  *
  *   1. madvise(MADV_GUARD_INSTALL) (Linux 6.13+): the guard lives in the
- *      page tables, the VMA is not split, no limit. Installed for up to
- *      GUARD_BATCH stacks ahead in one process_madvise call on the
- *      process's own pidfd where the kernel takes it (one system call and
- *      one mmap lock for the batch: 0.85 us a guard here against 1.3 for
- *      madvise one by one), else one by one;
+ *      page tables, the VMA is not split, no limit;
  *   2. else mprotect(PROT_NONE), while the VMA budget derived from
  *      vm.max_map_count lasts (each guard splits the slab's VMA twice);
  *   3. else a canary word at the stack's low end, checked (with the saved
@@ -38,8 +34,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <sys/syscall.h>
-#include <sys/uio.h>
 #include <unistd.h>
 
 #include "context.h"
@@ -62,7 +56,6 @@
 #define GUARD_SIZE ((size_t)64 * 1024)
 #define SLAB_BYTES ((size_t)256 * 1024 * 1024)
 #define SLAB_MAX_STACKS 1024
-#define GUARD_BATCH 64
 #define CLASS_MIN_SHIFT 14	/* 16 KiB */
 #define NCLASSES 17		/* 16 KiB .. 1 GiB */
 #define KG_CANARY 0x6b675f737461636bull	/* "kg_stack" */
@@ -73,7 +66,6 @@ struct kg_slab {
 	char *base;
 	size_t bytes;
 	uint32_t nstacks, carved;
-	uint32_t guarded;		/* stacks below this have their guard */
 	uint32_t size_class;
 };
 
@@ -89,9 +81,6 @@ struct kg_stack_alloc {
 	struct kg_pool pool[NCLASSES];	/* freed coroutines, per class */
 	long mprotect_budget;		/* guards mprotect may still add */
 	uint32_t dflt;			/* class of the default stack size */
-	/* this process's pidfd for batched guards (pid: whose), or -1 */
-	int pidfd;
-	pid_t pid;
 	_Atomic uint64_t bytes;
 };
 
@@ -135,7 +124,6 @@ int kg_stacks_init(struct kg_rt *rt)
 	/* keep 8192 maps for the program; each mprotect guard costs two */
 	a->mprotect_budget = max > 8192 ? (max - 8192) / 2 : 0;
 	a->dflt = size_to_class(rt->stack_size);
-	a->pidfd = -1;
 	rt->stacks = a;
 
 	/* which guard mechanism does this kernel offer? */
@@ -150,11 +138,8 @@ int kg_stacks_init(struct kg_rt *rt)
 	else if (getenv("KGREEN_STACK_GUARD") &&
 		 !strcmp(getenv("KGREEN_STACK_GUARD"), "canary"))
 		rt->guard_mode = KG_GUARD_CANARY;
-	else if (madvise(probe, 4096, MADV_GUARD_INSTALL) == 0) {
+	else if (madvise(probe, 4096, MADV_GUARD_INSTALL) == 0)
 		rt->guard_mode = KG_GUARD_MADVISE;
-		a->pid = getpid();
-		a->pidfd = (int)syscall(SYS_pidfd_open, a->pid, 0);
-	}
 	else if (a->mprotect_budget > 0)
 		rt->guard_mode = KG_GUARD_MPROTECT;
 	munmap(probe, 2 * 4096);
@@ -171,8 +156,6 @@ void kg_stacks_destroy(struct kg_rt *rt)
 
 	if (!a)
 		return;
-	if (a->pidfd >= 0)
-		syscall(SYS_close, a->pidfd);
 	for (c = 0; c < NCLASSES; c++) {
 		size_t i;
 
@@ -201,49 +184,6 @@ void kg_stacks_destroy(struct kg_rt *rt)
 uint64_t kg_stack_bytes(struct kg_rt *rt)
 {
 	return atomic_load(&rt->stacks->bytes);
-}
-
-/*
- * Install the guards of slab s's stacks from index from on, up to
- * GUARD_BATCH, in one
- * process_madvise call (caller holds a->lock). It does what it can: s->guarded
- * says how far it got (the kernel advises the ranges in order); where it
- * cannot at all (a kernel before 6.13's process_madvise of any advice on
- * oneself, a pidfd of the parent in a forked child), batches stop and
- * install_guard goes one by one.
- */
-static void guard_batch(struct kg_stack_alloc *a, struct kg_slab *s,
-			uint32_t from, size_t slot)
-{
-	struct iovec iov[GUARD_BATCH];
-	uint32_t i, n = s->nstacks - from;
-	ssize_t r;
-
-	if (a->pidfd < 0)
-		return;
-	if (a->pid != getpid()) {
-		/* a forked child's copy names the parent: never advise its
-		 * memory */
-		syscall(SYS_close, a->pidfd);
-		a->pidfd = -1;
-		return;
-	}
-	if (n > GUARD_BATCH)
-		n = GUARD_BATCH;
-	for (i = 0; i < n; i++) {
-		iov[i].iov_base = s->base + (size_t)(from + i) * slot;
-		iov[i].iov_len = GUARD_SIZE;
-	}
-	r = syscall(SYS_process_madvise, a->pidfd, iov, (size_t)n,
-		    MADV_GUARD_INSTALL, 0u);
-	if (r <= 0) {
-		kg_debug("batched stack guards unavailable (%s): one by one",
-			 r < 0 ? strerror(errno) : "none installed");
-		syscall(SYS_close, a->pidfd);
-		a->pidfd = -1;
-		return;
-	}
-	s->guarded = from + (uint32_t)((size_t)r / GUARD_SIZE);
 }
 
 /* Install the guard below a fresh stack; returns the mode used. */
@@ -320,7 +260,6 @@ static struct kg_co *__carve(struct kg_rt *rt, uint32_t c)
 	size_t slot = GUARD_SIZE + class_size(c);
 	char *guard, *lo, *hi;
 	struct kg_co *co;
-	uint32_t idx;
 
 	if (!s || s->carved == s->nstacks) {
 		uint32_t n = (uint32_t)(SLAB_BYTES / slot);
@@ -357,16 +296,12 @@ static struct kg_co *__carve(struct kg_rt *rt, uint32_t c)
 	guard = s->base + (size_t)s->carved * slot;
 	lo = guard + GUARD_SIZE;
 	hi = lo + class_size(c);
-	idx = s->carved++;
-	co = slab_co(s, idx);
+	co = slab_co(s, s->carved++);
 	memset(co, 0, sizeof(*co));
 	co->stack.lo = lo;
 	co->stack.hi = (char *)co;
 	co->stack.size_class = c;
-	if (rt->guard_mode == KG_GUARD_MADVISE && idx >= s->guarded)
-		guard_batch(a, s, idx, slot);
-	co->stack.guard = idx < s->guarded ? KG_GUARD_MADVISE
-					   : install_guard(rt, guard, lo);
+	co->stack.guard = install_guard(rt, guard, lo);
 	co->stack.vg_id = VALGRIND_STACK_REGISTER(lo, hi);
 	co->timer.heap_idx = -1;
 	co->rt = rt;
