@@ -69,6 +69,9 @@ static _Atomic long next_co_id;
 #define STEAL_TRIES 4
 #define RUNNEXT_GRACE_NS 3000	/* before a thief takes a proc's runnext */
 #define GLOBAL_FAIRNESS 61
+#ifndef SPAWN_DRAIN
+#define SPAWN_DRAIN 16
+#endif
 /* ------------------------------------------------------------------ */
 /* Run queues                                                          */
 /* ------------------------------------------------------------------ */
@@ -835,16 +838,12 @@ static long next_id(struct kg_proc *p)
 	return p->id_next++;
 }
 
-static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
-		  size_t stack_size, const char *name, unsigned int flags)
+/* Start co (from kg_co_alloc) as fn(arg) on w's proc; its id. */
+static long spawn(struct kg_worker *w, struct kg_co *co, void (*fn)(void *),
+		  void *arg, const char *name, unsigned int flags)
 {
-	struct kg_rt *rt = w->rt;
-	struct kg_co *co;
 	long id;
 
-	co = kg_co_alloc(rt, w->proc, stack_size);
-	if (!co)
-		return -ENOMEM;
 	co->fn = fn;
 	co->arg = arg;
 	co->is_main = 0;
@@ -871,16 +870,21 @@ static long spawn(struct kg_worker *w, void (*fn)(void *), void *arg,
  */
 long kg_spawn_sched(struct kg_worker *w, void (*fn)(void *), void *arg)
 {
+	struct kg_co *co;
+
 	if (!w->proc)
 		return -EAGAIN;
-	return spawn(w, fn, arg, w->rt->stack_size, NULL, 0);
+	co = kg_co_alloc(w->rt, w->proc, w->rt->stack_size, true);
+	if (!co)
+		return -ENOMEM;
+	return spawn(w, co, fn, arg, NULL, 0);
 }
 
 /* main's coroutine, made on proc p (kg_run queues it with kg_runq_put). */
 struct kg_co *kg_main_make(struct kg_rt *rt, struct kg_proc *p,
 			   void (*fn)(void *), void *arg)
 {
-	struct kg_co *co = kg_co_alloc(rt, p, rt->stack_size);
+	struct kg_co *co = kg_co_alloc(rt, p, rt->stack_size, true);
 
 	if (!co)
 		return NULL;
@@ -904,9 +908,30 @@ void kg_runq_put(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co)
 	runq_put(rt, p, co, false);
 }
 
+/*
+ * Spawning with no freed stack at hand would carve a new one (a page
+ * fault and a guard install: microseconds, and memory kept for good),
+ * while the coroutines queued on this proc, once run, may exit and free
+ * theirs. A spawner that runs ahead of its children (a loop of kg_go)
+ * does not carve while SPAWN_DRAIN or more of them wait here: it yields
+ * to them first, as Go's scheduler would preempt it at some point, and
+ * reuses what they free. A coroutine spawned with KG_GO_NOPREEMPT asked
+ * not to be switched out at other points than its own calls: never here.
+ */
+static bool spawn_drains(struct kg_worker *w)
+{
+	struct kg_proc *p = w->proc;
+	/* owner's view: tail is ours, head only grows (thieves, acquire) */
+	uint32_t t = atomic_load_explicit(RQ_TAIL(p), memory_order_relaxed);
+	uint32_t h = atomic_load_explicit(RQ_HEAD(p), memory_order_acquire);
+
+	return !w->cur->nopreempt && t - h >= SPAWN_DRAIN;
+}
+
 long kg_go_opts(void (*fn)(void *), void *arg, const struct kg_spawn_opts *o)
 {
 	struct kg_worker *w;
+	struct kg_co *co;
 	size_t size = 0;
 	unsigned int flags = 0;
 	long id;
@@ -927,7 +952,16 @@ long kg_go_opts(void (*fn)(void *), void *arg, const struct kg_spawn_opts *o)
 	if (!size)
 		size = w->rt->stack_size;
 	w = sched_enter_co(w);
-	id = spawn(w, fn, arg, size, o ? o->name : NULL, flags);
+	co = kg_co_alloc(w->rt, w->proc, size, false);
+	if (!co && spawn_drains(w)) {
+		kg_leave_sched(w);
+		kg_yield();
+		w = sched_enter_co(kg_worker_self());
+		co = kg_co_alloc(w->rt, w->proc, size, false);
+	}
+	if (!co)
+		co = kg_co_alloc(w->rt, w->proc, size, true);
+	id = co ? spawn(w, co, fn, arg, o ? o->name : NULL, flags) : -ENOMEM;
 	kg_leave_sched(w);
 	return id;
 }

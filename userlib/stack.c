@@ -352,7 +352,8 @@ static void cache_refill(struct kg_stack_alloc *a, struct kg_proc *p)
 	p->nfree_cos = (uint32_t)n;
 }
 
-struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
+struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size,
+			  bool may_carve)
 {
 	struct kg_stack_alloc *a = rt->stacks;
 	uint32_t c = size == rt->stack_size ? a->dflt : size_to_class(size);
@@ -375,7 +376,7 @@ struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size)
 	if (!co) {
 		pthread_mutex_lock(&a->lock);
 		co = __pool_pop(a, c);
-		if (!co)
+		if (!co && may_carve)
 			co = __carve(rt, c);
 		pthread_mutex_unlock(&a->lock);
 		if (!co)

@@ -10,7 +10,13 @@
 
 int kg_stacks_init(struct kg_rt *rt);
 void kg_stacks_destroy(struct kg_rt *rt);
-struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size);
+/*
+ * A coroutine with a stack of size bytes: a freed one (p's cache, then the
+ * global pool), else, with may_carve, a new one from a slab. NULL: out of
+ * memory, or nothing freed and !may_carve.
+ */
+struct kg_co *kg_co_alloc(struct kg_rt *rt, struct kg_proc *p, size_t size,
+			  bool may_carve);
 void kg_co_free(struct kg_rt *rt, struct kg_proc *p, struct kg_co *co);
 void kg_procs_cache_drain(struct kg_rt *rt, struct kg_proc *p, uint32_t keep);
 int kg_altstack_setup(struct kg_worker *w);

@@ -119,6 +119,9 @@ struct kg_spawn_opts {
  *   -EINVAL  fn is NULL
  *   -EPERM   no runtime is running (call from within kg_run's coroutines)
  *   -ENOMEM  no memory for the coroutine or its stack
+ * It may yield to the coroutines queued on the caller's proc before making
+ * a new stack, so that a spawning loop reuses the stacks of those that
+ * exit (never for a KG_GO_NOPREEMPT caller).
  */
 KG_API long kg_go(void (*fn)(void *), void *arg);
 
