@@ -599,7 +599,7 @@ void kg_wake(struct kg_co *co)
  * its next deadline (timer.c, publish_next): pairs with the watcher's
  * store of timer_watch_until then re-read of the heaps (kg_park_worker).
  */
-void kg_timer_notify(struct kg_rt *rt, uint64_t when)
+void kg_timer_notify(struct kg_rt *rt, uint64_t when, bool held)
 {
 	if (when < atomic_load(&rt->timer_watch_until)) {
 		struct kg_worker *watcher = atomic_load(&rt->timer_watcher);
@@ -608,6 +608,17 @@ void kg_timer_notify(struct kg_rt *rt, uint64_t when)
 			kg_kick_watcher(watcher);
 		else
 			kg_wakep(rt);
+	}
+	if (!held) {
+		/*
+		 * On a heap the caller does not hold (a plain thread's, a
+		 * proc taken meanwhile, proc 0's for a coroutine off its
+		 * proc): its holder may be asleep in the kernel
+		 * (kg_strand_kick). seq_cst fence: the heap's hint before
+		 * the watch's flag.
+		 */
+		atomic_thread_fence(memory_order_seq_cst);
+		kg_strand_kick(rt);
 	}
 }
 
@@ -621,16 +632,10 @@ int kg_timer_start(struct kg_rt *rt, struct kg_timer *t, uint64_t when)
 
 	if (err)
 		return err;
-	kg_timer_notify(rt, when);
-	if (!w || w->rt != rt || !w->proc ||
-	    __atomic_load_n(&p->slot->owner, __ATOMIC_RELAXED) != w->index) {
-		/* on a heap the caller does not hold (a plain thread's, or a
-		 * proc taken meanwhile): its holder may be asleep in the
-		 * kernel (kg_strand_kick). seq_cst fence: the heap's hint
-		 * before the watch's flag */
-		atomic_thread_fence(memory_order_seq_cst);
-		kg_strand_kick(rt);
-	}
+	kg_timer_notify(rt, when,
+			w && w->rt == rt && w->proc &&
+				__atomic_load_n(&p->slot->owner,
+						__ATOMIC_RELAXED) == w->index);
 	return 0;
 }
 

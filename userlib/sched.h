@@ -36,8 +36,11 @@ void kg_proc_lost_slow(struct kg_worker *w);
  * worker will fire it in time. 0, or -ENOMEM.
  */
 int kg_timer_start(struct kg_rt *rt, struct kg_timer *t, uint64_t when);
-/* A timer for when was put on one of rt's heaps: wake or kick a watcher. */
-void kg_timer_notify(struct kg_rt *rt, uint64_t when);
+/*
+ * A timer for when was put on one of rt's heaps: wake or kick a watcher;
+ * held: the caller holds that heap's proc (else kick the strand watch).
+ */
+void kg_timer_notify(struct kg_rt *rt, uint64_t when, bool held);
 
 /* Spawn fn(arg) from scheduler mode on w (a timer callback). */
 long kg_spawn_sched(struct kg_worker *w, void (*fn)(void *), void *arg);

@@ -206,14 +206,8 @@ static void after_arm(struct kg_worker *w, struct kg_co *prev, void *arg)
 		kg_ready(w, prev, false);
 		return;
 	}
-	kg_timer_notify(rt, when);
-	if (!w->proc) {
-		/* on proc 0's heap, which some other worker holds: perhaps
-		 * one asleep in the kernel (kg_strand_kick). seq_cst fence:
-		 * the heap's hint before the watch's flag */
-		atomic_thread_fence(memory_order_seq_cst);
-		kg_strand_kick(rt);
-	}
+	/* without a proc, h is proc 0's, which some other worker holds */
+	kg_timer_notify(rt, when, w->proc != NULL);
 }
 
 static void plain_sleep(uint64_t ns)
