@@ -121,7 +121,7 @@ struct kg_spawn_opts {
  *   -ENOMEM  no memory for the coroutine or its stack
  * It may yield to the coroutines queued on the caller's proc before making
  * a new stack, so that a spawning loop reuses the stacks of those that
- * exit (never for a KG_GO_NOPREEMPT caller).
+ * exit (a KG_GO_NOPREEMPT caller never yields here).
  */
 KG_API long kg_go(void (*fn)(void *), void *arg);
 
