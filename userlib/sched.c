@@ -407,10 +407,18 @@ static void reset_spinning(struct kg_worker *w)
 void kg_ready(struct kg_worker *w, struct kg_co *co, bool next)
 {
 	atomic_store_explicit(&co->state, KG_CO_RUNNABLE, memory_order_relaxed);
-	if (kg_likely(w->proc != NULL))
+	if (kg_likely(w->proc != NULL)) {
 		runq_put(w->rt, w->proc, co, next);
-	else
+		/*
+		 * The only proc, and ours: no other to wake, and we run what
+		 * we queued at our next switch (if we block first, the
+		 * kernel side hands the proc on, as for any queued work).
+		 */
+		if (w->rt->nprocs == 1)
+			return;
+	} else {
 		gq_put(w->rt, co);
+	}
 	/* StoreLoad: the queued work before the idle counts (see kg_wakep) */
 	atomic_thread_fence(memory_order_seq_cst);
 	kg_wakep(w->rt);
