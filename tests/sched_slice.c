@@ -514,9 +514,7 @@ TEST_F_TIMEOUT(slice, preempt_storm, 120)
 {
 	struct storm st = { .rounds = (int)scaled(100, 3) };
 	struct kg_config cfg = { .procs = 2, .backend = backend_of(variant) };
-	int err = 0;
-
-	int tries;
+	int err = 0, tries;
 
 	setenv("KGREEN_SLICE", "1ms", 1);
 	/*

@@ -69,9 +69,8 @@ static _Atomic long next_co_id;
 #define STEAL_TRIES 4
 #define RUNNEXT_GRACE_NS 3000	/* before a thief takes a proc's runnext */
 #define GLOBAL_FAIRNESS 61
-#ifndef SPAWN_DRAIN
-#define SPAWN_DRAIN 16
-#endif
+#define SPAWN_DRAIN 16		/* queued ones a stackless kg_go yields to */
+
 /* ------------------------------------------------------------------ */
 /* Run queues                                                          */
 /* ------------------------------------------------------------------ */
@@ -970,8 +969,8 @@ long kg_go_opts(void (*fn)(void *), void *arg, const struct kg_spawn_opts *o)
 		kg_leave_sched(w);
 		kg_yield();
 		w = sched_enter_co(kg_worker_self());
-		co = kg_co_alloc(w->rt, w->proc, size, false);
 	}
+	/* what the yield's coroutines freed first, else a new stack */
 	if (!co)
 		co = kg_co_alloc(w->rt, w->proc, size, true);
 	id = co ? spawn(w, co, fn, arg, o ? o->name : NULL, flags) : -ENOMEM;

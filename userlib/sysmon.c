@@ -43,8 +43,9 @@
  * thread sleeps in the kernel (/proc/self/task/TID/stat; where /proc
  * cannot say, none does) loses that proc by the same handshake, as if the
  * kernel side had detached it at the block. Timers armed on a proc their
- * caller does not hold kick it too (kg_timer_start, kg_sleep's arm). Running workers are left to the kernel side's time slice. After
- * 50 looks with nothing stranded the watch sleeps until the next kick.
+ * caller does not hold kick it too (kg_timer_notify). Running workers are
+ * left to the kernel side's time slice. After 50 looks with nothing
+ * stranded the watch sleeps until the next kick.
  */
 #define _GNU_SOURCE
 #include <errno.h>
