@@ -369,7 +369,11 @@ TEST_F_TIMEOUT(slice, longer_slice, 60)
 
 /*
  * Many short coroutines that each compute for well under a slice (2 ms
- * of spinning apiece, 2 procs) are never preempted.
+ * of spinning apiece, 2 procs) are never preempted. Main is one of them:
+ * it yields after each spawn. Without that its spawn loop is one long
+ * run whenever the other proc keeps its queue short (so kg_go never
+ * yields, see spawn_drains): under TSan 300 spawns took over 100 ms, and
+ * the slice rightly preempted main (seen in about one run in ten there).
  */
 struct shorts {
 	kg_wg_t wg;
@@ -390,8 +394,10 @@ static void shorts_main(void *arg)
 	int i, n = (int)scaled(300, 3);
 
 	kg_wg_add(&sh->wg, n);
-	for (i = 0; i < n; i++)
+	for (i = 0; i < n; i++) {
 		CO_CHECK(kg_go(short_one, sh) > 0, "spawn %d", i);
+		kg_yield();
+	}
 	kg_wg_wait(&sh->wg);
 	CO_CHECK(kg_stats(&sh->st) == 0, "kg_stats");
 }
