@@ -174,6 +174,7 @@ struct kg_proc {
 	struct kg_proc_slot *slot;
 	uint32_t index;
 	uint32_t schedtick;		/* owner only */
+	bool solo;	/* the runtime's only proc: no thief (sched.c, runq_put) */
 	_Atomic(struct kg_co *) runq[KG_RUNQ_SIZE];
 
 	_Alignas(KG_CACHELINE) struct kg_proc *idle_next;	/* rt.lock */

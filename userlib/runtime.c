@@ -360,6 +360,7 @@ static int rt_init(struct kg_rt *rt)
 		struct kg_proc *p = &rt->procs[i];
 
 		p->index = i;
+		p->solo = rt->nprocs == 1;
 		p->slot = &rt->shared->procs[i];
 		p->slot->owner = KG_OWNER_DETACHED;
 		if (kg_timers_init(&p->timers))
