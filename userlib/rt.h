@@ -168,8 +168,9 @@ struct kg_proc {
 	 * The ring's indices and runnext live in the proc's slot in the
 	 * memory shared with the kernel side (uapi/kgreen.h), so that the
 	 * kernel sees whether the proc has work at no extra cost: head
-	 * (written by thieves and the owner) alone in a line; tail (owner,
-	 * release; thieves acquire) with runnext. Use RQ_HEAD/RQ_TAIL/RQ_NEXT.
+	 * (written by thieves and the owner; on a solo proc by the owner
+	 * alone) alone in a line; tail (owner, release; thieves acquire) with
+	 * runnext. Use RQ_HEAD/RQ_TAIL/RQ_NEXT.
 	 */
 	struct kg_proc_slot *slot;
 	uint32_t index;

@@ -175,12 +175,17 @@ static bool runq_put_slow(struct kg_rt *rt, struct kg_proc *p,
  * Thieves take from a proc's runnext and ring head concurrently with its
  * owner, so the owner changes both by exchange and compare-and-swap. A
  * solo proc (the runtime's only one, kg_proc.solo) has no thief: a thief
- * holds a proc of its own to steal into. Everyone else only reads there
- * (the kernel side's work hint, the watches), and a new owner takes the
- * proc by the owner CAS (acquire), which orders it after the old owner's
- * last store. So on a solo proc the owner takes runnext and advances head
- * with plain stores: two locked instructions fewer per channel hand-off
- * (a wake into runnext, then taking it), one per yield.
+ * holds a proc of its own to steal into (steal_work returns at once with
+ * one proc, and runq_grab throws on a solo proc). Everyone else only
+ * reads there (the kernel side's work hint, the watches). A proc changes
+ * owners by a chain of CASes on its owner word: the old owner's side is
+ * fully ordered or a release (the kernel side's cmpxchg at a block, on
+ * the old owner's CPU after its last store; kg_proc_release; sysmon's,
+ * after its acquire of the worker's in_sched), the new owner's an
+ * acquire, so the new owner sees the old one's last stores here. So on
+ * a solo proc the owner takes runnext and advances head with plain
+ * stores: two locked instructions fewer per channel hand-off (a wake
+ * into runnext, then taking it), one per yield.
  */
 
 /*
@@ -279,7 +284,8 @@ static inline __attribute__((always_inline)) struct kg_co *runq_get(struct kg_pr
 		if (p->solo)	/* no thief: see above */
 			atomic_store_explicit(RQ_HEAD(p), h + 1,
 					      memory_order_relaxed);
-		/* acquire pairs with the release store of tail/runnext */
+		/* acquire pairs with the release store of tail/runnext
+		 * (a thief's concern: on a solo proc the owner put them) */
 		if (p->solo || atomic_compare_exchange_strong_explicit(
 				       RQ_HEAD(p), &h, h + 1,
 				       memory_order_acq_rel,
@@ -295,6 +301,9 @@ static inline __attribute__((always_inline)) struct kg_co *runq_get(struct kg_pr
 static uint32_t runq_grab(struct kg_proc *p, struct kg_co **batch,
 			  bool with_next)
 {
+	/* its owner uses plain stores (see runq_put): no thief may come */
+	if (kg_unlikely(p->solo))
+		kg_throw("runq_grab: a thief on the only proc");
 	for (;;) {
 		uint32_t h = atomic_load_explicit(RQ_HEAD(p),
 						  memory_order_acquire);
@@ -442,7 +451,7 @@ void kg_ready(struct kg_worker *w, struct kg_co *co, bool next)
 		 * we queued at our next switch (if we block first, the
 		 * kernel side hands the proc on, as for any queued work).
 		 */
-		if (w->rt->nprocs == 1)
+		if (w->proc->solo)
 			return;
 	} else {
 		gq_put(w->rt, co);

@@ -93,7 +93,8 @@ struct kg_worker_slot {
 struct kg_proc_slot {
 	/*
 	 * Ring head: advanced by compare-and-swap by the owner and by
-	 * thieves (userspace). Alone in its line: thieves write it.
+	 * thieves (userspace; the only proc's owner, which has no thief,
+	 * stores it). Alone in its line: thieves write it.
 	 */
 	__u32 runq_head;
 	__u32 __pad0[15];
