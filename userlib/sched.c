@@ -281,19 +281,21 @@ static inline __attribute__((always_inline)) struct kg_co *runq_get(struct kg_pr
 			return NULL;
 		co = atomic_load_explicit(&p->runq[h % KG_RUNQ_SIZE],
 					  memory_order_relaxed);
-		if (p->solo)	/* no thief: see above */
+		/*
+		 * A solo proc has no thief (see above): a store. Else a CAS,
+		 * whose acquire pairs with the release store of tail/runnext
+		 * (a thief's; on a solo proc the owner put them itself).
+		 */
+		if (p->solo)
 			atomic_store_explicit(RQ_HEAD(p), h + 1,
 					      memory_order_relaxed);
-		/* acquire pairs with the release store of tail/runnext
-		 * (a thief's concern: on a solo proc the owner put them) */
-		if (p->solo || atomic_compare_exchange_strong_explicit(
-				       RQ_HEAD(p), &h, h + 1,
-				       memory_order_acq_rel,
-				       memory_order_relaxed)) {
-			if (kg_unlikely(t - h > 2))
-				runq_prefetch(p, h, t);
-			return co;
-		}
+		else if (!atomic_compare_exchange_strong_explicit(
+				 RQ_HEAD(p), &h, h + 1, memory_order_acq_rel,
+				 memory_order_relaxed))
+			continue;
+		if (kg_unlikely(t - h > 2))
+			runq_prefetch(p, h, t);
+		return co;
 	}
 }
 
